@@ -1,0 +1,70 @@
+"""Argument checks shared by the compiled walker and the reference walker.
+
+These are Python's checks (types, ranges), made before any kernel rule: a
+bad address raises ``TypeError``/``ValueError`` naming the argument; what the
+kernel itself rejects (an empty range, a missing mm, ...) is left to the
+walkers, which return the kernel's negative errno.
+"""
+
+from .constants import U64_MASK
+
+
+def _levels_of(mm):
+    return getattr(mm, "levels", 5)
+
+
+def check_addr(name, value, levels, is_end=False):
+    """An address of a ``levels``-level address space: an int, canonical (in
+    the lower or upper half); an ``end`` may also be the end of the lower half."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative: {value}")
+    if value > U64_MASK:
+        raise ValueError(f"{name} {value:#x} is beyond the 64-bit address space")
+    half = 1 << (47 if levels == 4 else 56)
+    if half <= value < (1 << 64) - half and not (is_end and value == half):
+        raise ValueError(f"{name} {value:#x} is not a canonical address of a "
+                         f"{levels}-level address space (it lies in the hole between the halves)")
+    return value
+
+
+def check_range(mm, start, end):
+    levels = _levels_of(mm)
+    check_addr("start", start, levels)
+    check_addr("end", end, levels, is_end=True)
+    half = 1 << (47 if levels == 4 else 56)
+    if start < half < end:
+        raise ValueError(f"the range [{start:#x}, {end:#x}) spans the non-canonical hole; "
+                         "walk the lower and the upper half separately")
+
+
+def check_mm(mm, name="mm"):
+    from .mm import MM
+    if mm is not None and not isinstance(mm, MM):
+        raise TypeError(f"{name} must be a pgwalk.MM or None, not {type(mm).__name__}")
+
+
+def check_ops(ops):
+    from .ops import MMWalkOps
+    if not isinstance(ops, MMWalkOps):
+        raise TypeError(f"ops must be a pgwalk.MMWalkOps, not {type(ops).__name__}")
+
+
+def check_vma(vma):
+    from .mm import VMA
+    if not isinstance(vma, VMA):
+        raise TypeError(f"vma must be a pgwalk.VMA, not {type(vma).__name__}")
+
+
+def check_pgd(mm, pgd):
+    from ._core import PageTable
+    if pgd is None:
+        return
+    if not isinstance(pgd, PageTable):
+        raise TypeError(f"pgd must be a top-level PageTable (such as other_mm.pgd) or None, "
+                        f"not {type(pgd).__name__}")
+    if pgd.level != 0 or pgd.index != pgd.tables.pgd_id:
+        raise ValueError("pgd must be the top-level table of an mm")
+    if mm is not None and pgd.tables.levels != mm.levels:
+        raise ValueError(f"pgd has {pgd.tables.levels}-level paging but mm has {mm.levels}")

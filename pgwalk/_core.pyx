@@ -1,0 +1,1295 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""pgwalk's compiled core: the table pool and the page walker.
+
+The walker is the kernel's ``mm/pagewalk.c`` (6.13) in Cython: one function
+per level, each the shape of the kernel's, running over raw table memory and
+calling the slots of a ``pgwalk_ops_t``.  The loops are ``nogil``; Python
+callbacks reach them through trampolines that hold the GIL only to call.
+
+Where the kernel would dereference memory that pgwalk cannot trust (a table
+link that does not lead to a live table of this pool linked from exactly this
+slot), pgwalk does not follow the link; see docs/decisions.md for each place.
+"""
+
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.ref cimport Py_REFCNT
+from libc.stdint cimport uint64_t, int64_t, int8_t
+from libc.limits cimport INT_MAX, INT_MIN
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset
+
+import numpy as np
+cimport numpy as cnp
+
+from pgwalk._entries cimport *
+
+cnp.import_array()
+
+
+cdef enum:
+    CHECK_EVERY = 1 << 20
+    ACT_SUBTREE = 0
+    ACT_CONTINUE = 1
+    ACT_AGAIN = 2
+    E_NOMEM = 12
+    E_INVAL = 22
+    L_PGD = 0
+    L_P4D = 1
+    L_PUD = 2
+    L_PMD = 3
+    L_PTE = 4
+
+cdef uint64_t PMD_SIZE_ = (<uint64_t>1) << 21
+cdef uint64_t PUD_SIZE_ = (<uint64_t>1) << 30
+cdef uint64_t P4D_SIZE_ = (<uint64_t>1) << 39
+
+SLOT_NAMES = ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
+              "pte_hole", "hugetlb_entry", "test_walk", "pre_vma", "post_vma",
+              "install_pte")
+
+
+class LockAssertionError(AssertionError):
+    """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
+
+
+# ---------------------------------------------------------------------------
+# The table pool
+# ---------------------------------------------------------------------------
+
+cdef inline uint64_t *table_base(pgwalk_pool_t *pool, uint64_t tid) noexcept nogil:
+    return pool.slabs[tid // SLAB_TABLES] + (tid % SLAB_TABLES) * PTRS
+
+
+cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil:
+    """The table a slot links to, or NULL when the link is not a live table
+    of this pool owned by exactly this slot (garbage is never followed)."""
+    cdef uint64_t tid = entry_index(slot[0])
+    if tid >= <uint64_t>pool.ntables or pool.owner[tid] != slot:
+        return NULL
+    return table_base(pool, tid)
+
+
+cdef inline int child_level(int levels, int level) noexcept nogil:
+    if levels == 4 and level == L_PGD:
+        return L_PUD
+    return level + 1
+
+
+cdef inline int index_at(int levels, int level, uint64_t addr) noexcept nogil:
+    if level == L_PGD:
+        return (addr >> (39 if levels == 4 else 48)) & 511
+    return (addr >> (12 + 9 * (4 - level))) & 511
+
+
+cdef class PageTables:
+    """The page tables of one address space, in a pool of fixed slabs.
+
+    A table is 512 uint64 entries; tables are named by their pool index,
+    which is what a table entry stores in its PFN field.  Slabs are never
+    moved or freed while the object lives, so a pointer into a table stays
+    valid across anything a callback does.
+    """
+
+    def __cinit__(self, int levels=4, bint is_init_mm=False, *args, **kwargs):
+        if levels != 4 and levels != 5:
+            raise ValueError(f"levels must be 4 or 5, not {levels}")
+        self.levels = levels
+        self.is_init_mm = is_init_mm
+        self._slabs = []
+        memset(&self.pool, 0, sizeof(pgwalk_pool_t))
+        self._grow()
+        self.pool.ntables = 1                  # id 0 is never handed out
+        self.pool.self_obj = <void *>self
+        self.pgd_id = pool_take(&self.pool, NULL, L_PGD)
+        if self.pgd_id < 0:
+            raise MemoryError("cannot allocate the top-level table")
+        self.pgd_ptr = table_base(&self.pool, <uint64_t>self.pgd_id)
+
+    def __dealloc__(self):
+        free(self.pool.slabs)
+        free(self.pool.owner)
+        free(self.pool.level)
+        free(self.pool.free_ids)
+        free(self.pool.fail_at)
+
+    cdef int _grow(self) except -1:
+        cdef int64_t n = self.pool.nslabs + 1
+        cdef int64_t cap = n * SLAB_TABLES
+        cdef cnp.ndarray slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
+        cdef uint64_t **slabs = <uint64_t **>realloc(self.pool.slabs, n * sizeof(uint64_t *))
+        if slabs == NULL:
+            raise MemoryError()
+        self.pool.slabs = slabs
+        owner = <uint64_t **>realloc(self.pool.owner, cap * sizeof(uint64_t *))
+        if owner == NULL:
+            raise MemoryError()
+        self.pool.owner = owner
+        lvl = <int8_t *>realloc(self.pool.level, cap * sizeof(int8_t))
+        if lvl == NULL:
+            raise MemoryError()
+        self.pool.level = lvl
+        fids = <int64_t *>realloc(self.pool.free_ids, cap * sizeof(int64_t))
+        if fids == NULL:
+            raise MemoryError()
+        self.pool.free_ids = fids
+        cdef int64_t i
+        for i in range(self.pool.nslabs * SLAB_TABLES, cap):
+            self.pool.owner[i] = NULL
+            self.pool.level[i] = -1
+        self.pool.slabs[self.pool.nslabs] = <uint64_t *>cnp.PyArray_DATA(slab)
+        self._slabs.append(slab)
+        self.pool.nslabs = n
+        return 0
+
+    cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil:
+        """The slot for ``addr`` at ``level``; allocates missing tables above
+        it (counted) when ``alloc``.  NULL with *err 0: the chain is missing;
+        NULL with *err < 0: allocation failed or a non-table blocks the way."""
+        cdef uint64_t *slot = self.pgd_ptr + index_at(self.levels, L_PGD, addr)
+        cdef uint64_t *tbl
+        cdef int lvl = L_PGD, cl
+        err[0] = 0
+        if self.levels == 4 and level == L_P4D:
+            level = L_PGD
+        while lvl < level:
+            cl = child_level(self.levels, lvl)
+            tbl = table_of(&self.pool, slot)
+            if tbl == NULL:
+                if not alloc:
+                    return NULL
+                if not pte_none(slot[0]):
+                    err[0] = -17              # EEXIST: something else is there
+                    return NULL
+                if pool_alloc(&self.pool, slot, cl) < 0:
+                    err[0] = -E_NOMEM
+                    return NULL
+                tbl = table_of(&self.pool, slot)
+            slot = tbl + index_at(self.levels, cl, addr)
+            lvl = cl
+        return slot
+
+    # --- Python-level primitives (the process model and the reference walker)
+    def _table(self, int64_t tid):
+        """A writable numpy view of table ``tid``'s 512 entries."""
+        if tid <= 0 or tid >= self.pool.ntables or self.pool.level[tid] < 0:
+            raise ValueError(f"no live table {tid}")
+        return self._slabs[tid // SLAB_TABLES][tid % SLAB_TABLES]
+
+    def _table_level(self, int64_t tid):
+        return self.pool.level[tid]
+
+    def _child(self, int64_t tid, int idx):
+        """Index of the table that slot (tid, idx) links to, or -1."""
+        cdef uint64_t *slot = table_base(&self.pool, <uint64_t>tid) + idx
+        if table_of(&self.pool, slot) == NULL:
+            return -1
+        return <int64_t>entry_index(slot[0])
+
+    def _alloc(self, int64_t tid, int idx, int level):
+        """Counted allocation of a level-``level`` table linked at (tid, idx)."""
+        return pool_alloc(&self.pool, table_base(&self.pool, <uint64_t>tid) + idx, level)
+
+    def _take_uncounted(self, int64_t tid, int idx, int level):
+        cdef int64_t r = pool_take(&self.pool, table_base(&self.pool, <uint64_t>tid) + idx, level)
+        if r < 0:
+            raise MemoryError("table pool exhausted")
+        return r
+
+    def _free_below(self, int64_t tid, int idx, int level):
+        pool_free_subtree(&self.pool, self.levels, table_base(&self.pool, <uint64_t>tid) + idx, level)
+
+    def _stat_inc(self, str name, int level=-1):
+        cdef pgwalk_mm_stats_t *s = &self.pool.stats
+        if name == "alloc":
+            s.alloc[level] += 1
+        elif name == "split_pmd":
+            s.split_pmd += 1
+        elif name == "split_pud":
+            s.split_pud += 1
+        elif name == "clear_bad":
+            s.clear_bad += 1
+        elif name == "set_pte_at":
+            s.set_pte_at += 1
+        elif name == "update_mmu_cache":
+            s.update_mmu_cache += 1
+        elif name == "pte_map_ok":
+            s.pte_map_ok += 1
+        elif name == "pte_map_null":
+            s.pte_map_null += 1
+        else:
+            raise KeyError(name)
+
+    def _next_alloc_fails(self):
+        """Count one allocation attempt; True if fault injection fails it."""
+        return alloc_attempt_fails(&self.pool)
+
+    def _locate(self, uint64_t addr, int level, bint alloc):
+        """(table id, index) of the slot for ``addr`` at ``level``, or None."""
+        cdef int err = 0
+        cdef uint64_t *slot = self._slot(addr, level, alloc, &err)
+        if err == -E_NOMEM:
+            raise OSError(E_NOMEM, "page-table allocation failed")
+        if err < 0:
+            raise ValueError(f"address {addr:#x}: a non-table entry above level {level} blocks the way")
+        if slot == NULL:
+            return None
+        return self._slot_location(slot)
+
+    cdef tuple _slot_location(self, uint64_t *slot):
+        cdef int64_t s
+        cdef uint64_t off
+        for s in range(self.pool.nslabs):
+            if slot >= self.pool.slabs[s] and slot < self.pool.slabs[s] + SLAB_TABLES * PTRS:
+                off = slot - self.pool.slabs[s]
+                return (s * SLAB_TABLES + <int64_t>(off // PTRS), <int>(off % PTRS))
+        raise AssertionError("slot outside the pool")
+
+    @property
+    def stats(self):
+        """Counters: tables allocated/freed by level, failed allocations,
+        splits, bad entries cleared, PTEs installed (dict of ints)."""
+        cdef pgwalk_mm_stats_t *s = &self.pool.stats
+        names = ("pgd", "p4d", "pud", "pmd", "pte")
+        return {
+            "alloc": {names[i]: s.alloc[i] for i in range(1, 5)},
+            "freed": {names[i]: s.freed[i] for i in range(1, 5)},
+            "alloc_failed": s.alloc_failed,
+            "split_pmd": s.split_pmd, "split_pud": s.split_pud,
+            "clear_bad": s.clear_bad, "set_pte_at": s.set_pte_at,
+            "update_mmu_cache": s.update_mmu_cache,
+            "pte_map_ok": s.pte_map_ok, "pte_map_null": s.pte_map_null,
+            "tables": self.pool.live,
+        }
+
+    @property
+    def nr_tables(self):
+        """Live tables, the top-level one included."""
+        return self.pool.live
+
+    def fail_table_alloc(self, at=()):
+        """Make the k-th page-table allocation from now on fail (1-based,
+        every k in ``at``), as the kernel's fault injection would."""
+        ks = sorted({int(k) for k in at})
+        if any(k < 1 for k in ks):
+            raise ValueError("at: allocation numbers are 1-based")
+        free(self.pool.fail_at)
+        self.pool.fail_at = NULL
+        self.pool.nfail = 0
+        self.pool.alloc_seq = 0
+        if ks:
+            self.pool.fail_at = <int64_t *>malloc(len(ks) * sizeof(int64_t))
+            if self.pool.fail_at == NULL:
+                raise MemoryError()
+            for i, k in enumerate(ks):
+                self.pool.fail_at[i] = k
+            self.pool.nfail = len(ks)
+
+    def _validate_tables(self):
+        """Structural check of the tree; returns a message or None."""
+        cdef int64_t reached = 0
+        cdef int64_t tid
+        msg = self._check_table(self.pgd_ptr, L_PGD, &reached)
+        if msg is not None:
+            return msg
+        if reached != self.pool.live:
+            for tid in range(1, self.pool.ntables):
+                if self.pool.level[tid] >= 0 and self.pool.owner[tid] != NULL:
+                    if self.pool.owner[tid][0] == 0 or entry_index(self.pool.owner[tid][0]) != <uint64_t>tid:
+                        return f"table {tid} (level {self.pool.level[tid]}) is not linked from its owner slot"
+            return f"{self.pool.live - reached} live table(s) unreachable from the top level"
+        return None
+
+    cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached):
+        cdef int i, cl
+        cdef uint64_t *child
+        cdef uint64_t tid
+        reached[0] += 1
+        if level >= L_PTE:
+            return None
+        cl = child_level(self.levels, level)
+        for i in range(PTRS):
+            if tbl[i] == 0:
+                continue
+            child = table_of(&self.pool, &tbl[i])
+            if child == NULL:
+                continue
+            tid = entry_index(tbl[i])
+            if self.pool.level[tid] != cl:
+                return f"table {tid} linked at level {level} holds level {self.pool.level[tid]}, expected {cl}"
+            msg = self._check_table(child, cl, reached)
+            if msg is not None:
+                return msg
+        return None
+
+
+cdef bint alloc_attempt_fails(pgwalk_pool_t *pool) noexcept nogil:
+    cdef int64_t i
+    pool.alloc_seq += 1
+    for i in range(pool.nfail):
+        if pool.fail_at[i] == pool.alloc_seq:
+            pool.stats.alloc_failed += 1
+            return True
+    return False
+
+
+cdef int _pool_grow(pgwalk_pool_t *pool) noexcept with gil:
+    try:
+        (<PageTables>pool.self_obj)._grow()
+    except MemoryError:
+        return -E_NOMEM
+    return 0
+
+
+cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil:
+    """Hand out a zeroed table linked from ``owner_slot`` (not counted as an
+    allocation: the THP split uses this for the deposited table)."""
+    cdef int64_t tid
+    if pool.nfree > 0:
+        pool.nfree -= 1
+        tid = pool.free_ids[pool.nfree]
+    else:
+        if pool.ntables >= pool.nslabs * SLAB_TABLES:
+            if _pool_grow(pool) < 0:
+                return -E_NOMEM
+        tid = pool.ntables
+        pool.ntables += 1
+    pool.owner[tid] = owner_slot
+    pool.level[tid] = level
+    pool.live += 1
+    if owner_slot != NULL:
+        owner_slot[0] = mk_table(<uint64_t>tid)
+    return tid
+
+
+cdef void pool_free_table(pgwalk_pool_t *pool, int64_t tid) noexcept nogil:
+    memset(table_base(pool, <uint64_t>tid), 0, PTRS * sizeof(uint64_t))
+    pool.stats.freed[pool.level[tid]] += 1
+    pool.owner[tid] = NULL
+    pool.level[tid] = -1
+    pool.free_ids[pool.nfree] = tid
+    pool.nfree += 1
+    pool.live -= 1
+
+
+cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int level) noexcept nogil:
+    """Free every table below ``slot`` (a slot at ``level``) and clear it."""
+    cdef uint64_t *tbl = table_of(pool, slot)
+    cdef int i, cl
+    if tbl != NULL:
+        cl = child_level(levels, level)
+        if cl < L_PTE:
+            for i in range(PTRS):
+                if tbl[i] != 0:
+                    pool_free_subtree(pool, levels, &tbl[i], cl)
+        pool_free_table(pool, <int64_t>entry_index(slot[0]))
+    slot[0] = 0
+
+
+cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil:
+    """A counted page-table allocation (__pud_alloc and friends): subject to
+    fault injection; links the new table into ``slot``."""
+    if alloc_attempt_fails(pool):
+        return -E_NOMEM
+    if pool_take(pool, slot, level) < 0:
+        return -E_NOMEM
+    pool.stats.alloc[level] += 1
+    return 0
+
+
+cdef class PageTable:
+    """One table of an address space: ``int(t[i])`` reads entry i;
+    ``np.asarray(t)`` is a writable view of its 512 entries."""
+    cdef readonly PageTables tables
+    cdef readonly int64_t index
+    cdef readonly int level
+
+    def __init__(self, PageTables tables, int64_t index, int level):
+        self.tables = tables
+        self.index = index
+        self.level = level
+
+    @property
+    def entries(self):
+        return self.tables._table(self.index)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.tables._table(self.index)
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self):
+        return PTRS
+
+    def __getitem__(self, i):
+        return int(self.tables._table(self.index)[i])
+
+    def __repr__(self):
+        return f"<PageTable {('pgd', 'p4d', 'pud', 'pmd', 'pte')[self.level]} #{self.index}>"
+
+
+# ---------------------------------------------------------------------------
+# The walk state
+# ---------------------------------------------------------------------------
+
+cdef struct WalkCtx:
+    pgwalk_walk_t w               # first member: a WalkCtx* is a pgwalk_walk_t*
+    pgwalk_ops_t ops
+    pgwalk_pool_t *pool           # pool of the tree being walked
+    void *pt                      # its PageTables (borrowed)
+    uint64_t *pgd                 # top-level table walked
+    uint64_t task_size
+    int is_init_mm
+    int vma_anon
+    int64_t budget                # entries until the next Ctrl-C check
+
+
+cdef class EntryRef:
+    """A reference to a live table slot, valid only during the callback that
+    received it (like a kernel ``pte_t *`` under its lock)."""
+    cdef uint64_t *ptr
+    cdef readonly int level
+    cdef PageTables pt
+
+    cdef inline uint64_t _get(self) except? 0:
+        if self.ptr == NULL:
+            raise RuntimeError("entry reference used outside its callback")
+        return self.ptr[0]
+
+    @property
+    def val(self):
+        return self._get()
+
+    def __int__(self):
+        return self._get()
+
+    def __index__(self):
+        return self._get()
+
+    def __eq__(self, other):
+        if isinstance(other, EntryRef):
+            return self._get() == (<EntryRef>other)._get()
+        return self._get() == other
+
+    def __hash__(self):
+        return hash(self._get())
+
+    def set(self, value):
+        """Write the live slot.  Above PTE level a slot that links a table,
+        or a value that would, is refused (spec 8.3: a callback may not
+        restructure the tree through an entry reference)."""
+        cdef uint64_t v = _u64(value, "value")
+        cdef uint64_t old = self._get()
+        if self.level < L_PTE and v != old and self.pt is not None:
+            if table_of(&self.pt.pool, self.ptr) != NULL:
+                raise ValueError("entry.set: this slot links a page table; "
+                                 "a callback may not unlink tables (pgwalk decision 8.3)")
+        self.ptr[0] = v
+
+    def __repr__(self):
+        if self.ptr == NULL:
+            return "<EntryRef (expired)>"
+        return f"<EntryRef {('pgd', 'p4d', 'pud', 'pmd', 'pte')[self.level]} {self.ptr[0]:#018x}>"
+
+
+cdef class Scratch:
+    """The ``ptep`` handed to ``install_pte``: a scratch value, not the live
+    slot; what it holds when the callback returns 0 is stored (starts 0)."""
+    cdef uint64_t *ptr
+
+    @property
+    def val(self):
+        if self.ptr == NULL:
+            raise RuntimeError("ptep used outside install_pte")
+        return self.ptr[0]
+
+    def __int__(self):
+        return self.val
+
+    def __index__(self):
+        return self.val
+
+    def set(self, value):
+        if self.ptr == NULL:
+            raise RuntimeError("ptep used outside install_pte")
+        self.ptr[0] = _u64(value, "value")
+
+
+cdef uint64_t _u64(object value, str name) except? 0:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0 or value > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"{name} must fit in 64 bits: {value:#x}")
+    return <uint64_t>value
+
+
+cdef class MMWalk:
+    """The ``struct mm_walk`` a callback receives: ``mm, vma, pgd, private,
+    ops, no_vma`` and the settable ``action``."""
+    cdef WalkCtx c
+    cdef readonly object mm
+    cdef readonly object vma
+    cdef readonly object pgd
+    cdef readonly object ops
+    cdef public object private
+    cdef object _exc
+    cdef list _refs
+    cdef Scratch _scratch
+    cdef tuple _keep
+
+    @property
+    def action(self):
+        return self.c.w.action
+
+    @action.setter
+    def action(self, value):
+        if value not in (ACT_SUBTREE, ACT_CONTINUE, ACT_AGAIN):
+            raise ValueError("walk.action must be ACTION_SUBTREE, ACTION_CONTINUE or ACTION_AGAIN")
+        self.c.w.action = value
+
+    @property
+    def no_vma(self):
+        return bool(self.c.w.no_vma)
+
+    def __repr__(self):
+        return f"<MMWalk vma={self.vma!r} action={self.c.w.action} no_vma={self.no_vma}>"
+
+    cdef inline int _park(self, object exc):
+        if self._exc is None:
+            self._exc = exc
+        return PGWALK_EXC
+
+    cdef inline EntryRef _ref(self, int level):
+        cdef EntryRef ref = <EntryRef>self._refs[level]
+        if Py_REFCNT(ref) > 2:       # a callback kept the last one: hand out a fresh one
+            ref = EntryRef.__new__(EntryRef)
+            ref.level = level
+            ref.pt = <PageTables>self.c.pt
+            self._refs[level] = ref
+        return ref
+
+
+cdef inline int _ret(object r, int slot) except? -1:
+    """A callback's return value as a C int."""
+    if type(r) is int or isinstance(r, int):
+        if r > INT_MAX or r < INT_MIN:
+            raise OverflowError(f"{SLOT_NAMES[slot]} returned {r}, which does not fit in a C int")
+        return <int>r
+    raise TypeError(f"{SLOT_NAMES[slot]} must return an int, not {type(r).__name__}")
+
+
+# --- Python trampolines (tier: plain Python callables) ---------------------
+
+cdef int _py_entry(uint64_t *entry, uint64_t addr, uint64_t next,
+                   pgwalk_walk_t *w, void *ctx, int level) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef EntryRef ref = walk._ref(level)
+    ref.ptr = entry
+    try:
+        return _ret((<object>ctx)(ref, addr, next, walk), level)
+    except BaseException as e:
+        return walk._park(e)
+    finally:
+        ref.ptr = NULL
+
+cdef int _py_pgd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_entry(e, a, n, w, ctx, L_PGD)
+
+cdef int _py_p4d(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_entry(e, a, n, w, ctx, L_P4D)
+
+cdef int _py_pud(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_entry(e, a, n, w, ctx, L_PUD)
+
+cdef int _py_pmd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_entry(e, a, n, w, ctx, L_PMD)
+
+cdef int _py_pte(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_entry(e, a, n, w, ctx, L_PTE)
+
+cdef int _py_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    try:
+        return _ret((<object>ctx)(addr, next, depth, walk), 5)
+    except BaseException as e:
+        return walk._park(e)
+
+cdef int _py_hugetlb(uint64_t *entry, uint64_t hmask, uint64_t addr, uint64_t next,
+                     pgwalk_walk_t *w, void *ctx) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef EntryRef ref = walk._ref(5)
+    ref.ptr = entry
+    try:
+        return _ret((<object>ctx)(ref, hmask, addr, next, walk), 6)
+    except BaseException as e:
+        return walk._park(e)
+    finally:
+        ref.ptr = NULL
+
+cdef int _py_range(uint64_t start, uint64_t end, pgwalk_walk_t *w, void *ctx, int slot) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    try:
+        return _ret((<object>ctx)(start, end, walk), slot)
+    except BaseException as e:
+        return walk._park(e)
+
+cdef int _py_test_walk(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_range(s, e, w, ctx, 7)
+
+cdef int _py_pre_vma(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return _py_range(s, e, w, ctx, 8)
+
+cdef void _py_post_vma(pgwalk_walk_t *w, void *ctx) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    try:
+        (<object>ctx)(walk)
+    except BaseException as e:
+        walk._park(e)
+
+cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
+                     pgwalk_walk_t *w, void *ctx) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef Scratch s = walk._scratch
+    s.ptr = ptep
+    try:
+        return _ret((<object>ctx)(addr, next, s, walk), 10)
+    except BaseException as e:
+        return walk._park(e)
+    finally:
+        s.ptr = NULL
+
+
+cdef int _exc_pending(WalkCtx *c) noexcept with gil:
+    return (<MMWalk>c.w.pywalk)._exc is not None
+
+
+cdef int _check_signals(WalkCtx *c) noexcept with gil:
+    try:
+        PyErr_CheckSignals()
+    except BaseException as e:
+        return (<MMWalk>c.w.pywalk)._park(e)
+    return 0
+
+
+cdef inline int tick(WalkCtx *c, int64_t n) noexcept nogil:
+    c.budget -= n
+    if c.budget > 0:
+        return 0
+    c.budget = CHECK_EVERY
+    return _check_signals(c)
+
+
+cdef int _null_pte_entry(WalkCtx *c, uint64_t addr) noexcept with gil:
+    return (<MMWalk>c.w.pywalk)._park(TypeError(
+        f"install_pte is set without pte_entry and the walk met a non-none PTE at {addr:#x}: "
+        "the kernel would call a NULL pte_entry here (pgwalk decision 8.1)"))
+
+
+cdef int _no_memory(WalkCtx *c) noexcept with gil:
+    return (<MMWalk>c.w.pywalk)._park(MemoryError("page-table pool exhausted during a THP split"))
+
+
+# ---------------------------------------------------------------------------
+# The level walk (mm/pagewalk.c, 6.13)
+# ---------------------------------------------------------------------------
+
+cdef inline uint64_t addr_end(uint64_t addr, uint64_t end, uint64_t size) noexcept nogil:
+    cdef uint64_t boundary = (addr + size) & ~(size - 1)
+    if boundary - 1 < end - 1:
+        return boundary
+    return end
+
+
+cdef uint64_t *pte_offset_map(WalkCtx *c, uint64_t *pmd, uint64_t addr) noexcept nogil:
+    """Map the PTE table under ``pmd``; NULL (after clearing a bad PMD) when
+    the PMD is no longer a table."""
+    cdef uint64_t v = pmd[0]
+    cdef uint64_t *tbl
+    if pte_none(v) or is_pmd_migration_entry(v) or pmd_trans_huge(v) or pmd_devmap(v):
+        c.pool.stats.pte_map_null += 1
+        return NULL
+    tbl = table_of(c.pool, pmd)
+    if pmd_bad(v) or tbl == NULL:
+        pmd[0] = 0
+        c.pool.stats.clear_bad += 1
+        c.pool.stats.pte_map_null += 1
+        return NULL
+    c.pool.stats.pte_map_ok += 1
+    return tbl + ((addr >> 12) & 511)
+
+
+cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef int err = 0
+    cdef uint64_t new_pte
+    cdef int64_t n = 0
+    while True:
+        n += 1
+        if ops.install_pte != NULL and pte_none(pte[0]):
+            new_pte = 0
+            err = ops.install_pte(addr, addr + 4096, &new_pte, &c.w, ops.install_pte_ctx)
+            if err:
+                break
+            pte[0] = new_pte
+            c.pool.stats.set_pte_at += 1
+            if not c.w.no_vma:
+                c.pool.stats.update_mmu_cache += 1
+        else:
+            if ops.pte_entry == NULL:
+                err = _null_pte_entry(c, addr)
+                break
+            err = ops.pte_entry(pte, addr, addr + 4096, &c.w, ops.pte_entry_ctx)
+            if err:
+                break
+        if addr >= end - 4096:
+            break
+        addr += 4096
+        pte += 1
+    if err == 0:
+        err = tick(c, n)
+    return err
+
+
+cdef int walk_pte_range(WalkCtx *c, uint64_t *pmd, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef uint64_t *pte
+    cdef uint64_t *tbl
+    if c.w.no_vma and (c.is_init_mm or addr >= c.task_size):
+        # pte_offset_kernel(): no validation in the kernel; pgwalk still
+        # refuses to follow a link that leads to no table of this tree.
+        tbl = table_of(c.pool, pmd)
+        if tbl == NULL:
+            return 0
+        pte = tbl + ((addr >> 12) & 511)
+    else:
+        pte = pte_offset_map(c, pmd, addr)
+    if pte == NULL:
+        c.w.action = ACT_AGAIN
+        return 0
+    return walk_pte_range_inner(c, pte, addr, end)
+
+
+cdef int split_huge_pmd(WalkCtx *c, uint64_t *pmd) noexcept nogil:
+    """split_huge_pmd(): anon THP -> PTE table (the deposited table, not a
+    counted allocation); PMD migration entry -> 512 PTE migration entries;
+    huge zero page -> 512 zero-page PTEs; not anonymous -> cleared."""
+    cdef uint64_t v = pmd[0]
+    cdef uint64_t flags, pfn, typ
+    cdef uint64_t *tbl
+    cdef int i
+    cdef int64_t tid
+    if not (is_swap_pmd(v) or pmd_trans_huge(v) or pmd_devmap(v)):
+        return 0
+    if not (pmd_trans_huge(v) or pmd_devmap(v) or is_pmd_migration_entry(v)):
+        return 0
+    c.pool.stats.split_pmd += 1
+    if not c.vma_anon:
+        pmd[0] = 0
+        return 0
+    pmd[0] = 0
+    tid = pool_take(c.pool, pmd, L_PTE)
+    if tid < 0:
+        pmd[0] = v
+        return _no_memory(c)
+    tbl = table_base(c.pool, <uint64_t>tid)
+    if is_pmd_migration_entry(v):
+        typ = swp_pte_type(v)
+        pfn = swp_pte_offset(v)
+        for i in range(PTRS):
+            tbl[i] = mk_swp_pte(typ, pfn + i)
+    elif pmd_pfn(v) == PGW_HUGE_ZERO_PFN:
+        flags = ((v & PGW_FLAGS_MASK) & ~(PGW_PSE | PGW_RW | PGW_DIRTY)) | PGW_SPECIAL
+        for i in range(PTRS):
+            tbl[i] = (PGW_ZERO_PFN << 12) | flags
+    else:
+        flags = (v & PGW_FLAGS_MASK) & ~PGW_PSE
+        pfn = pmd_pfn(v)
+        for i in range(PTRS):
+            tbl[i] = (((pfn + i) << 12) & PGW_PFN_MASK) | flags
+    return 0
+
+
+cdef inline void split_huge_pud(WalkCtx *c, uint64_t *pud) noexcept nogil:
+    """split_huge_pud() in 6.13: a huge PUD leaf is simply cleared."""
+    if pmd_trans_huge(pud[0]) or pmd_devmap(pud[0]):
+        pud[0] = 0
+        c.pool.stats.split_pud += 1
+
+
+cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef bint has_handler = ops.pte_entry != NULL
+    cdef bint has_install = ops.install_pte != NULL
+    cdef uint64_t next = 0
+    cdef uint64_t *pmd = table_of(c.pool, pud)
+    cdef int err = 0
+    if pmd == NULL:
+        return 0
+    pmd += (addr >> 21) & 511
+    while True:
+        while True:                                   # "again:"
+            err = tick(c, 1)
+            if err:
+                break
+            next = addr_end(addr, end, PMD_SIZE_)
+            if pte_none(pmd[0]):
+                if has_install:
+                    err = pool_alloc(c.pool, pmd, L_PTE)
+                elif ops.pte_hole != NULL:
+                    err = ops.pte_hole(addr, next, 3, &c.w, ops.pte_hole_ctx)
+                if err or not has_install:
+                    break
+            c.w.action = ACT_SUBTREE
+            if ops.pmd_entry != NULL:
+                err = ops.pmd_entry(pmd, addr, next, &c.w, ops.pmd_entry_ctx)
+                if err:
+                    break
+            if c.w.action == ACT_AGAIN:
+                continue
+            if c.w.action == ACT_CONTINUE:
+                break
+            if not has_handler:
+                if not has_install:
+                    break
+                if pmd_present(pmd[0]) and (pmd_trans_huge(pmd[0]) or pmd_devmap(pmd[0])):
+                    break
+            if c.w.has_vma:
+                err = split_huge_pmd(c, pmd)
+                if err:
+                    break
+            elif pmd_leaf(pmd[0]) or not pmd_present(pmd[0]):
+                break
+            err = walk_pte_range(c, pmd, addr, next)
+            if err:
+                break
+            if c.w.action == ACT_AGAIN:
+                continue
+            break
+        if err:
+            break
+        pmd += 1
+        addr = next
+        if addr == end:
+            break
+    return err
+
+
+cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef bint has_handler = ops.pmd_entry != NULL or ops.pte_entry != NULL
+    cdef bint has_install = ops.install_pte != NULL
+    cdef uint64_t next = 0
+    cdef uint64_t *pud = table_of(c.pool, p4d)
+    cdef int err = 0
+    if pud == NULL:
+        return 0
+    pud += (addr >> 30) & 511
+    while True:
+        while True:                                   # "again:"
+            err = tick(c, 1)
+            if err:
+                break
+            next = addr_end(addr, end, PUD_SIZE_)
+            if pte_none(pud[0]):
+                if has_install:
+                    err = pool_alloc(c.pool, pud, L_PMD)
+                elif ops.pte_hole != NULL:
+                    err = ops.pte_hole(addr, next, 2, &c.w, ops.pte_hole_ctx)
+                if err or not has_install:
+                    break
+            c.w.action = ACT_SUBTREE
+            if ops.pud_entry != NULL:
+                err = ops.pud_entry(pud, addr, next, &c.w, ops.pud_entry_ctx)
+                if err:
+                    break
+            if c.w.action == ACT_AGAIN:
+                continue
+            if c.w.action == ACT_CONTINUE:
+                break
+            if not has_handler:
+                if not has_install:
+                    break
+                if pud_present(pud[0]) and (pmd_trans_huge(pud[0]) or pmd_devmap(pud[0])):
+                    break
+            if c.w.has_vma:
+                split_huge_pud(c, pud)
+            elif pmd_leaf(pud[0]) or not pud_present(pud[0]):
+                break
+            if pte_none(pud[0]):
+                continue
+            # The kernel has no bad check here; pgwalk does not follow a
+            # link that leads to no PMD table of this tree.
+            if table_of(c.pool, pud) == NULL:
+                break
+            err = walk_pmd_range(c, pud, addr, next)
+            break
+        if err:
+            break
+        pud += 1
+        addr = next
+        if addr == end:
+            break
+    return err
+
+
+cdef inline bint p4d_none_or_clear_bad(WalkCtx *c, uint64_t *p4d) noexcept nogil:
+    if pte_none(p4d[0]):
+        return True
+    if p4d_bad(p4d[0]) or table_of(c.pool, p4d) == NULL:
+        p4d[0] = 0
+        c.pool.stats.clear_bad += 1
+        return True
+    return False
+
+
+cdef inline bint pgd_none_or_clear_bad(WalkCtx *c, uint64_t *pgd) noexcept nogil:
+    if c.w.levels == 4:
+        return False                  # folded: never none, never bad
+    if pgd_none_l5(pgd[0]):
+        return True
+    if pgd_bad_l5(pgd[0]) or table_of(c.pool, pgd) == NULL:
+        pgd[0] = 0
+        c.pool.stats.clear_bad += 1
+        return True
+    return False
+
+
+cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef bint has_handler = ops.pud_entry != NULL or ops.pmd_entry != NULL or ops.pte_entry != NULL
+    cdef bint has_install = ops.install_pte != NULL
+    cdef bint folded = c.w.levels == 4
+    cdef int depth = 0 if folded else 1
+    cdef uint64_t next
+    cdef uint64_t *p4d
+    cdef int err = 0
+    if folded:
+        p4d = pgd                     # p4d_offset() of a folded level is the pgd slot
+    else:
+        p4d = table_of(c.pool, pgd)
+        if p4d == NULL:
+            return 0
+        p4d += (addr >> 39) & 511
+    while True:
+        next = end if folded else addr_end(addr, end, P4D_SIZE_)
+        if p4d_none_or_clear_bad(c, p4d):
+            if has_install:
+                err = pool_alloc(c.pool, p4d, L_PUD)
+            elif ops.pte_hole != NULL:
+                err = ops.pte_hole(addr, next, depth, &c.w, ops.pte_hole_ctx)
+            if err:
+                break
+            if not has_install:
+                p4d += 1
+                addr = next
+                if addr == end:
+                    break
+                continue
+        if ops.p4d_entry != NULL:
+            err = ops.p4d_entry(p4d, addr, next, &c.w, ops.p4d_entry_ctx)
+            if err:
+                break
+        if has_handler or has_install:
+            err = walk_pud_range(c, p4d, addr, next)
+        if err:
+            break
+        p4d += 1
+        addr = next
+        if addr == end:
+            break
+    return err
+
+
+cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef bint has_handler = (ops.p4d_entry != NULL or ops.pud_entry != NULL or
+                             ops.pmd_entry != NULL or ops.pte_entry != NULL)
+    cdef bint has_install = ops.install_pte != NULL
+    cdef uint64_t size = (<uint64_t>1) << (39 if c.w.levels == 4 else 48)
+    cdef uint64_t *pgd = c.pgd + ((addr >> (39 if c.w.levels == 4 else 48)) & 511)
+    cdef uint64_t next
+    cdef int err = 0
+    while True:
+        next = addr_end(addr, end, size)
+        if pgd_none_or_clear_bad(c, pgd):
+            if has_install:
+                err = pool_alloc(c.pool, pgd, L_P4D)
+            elif ops.pte_hole != NULL:
+                err = ops.pte_hole(addr, next, 0, &c.w, ops.pte_hole_ctx)
+            if err:
+                break
+            if not has_install:
+                pgd += 1
+                addr = next
+                if addr == end:
+                    break
+                continue
+        if ops.pgd_entry != NULL:
+            err = ops.pgd_entry(pgd, addr, next, &c.w, ops.pgd_entry_ctx)
+            if err:
+                break
+        if has_handler or has_install:
+            err = walk_p4d_range(c, pgd, addr, next)
+        if err:
+            break
+        pgd += 1
+        addr = next
+        if addr == end:
+            break
+    return err
+
+
+cdef uint64_t *hugetlb_walk(WalkCtx *c, uint64_t addr, uint64_t sz) noexcept nogil:
+    """The generic huge_pte_offset(): the PMD (or, for 1 GiB pages, PUD) slot
+    for ``addr`` when the tables above it exist, else NULL."""
+    cdef uint64_t *pgd = c.pgd + ((addr >> (39 if c.w.levels == 4 else 48)) & 511)
+    cdef uint64_t *p4d
+    cdef uint64_t *pud
+    cdef uint64_t *tbl
+    if c.w.levels == 5:
+        if not pud_present(pgd[0]):
+            return NULL
+        tbl = table_of(c.pool, pgd)
+        if tbl == NULL:
+            return NULL
+        p4d = tbl + ((addr >> 39) & 511)
+    else:
+        p4d = pgd
+    if not pud_present(p4d[0]):
+        return NULL
+    tbl = table_of(c.pool, p4d)
+    if tbl == NULL:
+        return NULL
+    pud = tbl + ((addr >> 30) & 511)
+    if sz == PUD_SIZE_:
+        return pud
+    if not pud_present(pud[0]):
+        return NULL
+    tbl = table_of(c.pool, pud)
+    if tbl == NULL:
+        return NULL
+    return tbl + ((addr >> 21) & 511)
+
+
+cdef int walk_hugetlb_range(WalkCtx *c, uint64_t addr, uint64_t end, uint64_t sz) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef uint64_t hmask = ~(sz - 1)
+    cdef uint64_t next, boundary
+    cdef uint64_t *pte
+    cdef int err = 0
+    while True:
+        boundary = (addr & hmask) + sz
+        next = boundary if boundary < end else end
+        pte = hugetlb_walk(c, addr & hmask, sz)
+        if pte != NULL:
+            err = ops.hugetlb_entry(pte, hmask, addr, next, &c.w, ops.hugetlb_entry_ctx)
+        elif ops.pte_hole != NULL:
+            err = ops.pte_hole(addr, next, -1, &c.w, ops.pte_hole_ctx)
+        if err:
+            break
+        addr = next
+        if addr == end:
+            break
+        err = tick(c, 1)
+        if err:
+            break
+    return err
+
+
+# ---------------------------------------------------------------------------
+# Entry points (argument checks and the VMA loop, with the GIL)
+# ---------------------------------------------------------------------------
+
+cdef void _fill_ops(pgwalk_ops_t *o, object ops, list keep):
+    """Fill the dispatch table from an MMWalkOps (tier: Python callables)."""
+    memset(o, 0, sizeof(pgwalk_ops_t))
+    cdef object f
+    f = ops.pgd_entry
+    if f is not None:
+        o.pgd_entry = _py_pgd; o.pgd_entry_ctx = <void *>f; keep.append(f)
+    f = ops.p4d_entry
+    if f is not None:
+        o.p4d_entry = _py_p4d; o.p4d_entry_ctx = <void *>f; keep.append(f)
+    f = ops.pud_entry
+    if f is not None:
+        o.pud_entry = _py_pud; o.pud_entry_ctx = <void *>f; keep.append(f)
+    f = ops.pmd_entry
+    if f is not None:
+        o.pmd_entry = _py_pmd; o.pmd_entry_ctx = <void *>f; keep.append(f)
+    f = ops.pte_entry
+    if f is not None:
+        o.pte_entry = _py_pte; o.pte_entry_ctx = <void *>f; keep.append(f)
+    f = ops.pte_hole
+    if f is not None:
+        o.pte_hole = _py_hole; o.pte_hole_ctx = <void *>f; keep.append(f)
+    f = ops.hugetlb_entry
+    if f is not None:
+        o.hugetlb_entry = _py_hugetlb; o.hugetlb_entry_ctx = <void *>f; keep.append(f)
+    f = ops.test_walk
+    if f is not None:
+        o.test_walk = _py_test_walk; o.test_walk_ctx = <void *>f; keep.append(f)
+    f = ops.pre_vma
+    if f is not None:
+        o.pre_vma = _py_pre_vma; o.pre_vma_ctx = <void *>f; keep.append(f)
+    f = ops.post_vma
+    if f is not None:
+        o.post_vma = _py_post_vma; o.post_vma_ctx = <void *>f; keep.append(f)
+    f = ops.install_pte
+    if f is not None:
+        o.install_pte = _py_install; o.install_pte_ctx = <void *>f; keep.append(f)
+    o.walk_lock = ops.walk_lock
+
+
+cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object pgd):
+    cdef MMWalk walk = MMWalk.__new__(MMWalk)
+    cdef PageTables pt = <PageTables>mm
+    cdef PageTables tree = pt if pgd is None else (<PageTable>pgd).tables
+    cdef list keep = []
+    cdef int i
+    cdef EntryRef ref
+    walk.mm = mm
+    walk.vma = None
+    walk.pgd = pgd
+    walk.ops = ops
+    walk.private = private
+    walk._exc = None
+    memset(&walk.c, 0, sizeof(WalkCtx))
+    _fill_ops(&walk.c.ops, ops, keep)
+    walk._keep = tuple(keep)
+    walk.c.w.pywalk = <void *>walk
+    walk.c.w.private = <void *>private
+    walk.c.w.no_vma = no_vma
+    walk.c.w.levels = pt.levels
+    walk.c.pool = &tree.pool
+    walk.c.pt = <void *>tree
+    walk.c.pgd = tree.pgd_ptr if pgd is None else table_base(&tree.pool, <uint64_t>(<PageTable>pgd).index)
+    walk.c.task_size = ((<uint64_t>1) << (47 if pt.levels == 4 else 56)) - 4096
+    walk.c.is_init_mm = pt.is_init_mm
+    walk.c.budget = CHECK_EVERY
+    walk._refs = []
+    for i in range(6):
+        ref = EntryRef.__new__(EntryRef)
+        ref.level = i if i < 5 else L_PMD
+        ref.pt = tree
+        walk._refs.append(ref)
+    walk._scratch = Scratch.__new__(Scratch)
+    return walk
+
+
+cdef int _finish(MMWalk walk, int err) except? -1:
+    exc = walk._exc
+    if exc is not None:
+        walk._exc = None
+        raise exc
+    return err
+
+
+cdef void _enter_vma(MMWalk walk, object vma):
+    walk.vma = vma
+    walk.c.w.has_vma = 1
+    walk.c.w.vma_start = vma.vm_start
+    walk.c.w.vma_end = vma.vm_end
+    walk.c.w.vma_flags = vma.vm_flags
+    walk.c.vma_anon = vma.vm_ops is None
+
+
+cdef void _leave_vma(MMWalk walk):
+    walk.vma = None
+    walk.c.w.has_vma = 0
+
+
+cdef int _call_hole(MMWalk walk, uint64_t start, uint64_t end):
+    if walk.c.ops.pte_hole == NULL:
+        return 0
+    return walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
+
+
+cdef int _walk_page_test(MMWalk walk, uint64_t start, uint64_t end):
+    cdef int err
+    if walk.c.ops.test_walk != NULL:
+        return walk.c.ops.test_walk(start, end, &walk.c.w, walk.c.ops.test_walk_ctx)
+    if walk.c.w.vma_flags & 0x400:           # VM_PFNMAP
+        err = 1
+        if walk.c.ops.pte_hole != NULL:
+            err = walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
+        return err if err else 1
+    return 0
+
+
+cdef int _run_tables(MMWalk walk, uint64_t start, uint64_t end, bint hugetlb, uint64_t hsize):
+    """The nogil part: the table walk of one range.  Runs without the GIL
+    when no slot needs Python, else with it (trampolines re-enter cheaply)."""
+    cdef WalkCtx *c = &walk.c
+    cdef int err
+    if hugetlb:
+        err = walk_hugetlb_range(c, start, end, hsize)
+    else:
+        err = walk_pgd_range(c, start, end)
+    return err
+
+
+cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
+    """__walk_page_range(): install check, pre_vma, the tables, post_vma."""
+    cdef pgwalk_ops_t *ops = &walk.c.ops
+    cdef bint is_hugetlb = (vma.vm_flags & 0x00400000) != 0     # VM_HUGETLB
+    cdef int err = 0
+    if ops.install_pte != NULL and is_hugetlb:
+        return -E_INVAL
+    if ops.pre_vma != NULL:
+        err = ops.pre_vma(start, end, &walk.c.w, ops.pre_vma_ctx)
+        if err:
+            return err
+    if is_hugetlb:
+        if ops.hugetlb_entry != NULL:
+            err = _run_tables(walk, start, end, True, vma.hugepage_size)
+    else:
+        err = _run_tables(walk, start, end, False, 0)
+    if ops.post_vma != NULL and walk._exc is None:
+        ops.post_vma(&walk.c.w, ops.post_vma_ctx)
+    return err
+
+
+def _walk_range(mm, uint64_t start, uint64_t end, ops, private):
+    """walk_page_range_mm() after its argument checks: the VMA loop."""
+    cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
+    cdef int err = 0
+    cdef uint64_t next
+    lock = ops.walk_lock
+    vma = mm.find_vma(start)
+    while True:
+        if vma is None:
+            _leave_vma(walk)
+            next = end
+            err = _call_hole(walk, start, next)
+        elif start < <uint64_t>vma.vm_start:
+            _leave_vma(walk)
+            next = min(end, <uint64_t>vma.vm_start)
+            err = _call_hole(walk, start, next)
+        else:
+            mm._process_vma_walk_lock(vma, lock)
+            _enter_vma(walk, vma)
+            next = min(end, <uint64_t>vma.vm_end)
+            cur = vma
+            vma = mm.find_vma(cur.vm_end)
+            err = _walk_page_test(walk, start, next)
+            if err > 0 and walk._exc is None:
+                err = 0
+            elif err == 0:
+                err = _walk_vma_range(walk, cur, start, next)
+        if err:
+            break
+        start = next
+        if start >= end:
+            break
+    return _finish(walk, err)
+
+
+def _walk_vma(vma, uint64_t start, uint64_t end, ops, private):
+    """walk_page_range_vma()/walk_page_vma() after their checks."""
+    cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
+    _enter_vma(walk, vma)
+    return _finish(walk, _walk_vma_range(walk, vma, start, end))
+
+
+def _walk_novma(mm, uint64_t start, uint64_t end, ops, pgd, private):
+    """walk_page_range_novma() after its checks."""
+    cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
+    return _finish(walk, _run_tables(walk, start, end, False, 0))

@@ -1,0 +1,235 @@
+"""Page-table entry predicates and constructors on raw 64-bit values.
+
+Named like the kernel's helpers and defined as on x86-64 (with
+CONFIG_PAGE_TABLE_ISOLATION, as distribution kernels build it).  Present
+entries use the hardware format; non-present ones use pgwalk's own swap
+format, described in ``docs/encodings.md``:
+
+    bit  0      P = 0
+    bit  1      swap tag, always 1 (so a swap entry is never "none")
+    bits 12..51 offset (a PFN for migration entries, flags for markers)
+    bits 52..56 type (include/linux/swap.h numbering; 31 = PTE marker)
+
+Pure Python on purpose: the reference walker and the process model use these,
+and ``tests/test_entries.py`` checks the Cython copies against them.
+"""
+
+from .constants import (
+    _KERNPG_TABLE, _PAGE_ACCESSED, _PAGE_DEVMAP, _PAGE_KNL_ERRATUM_MASK,
+    _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_SWP_TAG,
+    _PAGE_TABLE, _PAGE_USER, PHYSICAL_PMD_PAGE_MASK, PHYSICAL_PUD_PAGE_MASK,
+    PTE_FLAGS_MASK, PTE_MARKER_GUARD, PTE_MARKER_MASK, PTE_PFN_MASK,
+    SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE,
+    SWP_OFFSET_MASK, SWP_PTE_MARKER, SWP_TYPE_SHIFT, PAGE_SHIFT, U64_MASK,
+)
+
+_PTI_IGNORE = _PAGE_NX          # p4d_bad/pgd_bad ignore NX under PTI
+SWP_ENTRY_TYPE_SHIFT = 58       # type position in an arch-independent swp_entry_t
+
+
+def _u64(v, name="value"):
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, not {type(v).__name__}")
+    if v < 0 or v > U64_MASK:
+        raise ValueError(f"{name} must fit in 64 bits: {v:#x}")
+    return v
+
+
+# --- none / present -------------------------------------------------------
+def pte_none(v):
+    return (v & ~_PAGE_KNL_ERRATUM_MASK) == 0
+
+
+pmd_none = pud_none = p4d_none = pte_none
+
+
+def pgd_none(v, levels=5):
+    """Folded (4-level) PGD slots are never none."""
+    return levels == 5 and v == 0
+
+
+def pte_present(v):
+    return bool(v & (_PAGE_PRESENT | _PAGE_PROTNONE))
+
+
+def pmd_present(v):
+    return bool(v & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE))
+
+
+def pud_present(v):
+    return bool(v & _PAGE_PRESENT)
+
+
+p4d_present = pud_present
+
+
+def pgd_present(v, levels=5):
+    return levels == 4 or bool(v & _PAGE_PRESENT)
+
+
+# --- flags / pfn ----------------------------------------------------------
+def _pmd_pfn_mask(v):
+    return PHYSICAL_PMD_PAGE_MASK if v & _PAGE_PSE else PTE_PFN_MASK
+
+
+def _pud_pfn_mask(v):
+    return PHYSICAL_PUD_PAGE_MASK if v & _PAGE_PSE else PTE_PFN_MASK
+
+
+def pte_flags(v):
+    return v & PTE_FLAGS_MASK
+
+
+def pmd_flags(v):
+    return v & ~_pmd_pfn_mask(v) & U64_MASK
+
+
+def pud_flags(v):
+    return v & ~_pud_pfn_mask(v) & U64_MASK
+
+
+def pte_pfn(v):
+    return (v & PTE_PFN_MASK) >> PAGE_SHIFT
+
+
+def pmd_pfn(v):
+    return (v & _pmd_pfn_mask(v)) >> PAGE_SHIFT
+
+
+def pud_pfn(v):
+    return (v & _pud_pfn_mask(v)) >> PAGE_SHIFT
+
+
+def pfn_pte(pfn, prot):
+    return ((_u64(pfn, "pfn") << PAGE_SHIFT) & PTE_PFN_MASK) | (_u64(prot, "prot") & PTE_FLAGS_MASK)
+
+
+def pfn_pmd(pfn, prot):
+    """A PMD leaf (PSE set) mapping the 2 MiB page at ``pfn``."""
+    return (((_u64(pfn, "pfn") << PAGE_SHIFT) & PHYSICAL_PMD_PAGE_MASK)
+            | (_u64(prot, "prot") & PTE_FLAGS_MASK) | _PAGE_PSE)
+
+
+def pfn_pud(pfn, prot):
+    """A PUD leaf (PSE set) mapping the 1 GiB page at ``pfn``."""
+    return (((_u64(pfn, "pfn") << PAGE_SHIFT) & PHYSICAL_PUD_PAGE_MASK)
+            | (_u64(prot, "prot") & PTE_FLAGS_MASK) | _PAGE_PSE)
+
+
+# --- leaves / huge --------------------------------------------------------
+def pmd_leaf(v):
+    return bool(v & _PAGE_PSE)
+
+
+pud_leaf = pmd_leaf
+
+
+def pmd_trans_huge(v):
+    return (v & (_PAGE_PSE | _PAGE_DEVMAP)) == _PAGE_PSE
+
+
+pud_trans_huge = pmd_trans_huge
+
+
+def pmd_devmap(v):
+    return bool(v & _PAGE_DEVMAP)
+
+
+pud_devmap = pmd_devmap
+
+
+# --- bad ------------------------------------------------------------------
+def pgd_bad(v, levels=5):
+    """x86's pgd_bad: constant false when the p4d level is folded."""
+    if levels == 4:
+        return False
+    return (pte_flags(v) & ~(_PAGE_USER | _PTI_IGNORE)) != _KERNPG_TABLE
+
+
+def p4d_bad(v):
+    return (pte_flags(v) & ~(_KERNPG_TABLE | _PAGE_USER | _PTI_IGNORE)) != 0
+
+
+def pud_bad(v):
+    return (pud_flags(v) & ~(_KERNPG_TABLE | _PAGE_USER)) != 0
+
+
+def pmd_bad(v):
+    return (pmd_flags(v) & ~(_PAGE_USER | _PAGE_ACCESSED)) != (_KERNPG_TABLE & ~_PAGE_ACCESSED)
+
+
+# --- tables ---------------------------------------------------------------
+def mk_table(index):
+    """A table entry pointing at the table with pool index ``index``."""
+    return (_u64(index, "index") << PAGE_SHIFT) & PTE_PFN_MASK | _PAGE_TABLE
+
+
+def table_index(v):
+    return (v & PTE_PFN_MASK) >> PAGE_SHIFT
+
+
+# --- swap entries, migration entries and PTE markers ------------------------
+def swp_entry(type, offset):
+    """An arch-independent swp_entry_t (type in the top bits, as the kernel's)."""
+    if not 0 <= type < 32:
+        raise ValueError(f"type must be in 0..31: {type}")
+    if not 0 <= offset <= SWP_OFFSET_MASK:
+        raise ValueError(f"offset must fit in 40 bits: {offset:#x}")
+    return (type << SWP_ENTRY_TYPE_SHIFT) | offset
+
+
+def swp_type(e):
+    return e >> SWP_ENTRY_TYPE_SHIFT
+
+
+def swp_offset(e):
+    return e & ((1 << SWP_ENTRY_TYPE_SHIFT) - 1)
+
+
+def swp_entry_to_pte(e):
+    return ((swp_type(e) << SWP_TYPE_SHIFT) | (swp_offset(e) << PAGE_SHIFT)
+            | _PAGE_SWP_TAG)
+
+
+def pte_to_swp_entry(v):
+    return swp_entry((v >> SWP_TYPE_SHIFT) & 31, (v >> PAGE_SHIFT) & SWP_OFFSET_MASK)
+
+
+swp_entry_to_pmd = swp_entry_to_pte
+pmd_to_swp_entry = pte_to_swp_entry
+
+
+def is_swap_pte(v):
+    return not pte_none(v) and not pte_present(v)
+
+
+def is_swap_pmd(v):
+    return not pmd_none(v) and not pmd_present(v)
+
+
+def is_migration_entry(e):
+    return swp_type(e) in (SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE,
+                           SWP_MIGRATION_WRITE)
+
+
+def is_pmd_migration_entry(v):
+    return is_swap_pmd(v) and is_migration_entry(pmd_to_swp_entry(v))
+
+
+def make_pte_marker(flags):
+    if flags & ~PTE_MARKER_MASK or not flags:
+        raise ValueError(f"flags must be a non-empty set of PTE_MARKER_* bits: {flags:#x}")
+    return swp_entry_to_pte(swp_entry(SWP_PTE_MARKER, flags))
+
+
+def is_pte_marker(v):
+    return is_swap_pte(v) and swp_type(pte_to_swp_entry(v)) == SWP_PTE_MARKER
+
+
+def pte_marker_get(v):
+    return swp_offset(pte_to_swp_entry(v)) & PTE_MARKER_MASK
+
+
+def is_guard_marker(v):
+    """True for a PTE holding the guard-region marker (PTE_MARKER_GUARD)."""
+    return is_pte_marker(v) and bool(pte_marker_get(v) & PTE_MARKER_GUARD)
