@@ -28,7 +28,7 @@ cnp.import_array()
 
 
 cdef enum:
-    CHECK_EVERY = 1 << 20
+    CHECK_EVERY = 1 << 16          # entries between two Ctrl-C checks
     ACT_SUBTREE = 0
     ACT_CONTINUE = 1
     ACT_AGAIN = 2
@@ -542,7 +542,7 @@ cdef class MMWalk:
 
     @action.setter
     def action(self, value):
-        if value not in (ACT_SUBTREE, ACT_CONTINUE, ACT_AGAIN):
+        if not isinstance(value, int) or isinstance(value, bool) or value not in (ACT_SUBTREE, ACT_CONTINUE, ACT_AGAIN):
             raise ValueError("walk.action must be ACTION_SUBTREE, ACTION_CONTINUE or ACTION_AGAIN")
         self.c.w.action = value
 
@@ -656,10 +656,6 @@ cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
         return walk._park(e)
     finally:
         s.ptr = NULL
-
-
-cdef int _exc_pending(WalkCtx *c) noexcept with gil:
-    return (<MMWalk>c.w.pywalk)._exc is not None
 
 
 cdef int _check_signals(WalkCtx *c) noexcept with gil:
@@ -1244,6 +1240,8 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
         err = _run_tables(walk, start, end, False, 0)
     if ops.post_vma != NULL and walk._exc is None:
         ops.post_vma(&walk.c.w, ops.post_vma_ctx)
+    if walk._exc is not None:
+        return PGWALK_EXC           # an exception (post_vma's included) ends the walk
     return err
 
 

@@ -10,8 +10,11 @@ A slot is named by ``(tables, tid, idx)``: the ``PageTables`` that holds the
 table, the table's pool index and the slot's index in it.
 """
 
+from types import SimpleNamespace
+
 from . import entries as E
 from ._args import check_mm, check_ops, check_pgd, check_range, check_vma
+from .ops import CALLBACKS
 from .constants import (
     ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL, ENOMEM,
     HUGE_ZERO_PFN, P4D, PAGE_SIZE, PGD, PMD, PTE, PUD, PUD_SIZE, U64_MASK,
@@ -100,6 +103,9 @@ class Walk:
 
     def __init__(self, mm, ops, private, no_vma=False, pgd=None):
         self.mm, self.ops, self.private = mm, ops, private
+        # the callbacks as they were when the walk started (the kernel's ops
+        # are const; the compiled walker fills its slot table once)
+        self.cbs = SimpleNamespace(**{n: getattr(ops, n) for n in CALLBACKS})
         self.no_vma, self.pgd, self.vma = no_vma, pgd, None
         self._action = ACTION_SUBTREE
         # internal state of the walk
@@ -113,7 +119,8 @@ class Walk:
 
     @action.setter
     def action(self, value):
-        if value not in (ACTION_SUBTREE, ACTION_CONTINUE, ACTION_AGAIN):
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or value not in (ACTION_SUBTREE, ACTION_CONTINUE, ACTION_AGAIN)):
             raise ValueError("walk.action must be ACTION_SUBTREE, ACTION_CONTINUE or ACTION_AGAIN")
         self._action = value
 
@@ -128,12 +135,12 @@ class Walk:
     def call_entry(self, name, level, slot, addr, next):
         ref = Slot(self.tables, slot[0], slot[1], level)
         try:
-            return self._ret(name, getattr(self.ops, name)(ref, addr, next, self))
+            return self._ret(name, getattr(self.cbs, name)(ref, addr, next, self))
         finally:
             ref.live = False
 
     def call_hole(self, addr, next, depth):
-        return self._ret("pte_hole", self.ops.pte_hole(addr, next, depth, self))
+        return self._ret("pte_hole", self.cbs.pte_hole(addr, next, depth, self))
 
 
 # --- reading and writing slots -----------------------------------------------
@@ -172,7 +179,7 @@ def _pgd_shift(walk):
 # --- the level walk ------------------------------------------------------------
 
 def walk_pte_range_inner(walk, tid, idx, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     err = 0
     while True:
         slot = (tid, idx)
@@ -269,7 +276,7 @@ def split_huge_pud(walk, pud):
 
 
 def walk_pmd_range(walk, pud, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     has_handler = ops.pte_entry is not None
     has_install = ops.install_pte is not None
     tid = _child(walk, pud)
@@ -325,7 +332,7 @@ def walk_pmd_range(walk, pud, addr, end):
 
 
 def walk_pud_range(walk, p4d, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     has_handler = ops.pmd_entry is not None or ops.pte_entry is not None
     has_install = ops.install_pte is not None
     tid = _child(walk, p4d)
@@ -392,7 +399,7 @@ def _none_or_clear_bad(walk, slot, bad):
 
 
 def walk_p4d_range(walk, pgd, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     has_handler = (ops.pud_entry is not None or ops.pmd_entry is not None
                    or ops.pte_entry is not None)
     has_install = ops.install_pte is not None
@@ -436,7 +443,7 @@ def walk_p4d_range(walk, pgd, addr, end):
 
 
 def walk_pgd_range(walk, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     has_handler = (ops.p4d_entry is not None or ops.pud_entry is not None
                    or ops.pmd_entry is not None or ops.pte_entry is not None)
     has_install = ops.install_pte is not None
@@ -515,7 +522,7 @@ def hugetlb_walk(walk, addr, sz):
 
 
 def walk_hugetlb_range(walk, addr, end):
-    ops = walk.ops
+    ops = walk.cbs
     sz = walk.vma.hugepage_size
     hmask = ~(sz - 1) & U64_MASK
     err = 0
@@ -542,7 +549,7 @@ def walk_hugetlb_range(walk, addr, end):
 # --- VMA level ---------------------------------------------------------------------
 
 def walk_page_test(walk, start, end):
-    ops = walk.ops
+    ops = walk.cbs
     if ops.test_walk is not None:
         return walk._ret("test_walk", ops.test_walk(start, end, walk))
     if walk.vma.vm_flags & VM_PFNMAP:
@@ -554,7 +561,7 @@ def walk_page_test(walk, start, end):
 
 
 def __walk_page_range(walk, start, end):
-    ops = walk.ops
+    ops = walk.cbs
     is_hugetlb = bool(walk.vma.vm_flags & VM_HUGETLB)
     if ops.install_pte is not None and is_hugetlb:
         return -EINVAL
@@ -589,8 +596,10 @@ def _walk_page_range_mm(mm, start, end, ops, private):
         return -EINVAL
     if mm is None:
         return -EINVAL
-    mm._process_mm_walk_lock(ops.walk_lock)
+    lock = ops.walk_lock
+    mm._process_mm_walk_lock(lock)
     walk = Walk(mm, ops, private)
+    ops = walk.cbs
     vma = mm.find_vma(start)
     err = 0
     while True:
@@ -605,7 +614,7 @@ def _walk_page_range_mm(mm, start, end, ops, private):
             if ops.pte_hole is not None:
                 err = walk.call_hole(start, next, -1)
         else:
-            mm._process_vma_walk_lock(vma, ops.walk_lock)
+            mm._process_vma_walk_lock(vma, lock)
             walk.vma = vma
             next = min(end, vma.vm_end)
             vma = mm.find_vma(vma.vm_end)
