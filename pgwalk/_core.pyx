@@ -535,6 +535,7 @@ cdef class MMWalk:
     cdef list _refs
     cdef Scratch _scratch
     cdef tuple _keep
+    cdef bint _py_slots             # some slot calls Python: walk holding the GIL
 
     @property
     def action(self):
@@ -1150,6 +1151,7 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     memset(&walk.c, 0, sizeof(WalkCtx))
     _fill_ops(&walk.c.ops, ops, keep)
     walk._keep = tuple(keep)
+    walk._py_slots = len(keep) > 0
     walk.c.w.pywalk = <void *>walk
     walk.c.w.private = <void *>private
     walk.c.w.no_vma = no_vma
@@ -1215,10 +1217,17 @@ cdef int _run_tables(MMWalk walk, uint64_t start, uint64_t end, bint hugetlb, ui
     when no slot needs Python, else with it (trampolines re-enter cheaply)."""
     cdef WalkCtx *c = &walk.c
     cdef int err
-    if hugetlb:
-        err = walk_hugetlb_range(c, start, end, hsize)
-    else:
-        err = walk_pgd_range(c, start, end)
+    if walk._py_slots:
+        # Python callbacks: keep the GIL; their trampolines re-enter it cheaply
+        # (releasing it around every call costs ~70 ns per callback here).
+        if hugetlb:
+            return walk_hugetlb_range(c, start, end, hsize)
+        return walk_pgd_range(c, start, end)
+    with nogil:
+        if hugetlb:
+            err = walk_hugetlb_range(c, start, end, hsize)
+        else:
+            err = walk_pgd_range(c, start, end)
     return err
 
 
