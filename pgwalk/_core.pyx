@@ -1300,3 +1300,20 @@ def _walk_novma(mm, uint64_t start, uint64_t end, ops, pgd, private):
     """walk_page_range_novma() after its checks."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
     return _finish(walk, _run_tables(walk, start, end, False, 0))
+
+
+def _c_predicates(uint64_t v):
+    """The walker's inline C predicates on one raw value, for the tests that
+    check them against the Python definitions in ``pgwalk.entries``."""
+    return {
+        "pte_none": pte_none(v), "pgd_none_l5": pgd_none_l5(v),
+        "pte_present": pte_present(v), "pmd_present": pmd_present(v),
+        "pud_present": pud_present(v), "pmd_leaf": pmd_leaf(v),
+        "pmd_trans_huge": pmd_trans_huge(v), "pmd_devmap": pmd_devmap(v),
+        "pgd_bad_l5": pgd_bad_l5(v), "p4d_bad": p4d_bad(v), "pmd_bad": pmd_bad(v),
+        "is_swap_pmd": is_swap_pmd(v), "is_pmd_migration_entry": is_pmd_migration_entry(v),
+        "pmd_flags": pmd_flags(v), "pud_flags": pud_flags(v), "pmd_pfn": pmd_pfn(v),
+        "entry_index": entry_index(v), "swp_pte_type": swp_pte_type(v),
+        "swp_pte_offset": swp_pte_offset(v), "mk_table": mk_table(v & 0xFFFFFFFFFF),
+        "mk_swp_pte": mk_swp_pte(v >> 59, v & 0xFFFFFFFFFF),
+    }

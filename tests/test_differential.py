@@ -134,8 +134,12 @@ def recipes(draw):
         vmas.append((a, b, kind))
     if mode != "mixed":
         pad = GiB if mode == "huge" else 0
-        vmas = [(max(0, lo - pad), min(hi + pad, 1 << (47 if levels == 4 else 56)),
-                 draw(st.sampled_from(["anon", "anon", "file"])))]
+        kinds = ["anon", "anon", "file"] + (["hugetlb1g"] if mode == "huge" and anchor % GiB == 0 else [])
+        vlo, vhi = max(0, lo - pad), min(hi + pad, 1 << (47 if levels == 4 else 56))
+        kind = draw(st.sampled_from(kinds))
+        if kind == "hugetlb1g":
+            vlo, vhi = anchor - GiB, anchor + GiB
+        vmas = [(vlo, vhi, kind)]
     elif draw(st.booleans()) and not vmas:
         vmas.append((lo, hi, "anon"))
     items = draw(table_items(lo, hi, levels, huge=mode == "huge"))
@@ -215,8 +219,8 @@ def run(recipe, impl):
     mm = build(recipe, recipe["items"], kernel=recipe["mm"] == "init")
     vmas = []
     for a, b, kind in recipe["vmas"]:
-        flags = {"pfnmap": VM_PFNMAP, "hugetlb": VM_HUGETLB}.get(kind, 0)
-        v = mm.add_vma(a, b, flags)
+        flags = {"pfnmap": VM_PFNMAP, "hugetlb": VM_HUGETLB, "hugetlb1g": VM_HUGETLB}.get(kind, 0)
+        v = mm.add_vma(a, b, flags, hugepage_size=GiB if kind == "hugetlb1g" else 2 * MiB)
         if kind == "file":
             v.vm_ops = "file"
         vmas.append(v)
@@ -322,7 +326,7 @@ def check(recipe):
     return want
 
 
-SETTINGS = settings(max_examples=1500, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=3000, deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
 
 
