@@ -109,6 +109,8 @@ cdef class PageTables:
     cdef int _grow(self) except -1
     cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil
     cdef tuple _slot_location(self, uint64_t *slot)
+    cdef uint64_t *_live_slot(self, int64_t tid, int idx) except NULL
+    cdef int _new_table_slot(self, uint64_t *slot, int level) except -1
     cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached)
 
 

@@ -170,40 +170,63 @@ cdef class PageTables:
         return slot
 
     # --- Python-level primitives (the process model and the reference walker)
-    def _table(self, int64_t tid):
-        """A writable numpy view of table ``tid``'s 512 entries."""
+    cdef uint64_t *_live_slot(self, int64_t tid, int idx) except NULL:
+        """The slot (tid, idx) of a live table; ValueError otherwise."""
         if tid <= 0 or tid >= self.pool.ntables or self.pool.level[tid] < 0:
             raise ValueError(f"no live table {tid}")
+        if idx < 0 or idx >= PTRS:
+            raise ValueError(f"slot index {idx} is not in 0..511")
+        return table_base(&self.pool, <uint64_t>tid) + idx
+
+    cdef int _new_table_slot(self, uint64_t *slot, int level) except -1:
+        if level < L_P4D or level > L_PTE:
+            raise ValueError(f"level {level} is not a level a table can be allocated at")
+        if table_of(&self.pool, slot) != NULL:
+            raise ValueError("the slot already links a table")
+        return 0
+
+    def _table(self, int64_t tid):
+        """A writable numpy view of table ``tid``'s 512 entries."""
+        self._live_slot(tid, 0)
         return self._slabs[tid // SLAB_TABLES][tid % SLAB_TABLES]
 
     def _table_level(self, int64_t tid):
+        self._live_slot(tid, 0)
         return self.pool.level[tid]
 
     def _child(self, int64_t tid, int idx):
         """Index of the table that slot (tid, idx) links to, or -1."""
-        cdef uint64_t *slot = table_base(&self.pool, <uint64_t>tid) + idx
+        cdef uint64_t *slot = self._live_slot(tid, idx)
         if table_of(&self.pool, slot) == NULL:
             return -1
         return <int64_t>entry_index(slot[0])
 
     def _alloc(self, int64_t tid, int idx, int level):
-        """Counted allocation of a level-``level`` table linked at (tid, idx)."""
-        return pool_alloc(&self.pool, table_base(&self.pool, <uint64_t>tid) + idx, level)
+        """Counted allocation of a level-``level`` table linked at (tid, idx):
+        0, or -ENOMEM when fault injection (or memory) fails it."""
+        cdef uint64_t *slot = self._live_slot(tid, idx)
+        self._new_table_slot(slot, level)
+        return pool_alloc(&self.pool, slot, level)
 
     def _take_uncounted(self, int64_t tid, int idx, int level):
-        cdef int64_t r = pool_take(&self.pool, table_base(&self.pool, <uint64_t>tid) + idx, level)
+        """A table linked at (tid, idx) that is not a counted allocation."""
+        cdef uint64_t *slot = self._live_slot(tid, idx)
+        self._new_table_slot(slot, level)
+        cdef int64_t r = pool_take(&self.pool, slot, level)
         if r < 0:
             raise MemoryError("table pool exhausted")
         return r
 
     def _free_below(self, int64_t tid, int idx, int level):
-        pool_free_subtree(&self.pool, self.levels, table_base(&self.pool, <uint64_t>tid) + idx, level)
+        """Free the tables below slot (tid, idx), a slot at ``level``, and clear it."""
+        cdef uint64_t *slot = self._live_slot(tid, idx)
+        if level < L_PGD or level >= L_PTE:
+            raise ValueError(f"level {level} holds no table links")
+        pool_free_subtree(&self.pool, self.levels, slot, level)
 
-    def _stat_inc(self, str name, int level=-1):
+    def _stat_inc(self, str name):
         cdef pgwalk_mm_stats_t *s = &self.pool.stats
-        if name == "alloc":
-            s.alloc[level] += 1
-        elif name == "split_pmd":
+        if name == "split_pmd":
             s.split_pmd += 1
         elif name == "split_pud":
             s.split_pud += 1
@@ -271,8 +294,8 @@ cdef class PageTables:
         """Make the k-th page-table allocation from now on fail (1-based,
         every k in ``at``), as the kernel's fault injection would."""
         ks = sorted({int(k) for k in at})
-        if any(k < 1 for k in ks):
-            raise ValueError("at: allocation numbers are 1-based")
+        if any(k < 1 or k >= 1 << 63 for k in ks):
+            raise ValueError("at: allocation numbers are 1-based and below 2**63")
         free(self.pool.fail_at)
         self.pool.fail_at = NULL
         self.pool.nfail = 0
@@ -404,7 +427,10 @@ cdef class PageTable:
     cdef readonly int64_t index
     cdef readonly int level
 
-    def __init__(self, PageTables tables, int64_t index, int level):
+    def __init__(self, PageTables tables not None, int64_t index, int level):
+        if level < L_PGD or level > L_PTE:
+            raise ValueError(f"level must be 0..4, not {level}")
+        tables._live_slot(index, 0)
         self.tables = tables
         self.index = index
         self.level = level
@@ -415,7 +441,11 @@ cdef class PageTable:
 
     def __array__(self, dtype=None, copy=None):
         a = self.tables._table(self.index)
-        return a if dtype is None else a.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError("a PageTable is uint64: it cannot be viewed as another dtype without a copy")
+            return a.astype(dtype)
+        return a.copy() if copy else a
 
     def __len__(self):
         return PTRS
@@ -468,7 +498,9 @@ cdef class EntryRef:
     def __eq__(self, other):
         if isinstance(other, EntryRef):
             return self._get() == (<EntryRef>other)._get()
-        return self._get() == other
+        if isinstance(other, int):
+            return self._get() == other
+        return NotImplemented
 
     def __hash__(self):
         return hash(self._get())
@@ -618,6 +650,7 @@ cdef int _py_hugetlb(uint64_t *entry, uint64_t hmask, uint64_t addr, uint64_t ne
                      pgwalk_walk_t *w, void *ctx) noexcept with gil:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef EntryRef ref = walk._ref(5)
+    ref.level = L_PUD if hmask == ~(PUD_SIZE_ - 1) else L_PMD
     ref.ptr = entry
     try:
         return _ret((<object>ctx)(ref, hmask, addr, next, walk), 6)
@@ -1254,7 +1287,7 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     return err
 
 
-def _walk_range(mm, uint64_t start, uint64_t end, ops, private):
+def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, private):
     """walk_page_range_mm() after its argument checks: the VMA loop."""
     cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
     cdef int err = 0
@@ -1291,12 +1324,14 @@ def _walk_range(mm, uint64_t start, uint64_t end, ops, private):
 
 def _walk_vma(vma, uint64_t start, uint64_t end, ops, private):
     """walk_page_range_vma()/walk_page_vma() after their checks."""
+    if not isinstance(vma.vm_mm, PageTables):
+        raise TypeError("vma.vm_mm must be a pgwalk.MM")
     cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
     _enter_vma(walk, vma)
     return _finish(walk, _walk_vma_range(walk, vma, start, end))
 
 
-def _walk_novma(mm, uint64_t start, uint64_t end, ops, pgd, private):
+def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private):
     """walk_page_range_novma() after its checks."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
     return _finish(walk, _run_tables(walk, start, end, False, 0))
