@@ -11,6 +11,13 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O2"],
     ),
+    Extension(
+        "pgwalk._builtin",
+        ["pgwalk/_builtin.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(

@@ -99,6 +99,19 @@ ctypedef struct pgwalk_pool_t:
     void *self_obj               # the owning PageTables (borrowed), to grow
 
 
+cdef class CFunc:
+    """A C function for one ops slot: ``fn`` has the slot's C signature
+    (``signature``, one of SIGNATURES) and gets ``ctx`` as its last argument.
+    ``owner`` keeps whatever ``ctx`` points into alive."""
+    cdef void *fn
+    cdef void *ctx
+    cdef readonly str kind       # "entry", "hole", "hugetlb", "range", "post", "install"
+    cdef readonly object owner
+
+
+cdef CFunc make_cfunc(void *fn, void *ctx, str kind, object owner)
+
+
 cdef class PageTables:
     cdef pgwalk_pool_t pool
     cdef list _slabs             # numpy arrays that own the slab memory

@@ -197,3 +197,23 @@ def _walk_novma(
 
 def _c_predicates(v: int) -> dict[str, int | bool]:
     """The walker's inline C predicates on one raw value (for tests)."""
+
+SIGNATURES: dict[str, str]
+SLOT_KINDS: dict[str, str]
+
+@disjoint_base
+class CFunc:
+    """A C function in an ops slot (made by C code or pgwalk.LowLevelCallable)."""
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """Always raises TypeError: CFuncs are made by C code."""
+    @property
+    def kind(self) -> str: ...
+    @property
+    def owner(self) -> object: ...
+    @property
+    def signature(self) -> str: ...
+    @property
+    def address(self) -> int: ...
+
+def check_slot(name: str, value: object) -> None:
+    """Raise unless ``value`` may sit in ops slot ``name``."""

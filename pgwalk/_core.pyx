@@ -458,6 +458,72 @@ cdef class PageTable:
 
 
 # ---------------------------------------------------------------------------
+# C callbacks (the tiers below plain Python)
+# ---------------------------------------------------------------------------
+
+SIGNATURES = {
+    "entry": "int (uint64_t *, uint64_t, uint64_t, pgwalk_walk_t *, void *)",
+    "hole": "int (uint64_t, uint64_t, int, pgwalk_walk_t *, void *)",
+    "hugetlb": "int (uint64_t *, uint64_t, uint64_t, uint64_t, pgwalk_walk_t *, void *)",
+    "range": "int (uint64_t, uint64_t, pgwalk_walk_t *, void *)",
+    "post": "void (pgwalk_walk_t *, void *)",
+    "install": "int (uint64_t, uint64_t, uint64_t *, pgwalk_walk_t *, void *)",
+}
+SLOT_KINDS = {
+    "pgd_entry": "entry", "p4d_entry": "entry", "pud_entry": "entry",
+    "pmd_entry": "entry", "pte_entry": "entry", "pte_hole": "hole",
+    "hugetlb_entry": "hugetlb", "test_walk": "range", "pre_vma": "range",
+    "post_vma": "post", "install_pte": "install",
+}
+
+
+cdef class CFunc:
+    """A C function in an ops slot (built-in ops, Cython users' functions,
+    low-level callables).  Made from C with ``make_cfunc``; from Python,
+    through ``pgwalk.LowLevelCallable``."""
+
+    def __init__(self):
+        raise TypeError("CFunc objects are made by C code or pgwalk.LowLevelCallable")
+
+    @property
+    def signature(self):
+        return SIGNATURES[self.kind]
+
+    @property
+    def address(self):
+        return <size_t>self.fn
+
+    def __repr__(self):
+        return f"<CFunc {self.kind} {self.signature} at {<size_t>self.fn:#x}>"
+
+
+cdef CFunc make_cfunc(void *fn, void *ctx, str kind, object owner):
+    if kind not in SIGNATURES:
+        raise ValueError(f"kind must be one of {sorted(SIGNATURES)}")
+    if fn == NULL:
+        raise ValueError("NULL function pointer")
+    cdef CFunc f = CFunc.__new__(CFunc)
+    f.fn = fn
+    f.ctx = ctx
+    f.kind = kind
+    f.owner = owner
+    return f
+
+
+def check_slot(str name, object value):
+    """Raise unless ``value`` may sit in slot ``name`` (None, a Python
+    callable, or a CFunc of the slot's signature)."""
+    if isinstance(value, CFunc):
+        want = SLOT_KINDS[name]
+        if (<CFunc>value).kind != want:
+            raise ValueError(f"{name} takes a C function of signature {SIGNATURES[want]!r}, "
+                             f"not {(<CFunc>value).signature!r}")
+        return
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------------
 # The walk state
 # ---------------------------------------------------------------------------
 
@@ -1128,44 +1194,41 @@ cdef int walk_hugetlb_range(WalkCtx *c, uint64_t addr, uint64_t end, uint64_t sz
 # Entry points (argument checks and the VMA loop, with the GIL)
 # ---------------------------------------------------------------------------
 
-cdef void _fill_ops(pgwalk_ops_t *o, object ops, list keep):
-    """Fill the dispatch table from an MMWalkOps (tier: Python callables)."""
+cdef inline void *_slot(object f, void *py_tramp, void **ctx, list keep, list pykeep):
+    """Slot function and context for one field: a CFunc's own, or the Python
+    trampoline with the callable as context."""
+    if f is None:
+        ctx[0] = NULL
+        return NULL
+    keep.append(f)
+    if isinstance(f, CFunc):
+        ctx[0] = (<CFunc>f).ctx
+        return (<CFunc>f).fn
+    pykeep.append(f)
+    ctx[0] = <void *>f
+    return py_tramp
+
+
+cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
+    """Fill the dispatch table from an MMWalkOps; returns how many slots
+    call Python."""
+    cdef list pykeep = []
     memset(o, 0, sizeof(pgwalk_ops_t))
-    cdef object f
-    f = ops.pgd_entry
-    if f is not None:
-        o.pgd_entry = _py_pgd; o.pgd_entry_ctx = <void *>f; keep.append(f)
-    f = ops.p4d_entry
-    if f is not None:
-        o.p4d_entry = _py_p4d; o.p4d_entry_ctx = <void *>f; keep.append(f)
-    f = ops.pud_entry
-    if f is not None:
-        o.pud_entry = _py_pud; o.pud_entry_ctx = <void *>f; keep.append(f)
-    f = ops.pmd_entry
-    if f is not None:
-        o.pmd_entry = _py_pmd; o.pmd_entry_ctx = <void *>f; keep.append(f)
-    f = ops.pte_entry
-    if f is not None:
-        o.pte_entry = _py_pte; o.pte_entry_ctx = <void *>f; keep.append(f)
-    f = ops.pte_hole
-    if f is not None:
-        o.pte_hole = _py_hole; o.pte_hole_ctx = <void *>f; keep.append(f)
-    f = ops.hugetlb_entry
-    if f is not None:
-        o.hugetlb_entry = _py_hugetlb; o.hugetlb_entry_ctx = <void *>f; keep.append(f)
-    f = ops.test_walk
-    if f is not None:
-        o.test_walk = _py_test_walk; o.test_walk_ctx = <void *>f; keep.append(f)
-    f = ops.pre_vma
-    if f is not None:
-        o.pre_vma = _py_pre_vma; o.pre_vma_ctx = <void *>f; keep.append(f)
-    f = ops.post_vma
-    if f is not None:
-        o.post_vma = _py_post_vma; o.post_vma_ctx = <void *>f; keep.append(f)
-    f = ops.install_pte
-    if f is not None:
-        o.install_pte = _py_install; o.install_pte_ctx = <void *>f; keep.append(f)
+    o.pgd_entry = <pgwalk_entry_fn>_slot(ops.pgd_entry, <void *>_py_pgd, &o.pgd_entry_ctx, keep, pykeep)
+    o.p4d_entry = <pgwalk_entry_fn>_slot(ops.p4d_entry, <void *>_py_p4d, &o.p4d_entry_ctx, keep, pykeep)
+    o.pud_entry = <pgwalk_entry_fn>_slot(ops.pud_entry, <void *>_py_pud, &o.pud_entry_ctx, keep, pykeep)
+    o.pmd_entry = <pgwalk_entry_fn>_slot(ops.pmd_entry, <void *>_py_pmd, &o.pmd_entry_ctx, keep, pykeep)
+    o.pte_entry = <pgwalk_entry_fn>_slot(ops.pte_entry, <void *>_py_pte, &o.pte_entry_ctx, keep, pykeep)
+    o.pte_hole = <pgwalk_hole_fn>_slot(ops.pte_hole, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
+    o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
+                                               &o.hugetlb_entry_ctx, keep, pykeep)
+    o.test_walk = <pgwalk_range_fn>_slot(ops.test_walk, <void *>_py_test_walk, &o.test_walk_ctx, keep, pykeep)
+    o.pre_vma = <pgwalk_range_fn>_slot(ops.pre_vma, <void *>_py_pre_vma, &o.pre_vma_ctx, keep, pykeep)
+    o.post_vma = <pgwalk_post_fn>_slot(ops.post_vma, <void *>_py_post_vma, &o.post_vma_ctx, keep, pykeep)
+    o.install_pte = <pgwalk_install_fn>_slot(ops.install_pte, <void *>_py_install,
+                                             &o.install_pte_ctx, keep, pykeep)
     o.walk_lock = ops.walk_lock
+    return len(pykeep)
 
 
 cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object pgd):
@@ -1182,9 +1245,8 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk.private = private
     walk._exc = None
     memset(&walk.c, 0, sizeof(WalkCtx))
-    _fill_ops(&walk.c.ops, ops, keep)
+    walk._py_slots = _fill_ops(&walk.c.ops, ops, keep) > 0
     walk._keep = tuple(keep)
-    walk._py_slots = len(keep) > 0
     walk.c.w.pywalk = <void *>walk
     walk.c.w.private = <void *>private
     walk.c.w.no_vma = no_vma

@@ -4,6 +4,7 @@ Every field is optional; a field left ``None`` is a NULL member in the
 kernel, and the walker does not descend to a level no callback needs.
 """
 
+from ._core import check_slot
 from .constants import PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY
 
 CALLBACKS = ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
@@ -43,8 +44,7 @@ class MMWalkOps:
                 raise ValueError(f"walk_lock must be PGWALK_RDLOCK, PGWALK_WRLOCK or "
                                  f"PGWALK_WRLOCK_VERIFY, not {value!r}")
         elif name in CALLBACKS:
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+            check_slot(name, value)
         object.__setattr__(self, name, value)
 
     def __repr__(self):
