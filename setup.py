@@ -1,23 +1,21 @@
-"""Build the compiled core with Cython (directives set here, once)."""
+"""Build the compiled modules with Cython (directives set here, once).
+
+Every ``pgwalk/*.pyx`` is an extension module ``pgwalk.<name>``."""
+from pathlib import Path
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 extensions = [
     Extension(
-        "pgwalk._core",
-        ["pgwalk/_core.pyx"],
+        f"pgwalk.{pyx.stem}",
+        [str(pyx)],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O2"],
-    ),
-    Extension(
-        "pgwalk._builtin",
-        ["pgwalk/_builtin.pyx"],
-        include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-        extra_compile_args=["-O2"],
-    ),
+    )
+    for pyx in sorted(Path("pgwalk").glob("*.pyx"))
 ]
 
 setup(
