@@ -5,7 +5,9 @@ Re-exports only; see README.md for examples.
 """
 
 from . import constants, entries
-from ._core import EntryRef, LockAssertionError, MMWalk, PageTable, Scratch
+from ._core import (
+    Batch, CFunc, EntryRef, LockAssertionError, MMWalk, PageTable, Scratch, WalkStats, batch,
+)
 from .constants import *  # noqa: F401,F403  (geometry, enums, VM_/PROT_/MAP_/MADV_)
 from .entries import (
     is_guard_marker, is_migration_entry, is_pmd_migration_entry, is_pte_marker,

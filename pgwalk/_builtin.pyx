@@ -90,3 +90,29 @@ cdef class CountOp:
                 "pte_swap": n[C_PTE_SWAP], "pmd_table": n[C_PMD_TABLE],
                 "pmd_thp": n[C_PMD_LEAF], "pmd_other": n[C_PMD_OTHER],
                 "holes": n[C_HOLES], "calls": n[C_CALLS]}
+
+
+cdef int _count_present(uint64_t *entry, uint64_t addr, uint64_t next,
+                        pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    (<int64_t *>ctx)[0] += pte_present(entry[0])
+    return 0
+
+
+cdef class CountPresentOp:
+    """The smallest useful PTE op: count present PTEs.  The benchmark runs it
+    through the pte_entry slot and, as the baseline, inlined in the walker's
+    PTE loop (``pgwalk._core._walk_inline_count``), so the difference is the
+    cost of the indirect call."""
+    cdef int64_t count
+    cdef readonly CFunc pte_entry
+
+    def __cinit__(self):
+        self.count = 0
+        self.pte_entry = make_cfunc(<void *>_count_present, &self.count, "entry", self)
+
+    @property
+    def value(self):
+        return self.count
+
+    def reset(self):
+        self.count = 0

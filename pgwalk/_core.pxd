@@ -41,6 +41,10 @@ ctypedef int (*pgwalk_hugetlb_fn)(uint64_t *entry, uint64_t hmask, uint64_t addr
 ctypedef int (*pgwalk_range_fn)(uint64_t start, uint64_t end,
                                 pgwalk_walk_t *walk, void *ctx) noexcept nogil
 ctypedef void (*pgwalk_post_fn)(pgwalk_walk_t *walk, void *ctx) noexcept nogil
+# A batched pte_entry: once per contiguous run of ``n`` slots of one PTE table,
+# covering [addr, next).
+ctypedef int (*pgwalk_batch_fn)(uint64_t *entries, int n, uint64_t addr, uint64_t next,
+                                pgwalk_walk_t *walk, void *ctx) noexcept nogil
 ctypedef int (*pgwalk_install_fn)(uint64_t addr, uint64_t next, uint64_t *ptep,
                                   pgwalk_walk_t *walk, void *ctx) noexcept nogil
 
@@ -67,6 +71,8 @@ ctypedef struct pgwalk_ops_t:
     void *post_vma_ctx
     pgwalk_install_fn install_pte
     void *install_pte_ctx
+    pgwalk_batch_fn pte_batch      # set instead of pte_entry for a batched pte_entry
+    void *pte_batch_ctx
     int walk_lock
 
 # Counters an mm keeps about its tables (the kernel keeps similar ones).

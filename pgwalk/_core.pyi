@@ -6,7 +6,7 @@ in ``_core.pxd`` and is reachable from Cython only.
 """
 
 from collections.abc import Iterable
-from typing import Any, Final, Literal, SupportsIndex, TypedDict, overload
+from typing import Callable, Any, Final, Literal, SupportsIndex, TypedDict, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -189,11 +189,18 @@ class MMWalk:
 # or a negative errno, and re-raise an exception a callback raised.
 # ---------------------------------------------------------------------------
 
-def _walk_range(mm: MM, start: int, end: int, ops: MMWalkOps, private: Any) -> int: ...
-def _walk_vma(vma: VMA, start: int, end: int, ops: MMWalkOps, private: Any) -> int: ...
-def _walk_novma(
-    mm: MM, start: int, end: int, ops: MMWalkOps, pgd: PageTable | None, private: Any
+def _walk_range(
+    mm: PageTables, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None
 ) -> int: ...
+def _walk_vma(
+    vma: VMA, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None
+) -> int: ...
+def _walk_novma(
+    mm: PageTables, start: int, end: int, ops: MMWalkOps, pgd: PageTable | None, private: Any,
+    stats: WalkStats | None = None,
+) -> int: ...
+def _walk_inline_count(mm: PageTables, start: int, end: int, ops: MMWalkOps) -> int:
+    """Benchmark baseline: the present-PTE count inlined in the PTE loop."""
 
 def _c_predicates(v: int) -> dict[str, int | bool]:
     """The walker's inline C predicates on one raw value (for tests)."""
@@ -217,3 +224,20 @@ class CFunc:
 
 def check_slot(name: str, value: object) -> None:
     """Raise unless ``value`` may sit in ops slot ``name``."""
+
+class Batch:
+    """A batched pte_entry: ``fn(entries, addr, next, walk)`` per run of slots."""
+    fn: Callable[[NDArray[np.uint64], int, int, MMWalk], int]
+    def __init__(self, fn: Callable[[NDArray[np.uint64], int, int, MMWalk], int]) -> None: ...
+
+def batch(fn: Callable[[NDArray[np.uint64], int, int, MMWalk], int]) -> Batch:
+    """Wrap ``fn`` as a batched pte_entry."""
+
+class WalkStats:
+    """What one walk did (pass as ``stats=`` to an entry point)."""
+    calls: dict[str, int]
+    tables: dict[str, int]
+    entries: int
+    indirect_calls: int
+    mm: dict[str, Any]
+    def __init__(self) -> None: ...

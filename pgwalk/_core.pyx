@@ -468,6 +468,7 @@ SIGNATURES = {
     "range": "int (uint64_t, uint64_t, pgwalk_walk_t *, void *)",
     "post": "void (pgwalk_walk_t *, void *)",
     "install": "int (uint64_t, uint64_t, uint64_t *, pgwalk_walk_t *, void *)",
+    "batch": "int (uint64_t *, int, uint64_t, uint64_t, pgwalk_walk_t *, void *)",
 }
 SLOT_KINDS = {
     "pgd_entry": "entry", "p4d_entry": "entry", "pud_entry": "entry",
@@ -513,14 +514,58 @@ cdef CFunc make_cfunc(void *fn, void *ctx, str kind, object owner):
 def check_slot(str name, object value):
     """Raise unless ``value`` may sit in slot ``name`` (None, a Python
     callable, or a CFunc of the slot's signature)."""
+    if isinstance(value, Batch):
+        if name != "pte_entry":
+            raise ValueError(f"{name}: batched callbacks are supported in pte_entry only")
+        return
     if isinstance(value, CFunc):
         want = SLOT_KINDS[name]
+        if name == "pte_entry" and (<CFunc>value).kind == "batch":
+            return
         if (<CFunc>value).kind != want:
             raise ValueError(f"{name} takes a C function of signature {SIGNATURES[want]!r}, "
                              f"not {(<CFunc>value).signature!r}")
         return
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
+
+
+class Batch:
+    """``pgwalk.batch(fn)``: in ``pte_entry``, call ``fn(entries, addr, next,
+    walk)`` once per contiguous run of slots of one PTE table, ``entries`` a
+    writable numpy uint64 view of the live slots covering ``[addr, next)``."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"batch() needs a callable, not {type(fn).__name__}")
+        self.fn = fn
+
+    def __repr__(self):
+        return f"batch({self.fn!r})"
+
+
+def batch(fn):
+    """Wrap ``fn(entries, addr, next, walk) -> int`` as a batched pte_entry."""
+    return Batch(fn)
+
+
+class WalkStats:
+    """What one walk did, filled when passed as ``stats=`` to an entry point:
+    ``calls`` per slot, ``tables`` visited per level, ``entries`` visited,
+    and the mm counters' change (``alloc``, ``split_pmd``, ``split_pud``...)."""
+
+    def __init__(self):
+        self.calls = {}
+        self.tables = {}
+        self.entries = 0
+        self.indirect_calls = 0
+        self.mm = {}
+
+    def __repr__(self):
+        return (f"WalkStats(indirect_calls={self.indirect_calls}, entries={self.entries}, "
+                f"calls={self.calls}, tables={self.tables}, mm={self.mm})")
 
 
 # ---------------------------------------------------------------------------
@@ -537,6 +582,10 @@ cdef struct WalkCtx:
     int is_init_mm
     int vma_anon
     int64_t budget                # entries until the next Ctrl-C check
+    int64_t calls[12]             # slot calls (SLOT_NAMES order; 11 = batches)
+    int64_t tables[5]             # tables visited, by level
+    int64_t entries               # slots visited
+    int64_t *inline_count         # benchmark baseline: count present PTEs inline
 
 
 cdef class EntryRef:
@@ -758,6 +807,19 @@ cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
         s.ptr = NULL
 
 
+cdef int _py_pte_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
+                       pgwalk_walk_t *w, void *ctx) noexcept with gil:
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    try:
+        view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
+        cnp.set_array_base(view, <object>walk.c.pt)        # the pool outlives the view
+        return _ret((<object>ctx)(view, addr, next, walk), 4)
+    except BaseException as e:
+        return walk._park(e)
+
+
 cdef int _check_signals(WalkCtx *c) noexcept with gil:
     try:
         PyErr_CheckSignals()
@@ -813,33 +875,88 @@ cdef uint64_t *pte_offset_map(WalkCtx *c, uint64_t *pmd, uint64_t addr) noexcept
     return tbl + ((addr >> 12) & 511)
 
 
+cdef inline int pte_count(uint64_t addr, uint64_t end) noexcept nogil:
+    """How many slots the kernel's PTE loop visits from ``addr``: it stops
+    after the slot at or past ``end - PAGE_SIZE``.  Bounded by the table's
+    end (where ``end < PAGE_SIZE`` the kernel's unsigned test would run off
+    the table; pgwalk visits the one slot, as Python's ints give)."""
+    cdef uint64_t last = end - 4096 if end >= 4096 else 0
+    cdef uint64_t n = 1
+    if addr < last:
+        n = 1 + ((last - addr + 4095) >> 12)
+    if n > <uint64_t>(512 - ((addr >> 12) & 511)):
+        n = 512 - ((addr >> 12) & 511)
+    return <int>n
+
+
+cdef inline int _install_one(WalkCtx *c, uint64_t *pte, uint64_t addr) noexcept nogil:
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef uint64_t new_pte = 0
+    cdef int err
+    c.calls[10] += 1
+    err = ops.install_pte(addr, addr + 4096, &new_pte, &c.w, ops.install_pte_ctx)
+    if err:
+        return err
+    pte[0] = new_pte
+    c.pool.stats.set_pte_at += 1
+    if not c.w.no_vma:
+        c.pool.stats.update_mmu_cache += 1
+    return 0
+
+
+cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexcept nogil:
+    """The PTE loop for a batched pte_entry: one call per run of slots (all
+    of them; with install_pte, each run of non-none slots, none slots going
+    to install_pte one by one, in address order)."""
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef int i = 0, j, err = 0
+    if ops.install_pte == NULL:
+        c.calls[11] += 1
+        return ops.pte_batch(pte, n, addr, addr + (<uint64_t>n << 12), &c.w, ops.pte_batch_ctx)
+    while i < n:
+        if pte_none(pte[i]):
+            err = _install_one(c, &pte[i], addr + (<uint64_t>i << 12))
+            if err:
+                return err
+            i += 1
+            continue
+        j = i
+        while j < n and not pte_none(pte[j]):
+            j += 1
+        c.calls[11] += 1
+        err = ops.pte_batch(&pte[i], j - i, addr + (<uint64_t>i << 12), addr + (<uint64_t>j << 12),
+                            &c.w, ops.pte_batch_ctx)
+        if err:
+            return err
+        i = j
+    return 0
+
+
 cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef int err = 0
-    cdef uint64_t new_pte
-    cdef int64_t n = 0
-    while True:
-        n += 1
-        if ops.install_pte != NULL and pte_none(pte[0]):
-            new_pte = 0
-            err = ops.install_pte(addr, addr + 4096, &new_pte, &c.w, ops.install_pte_ctx)
-            if err:
-                break
-            pte[0] = new_pte
-            c.pool.stats.set_pte_at += 1
-            if not c.w.no_vma:
-                c.pool.stats.update_mmu_cache += 1
-        else:
-            if ops.pte_entry == NULL:
+    cdef int i, n = pte_count(addr, end)
+    cdef int64_t present = 0
+    c.entries += n
+    if ops.pte_batch != NULL:
+        err = walk_pte_batches(c, pte, addr, n)
+    elif c.inline_count != NULL and ops.install_pte == NULL:
+        # The benchmark baseline: the same op as CountPresentOp, inlined.
+        for i in range(n):
+            present += pte_present(pte[i])
+        c.inline_count[0] += present
+    else:
+        for i in range(n):
+            if ops.install_pte != NULL and pte_none(pte[i]):
+                err = _install_one(c, &pte[i], addr)
+            elif ops.pte_entry == NULL:
                 err = _null_pte_entry(c, addr)
-                break
-            err = ops.pte_entry(pte, addr, addr + 4096, &c.w, ops.pte_entry_ctx)
+            else:
+                c.calls[4] += 1
+                err = ops.pte_entry(&pte[i], addr, addr + 4096, &c.w, ops.pte_entry_ctx)
             if err:
                 break
-        if addr >= end - 4096:
-            break
-        addr += 4096
-        pte += 1
+            addr += 4096
     if err == 0:
         err = tick(c, n)
     return err
@@ -860,6 +977,7 @@ cdef int walk_pte_range(WalkCtx *c, uint64_t *pmd, uint64_t addr, uint64_t end) 
     if pte == NULL:
         c.w.action = ACT_AGAIN
         return 0
+    c.tables[L_PTE] += 1
     return walk_pte_range_inner(c, pte, addr, end)
 
 
@@ -912,13 +1030,14 @@ cdef inline void split_huge_pud(WalkCtx *c, uint64_t *pud) noexcept nogil:
 
 cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = ops.pte_entry != NULL
+    cdef bint has_handler = ops.pte_entry != NULL or ops.pte_batch != NULL
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t next = 0
     cdef uint64_t *pmd = table_of(c.pool, pud)
     cdef int err = 0
     if pmd == NULL:
         return 0
+    c.tables[L_PMD] += 1
     pmd += (addr >> 21) & 511
     while True:
         while True:                                   # "again:"
@@ -930,11 +1049,13 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
                 if has_install:
                     err = pool_alloc(c.pool, pmd, L_PTE)
                 elif ops.pte_hole != NULL:
+                    c.calls[5] += 1
                     err = ops.pte_hole(addr, next, 3, &c.w, ops.pte_hole_ctx)
                 if err or not has_install:
                     break
             c.w.action = ACT_SUBTREE
             if ops.pmd_entry != NULL:
+                c.calls[3] += 1
                 err = ops.pmd_entry(pmd, addr, next, &c.w, ops.pmd_entry_ctx)
                 if err:
                     break
@@ -970,13 +1091,14 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
 
 cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = ops.pmd_entry != NULL or ops.pte_entry != NULL
+    cdef bint has_handler = ops.pmd_entry != NULL or ops.pte_entry != NULL or ops.pte_batch != NULL
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t next = 0
     cdef uint64_t *pud = table_of(c.pool, p4d)
     cdef int err = 0
     if pud == NULL:
         return 0
+    c.tables[L_PUD] += 1
     pud += (addr >> 30) & 511
     while True:
         while True:                                   # "again:"
@@ -988,11 +1110,13 @@ cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) 
                 if has_install:
                     err = pool_alloc(c.pool, pud, L_PMD)
                 elif ops.pte_hole != NULL:
+                    c.calls[5] += 1
                     err = ops.pte_hole(addr, next, 2, &c.w, ops.pte_hole_ctx)
                 if err or not has_install:
                     break
             c.w.action = ACT_SUBTREE
             if ops.pud_entry != NULL:
+                c.calls[2] += 1
                 err = ops.pud_entry(pud, addr, next, &c.w, ops.pud_entry_ctx)
                 if err:
                     break
@@ -1050,7 +1174,8 @@ cdef inline bint pgd_none_or_clear_bad(WalkCtx *c, uint64_t *pgd) noexcept nogil
 
 cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = ops.pud_entry != NULL or ops.pmd_entry != NULL or ops.pte_entry != NULL
+    cdef bint has_handler = (ops.pud_entry != NULL or ops.pmd_entry != NULL or
+                             ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef bint folded = c.w.levels == 4
     cdef int depth = 0 if folded else 1
@@ -1063,6 +1188,7 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
         p4d = table_of(c.pool, pgd)
         if p4d == NULL:
             return 0
+        c.tables[L_P4D] += 1
         p4d += (addr >> 39) & 511
     while True:
         next = end if folded else addr_end(addr, end, P4D_SIZE_)
@@ -1070,6 +1196,7 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
             if has_install:
                 err = pool_alloc(c.pool, p4d, L_PUD)
             elif ops.pte_hole != NULL:
+                c.calls[5] += 1
                 err = ops.pte_hole(addr, next, depth, &c.w, ops.pte_hole_ctx)
             if err:
                 break
@@ -1080,6 +1207,7 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
                     break
                 continue
         if ops.p4d_entry != NULL:
+            c.calls[1] += 1
             err = ops.p4d_entry(p4d, addr, next, &c.w, ops.p4d_entry_ctx)
             if err:
                 break
@@ -1097,18 +1225,20 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
 cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef bint has_handler = (ops.p4d_entry != NULL or ops.pud_entry != NULL or
-                             ops.pmd_entry != NULL or ops.pte_entry != NULL)
+                             ops.pmd_entry != NULL or ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t size = (<uint64_t>1) << (39 if c.w.levels == 4 else 48)
     cdef uint64_t *pgd = c.pgd + ((addr >> (39 if c.w.levels == 4 else 48)) & 511)
     cdef uint64_t next
     cdef int err = 0
+    c.tables[L_PGD] += 1
     while True:
         next = addr_end(addr, end, size)
         if pgd_none_or_clear_bad(c, pgd):
             if has_install:
                 err = pool_alloc(c.pool, pgd, L_P4D)
             elif ops.pte_hole != NULL:
+                c.calls[5] += 1
                 err = ops.pte_hole(addr, next, 0, &c.w, ops.pte_hole_ctx)
             if err:
                 break
@@ -1119,6 +1249,7 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
                     break
                 continue
         if ops.pgd_entry != NULL:
+            c.calls[0] += 1
             err = ops.pgd_entry(pgd, addr, next, &c.w, ops.pgd_entry_ctx)
             if err:
                 break
@@ -1176,8 +1307,10 @@ cdef int walk_hugetlb_range(WalkCtx *c, uint64_t addr, uint64_t end, uint64_t sz
         next = boundary if boundary < end else end
         pte = hugetlb_walk(c, addr & hmask, sz)
         if pte != NULL:
+            c.calls[6] += 1
             err = ops.hugetlb_entry(pte, hmask, addr, next, &c.w, ops.hugetlb_entry_ctx)
         elif ops.pte_hole != NULL:
+            c.calls[5] += 1
             err = ops.pte_hole(addr, next, -1, &c.w, ops.pte_hole_ctx)
         if err:
             break
@@ -1213,12 +1346,24 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     """Fill the dispatch table from an MMWalkOps; returns how many slots
     call Python."""
     cdef list pykeep = []
+    cdef object f
     memset(o, 0, sizeof(pgwalk_ops_t))
     o.pgd_entry = <pgwalk_entry_fn>_slot(ops.pgd_entry, <void *>_py_pgd, &o.pgd_entry_ctx, keep, pykeep)
     o.p4d_entry = <pgwalk_entry_fn>_slot(ops.p4d_entry, <void *>_py_p4d, &o.p4d_entry_ctx, keep, pykeep)
     o.pud_entry = <pgwalk_entry_fn>_slot(ops.pud_entry, <void *>_py_pud, &o.pud_entry_ctx, keep, pykeep)
     o.pmd_entry = <pgwalk_entry_fn>_slot(ops.pmd_entry, <void *>_py_pmd, &o.pmd_entry_ctx, keep, pykeep)
-    o.pte_entry = <pgwalk_entry_fn>_slot(ops.pte_entry, <void *>_py_pte, &o.pte_entry_ctx, keep, pykeep)
+    f = ops.pte_entry
+    if isinstance(f, Batch):
+        keep.append(f)
+        pykeep.append(f)
+        o.pte_batch = _py_pte_batch
+        o.pte_batch_ctx = <void *>f.fn
+    elif isinstance(f, CFunc) and (<CFunc>f).kind == "batch":
+        keep.append(f)
+        o.pte_batch = <pgwalk_batch_fn>(<CFunc>f).fn
+        o.pte_batch_ctx = (<CFunc>f).ctx
+    else:
+        o.pte_entry = <pgwalk_entry_fn>_slot(f, <void *>_py_pte, &o.pte_entry_ctx, keep, pykeep)
     o.pte_hole = <pgwalk_hole_fn>_slot(ops.pte_hole, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
     o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
                                                &o.hugetlb_entry_ctx, keep, pykeep)
@@ -1267,7 +1412,23 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     return walk
 
 
-cdef int _finish(MMWalk walk, int err) except? -1:
+cdef void _fill_stats(MMWalk walk, object stats, dict before):
+    cdef int i
+    if stats is None:
+        return
+    names = SLOT_NAMES + ("pte_entry_batches",)
+    stats.calls = {names[i]: walk.c.calls[i] for i in range(12) if walk.c.calls[i]}
+    stats.indirect_calls = sum(stats.calls.values())
+    stats.tables = {("pgd", "p4d", "pud", "pmd", "pte")[i]: walk.c.tables[i]
+                    for i in range(5) if walk.c.tables[i]}
+    stats.entries = walk.c.entries
+    after = (<PageTables>walk.c.pt).stats
+    stats.mm = {k: (after[k] - before[k]) for k in after if not isinstance(after[k], dict)}
+    stats.mm["alloc"] = {k: after["alloc"][k] - before["alloc"][k] for k in after["alloc"]}
+
+
+cdef int _finish(MMWalk walk, int err, object stats=None, dict before=None) except? -1:
+    _fill_stats(walk, stats, before)
     exc = walk._exc
     if exc is not None:
         walk._exc = None
@@ -1292,16 +1453,19 @@ cdef void _leave_vma(MMWalk walk):
 cdef int _call_hole(MMWalk walk, uint64_t start, uint64_t end):
     if walk.c.ops.pte_hole == NULL:
         return 0
+    walk.c.calls[5] += 1
     return walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
 
 
 cdef int _walk_page_test(MMWalk walk, uint64_t start, uint64_t end):
     cdef int err
     if walk.c.ops.test_walk != NULL:
+        walk.c.calls[7] += 1
         return walk.c.ops.test_walk(start, end, &walk.c.w, walk.c.ops.test_walk_ctx)
     if walk.c.w.vma_flags & 0x400:           # VM_PFNMAP
         err = 1
         if walk.c.ops.pte_hole != NULL:
+            walk.c.calls[5] += 1
             err = walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
         return err if err else 1
     return 0
@@ -1334,6 +1498,7 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     if ops.install_pte != NULL and is_hugetlb:
         return -E_INVAL
     if ops.pre_vma != NULL:
+        walk.c.calls[8] += 1
         err = ops.pre_vma(start, end, &walk.c.w, ops.pre_vma_ctx)
         if err:
             return err
@@ -1343,15 +1508,17 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     else:
         err = _run_tables(walk, start, end, False, 0)
     if ops.post_vma != NULL and walk._exc is None:
+        walk.c.calls[9] += 1
         ops.post_vma(&walk.c.w, ops.post_vma_ctx)
     if walk._exc is not None:
         return PGWALK_EXC           # an exception (post_vma's included) ends the walk
     return err
 
 
-def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, private):
+def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, private, stats=None):
     """walk_page_range_mm() after its argument checks: the VMA loop."""
     cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
+    cdef dict before = mm.stats if stats is not None else None
     cdef int err = 0
     cdef uint64_t next
     lock = ops.walk_lock
@@ -1381,22 +1548,45 @@ def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, priva
         start = next
         if start >= end:
             break
-    return _finish(walk, err)
+    return _finish(walk, err, stats, before)
 
 
-def _walk_vma(vma, uint64_t start, uint64_t end, ops, private):
+def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None):
     """walk_page_range_vma()/walk_page_vma() after their checks."""
     if not isinstance(vma.vm_mm, PageTables):
         raise TypeError("vma.vm_mm must be a pgwalk.MM")
     cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
+    cdef dict before = vma.vm_mm.stats if stats is not None else None
     _enter_vma(walk, vma)
-    return _finish(walk, _walk_vma_range(walk, vma, start, end))
+    return _finish(walk, _walk_vma_range(walk, vma, start, end), stats, before)
 
 
-def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private):
+def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private,
+                stats=None):
     """walk_page_range_novma() after its checks."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
-    return _finish(walk, _run_tables(walk, start, end, False, 0))
+    cdef dict before = (<PageTables>walk.c.pt).stats if stats is not None else None
+    return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+
+
+def _walk_inline_count(PageTables mm not None, uint64_t start, uint64_t end, ops):
+    """Benchmark baseline: walk_page_range over [start, end) with ``ops``,
+    but with the PTE op (count present PTEs) inlined in the PTE loop instead
+    of called through the pte_entry slot.  Returns the count.  The caller
+    holds the mmap lock and passes ops whose pte_entry is C."""
+    cdef int64_t count = 0
+    cdef MMWalk walk = _new_walk(mm, ops, None, False, None)
+    walk.c.inline_count = &count
+    vma = mm.find_vma(start)
+    while vma is not None and vma.vm_start < end:
+        _enter_vma(walk, vma)
+        err = _run_tables(walk, max(start, vma.vm_start), min(end, vma.vm_end), False, 0)
+        if err:
+            _finish(walk, err)
+            return err
+        vma = mm.find_vma(vma.vm_end)
+    _finish(walk, 0)
+    return count
 
 
 def _c_predicates(uint64_t v):

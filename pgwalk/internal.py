@@ -10,9 +10,9 @@ from .walker import _walk_page_range_mm
 __all__ = ["walk_page_range_mm"]
 
 
-def walk_page_range_mm(mm, start, end, ops, private=None):
+def walk_page_range_mm(mm, start, end, ops, private=None, *, stats=None):
     """``walk_page_range`` without the ``install_pte`` refusal."""
     check_mm(mm)
     check_ops(ops)
     check_range(mm, start, end)
-    return _walk_page_range_mm(mm, start, end, ops, private)
+    return _walk_page_range_mm(mm, start, end, ops, private, stats)

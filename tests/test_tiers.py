@@ -1,0 +1,168 @@
+"""Callback tiers beyond plain Python: batched pte_entry, walk statistics,
+the inlined-op baseline; and the PTE loop's bound at the bottom of the
+address space."""
+
+import numpy as np
+import pytest
+
+import pgwalk
+from pgwalk import PMD, PTE
+from pgwalk import reference  # noqa: F401  (pgwalk.reference used below)
+from pgwalk._builtin import CountPresentOp
+from pgwalk.internal import walk_page_range_mm
+
+B = 0x7F0000000000
+
+
+def populated(levels=4):
+    mm = pgwalk.MM(levels)
+    mm.add_vma(B, B + (8 << 21))
+    for i in range(4):
+        mm.alloc_table(B + (i << 21), PMD)
+    for k in (0, 1, 5, 511, 600, 1100, 1536):
+        mm.map(B + k * 4096, pfn=100 + k)
+    mm.set_entry(B + 7 * 4096, PTE, pgwalk.swp_entry_to_pte(pgwalk.swp_entry(1, 3)))
+    return mm
+
+
+def per_entry_trace(mm, start, end):
+    out = []
+    ops = pgwalk.MMWalkOps(pte_entry=lambda e, a, n, w: out.append((a, int(e))) or 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, start, end, ops) == 0
+    return out
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+@pytest.mark.parametrize("start,end", [(B, B + (8 << 21)), (B + 8, B + 3 * 4096 + 16),
+                                       (B + 4096 * 510, B + 4096 * 1030)])
+def test_batch_sees_what_per_entry_callbacks_see(levels, start, end):
+    """One call per contiguous run of one PTE table; same slots, same values."""
+    mm = populated(levels)
+    calls = []
+
+    def fn(entries, addr, next, walk):
+        assert entries.dtype == np.uint64 and len(entries) == -(-(next - addr) // 4096)
+        calls.append((addr, next))
+        for i, v in enumerate(entries):
+            got.append((addr + i * 4096, int(v)))
+        return 0
+
+    got = []
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, start, end, pgwalk.MMWalkOps(pte_entry=pgwalk.batch(fn))) == 0
+    assert got == per_entry_trace(populated(levels), start, end)
+    assert all((a >> 21) == ((n - 1) >> 21) for a, n in calls)          # never spans tables
+    assert len(calls) == len({a >> 21 for a, _ in got})
+
+
+def test_batch_writes_return_and_again():
+    mm = populated()
+    seen_pmd = []
+
+    def fn(entries, addr, next, walk):
+        entries[:] = 0                                  # writes reach the live slots
+        if addr == B + (1 << 21):
+            return 9                                    # stops the walk, returned
+        return 0
+
+    ops = pgwalk.MMWalkOps(pte_entry=pgwalk.batch(fn),
+                           pmd_entry=lambda e, a, n, w: seen_pmd.append(a) or 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 9
+    assert mm.entry(B, PTE) == 0 and mm.entry(B + 1536 * 4096, PTE) != 0
+    assert seen_pmd == [B, B + (1 << 21)]
+
+    again = {"n": 0}
+
+    def fn2(entries, addr, next, walk):
+        if again["n"] == 0:
+            again["n"] = 1
+            walk.action = pgwalk.ACTION_AGAIN           # redoes the whole PMD, as pte_entry's AGAIN
+        return 0
+
+    seen_pmd.clear()
+    ops = pgwalk.MMWalkOps(pte_entry=pgwalk.batch(fn2),
+                           pmd_entry=lambda e, a, n, w: seen_pmd.append(a) or 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (1 << 21), ops) == 0
+    assert seen_pmd == [B, B]
+
+
+def test_batch_with_install_pte_keeps_address_order():
+    """With install_pte, none slots go to install_pte one by one and each run
+    of non-none slots to the batch, in address order."""
+    mm = populated()
+    events = []
+
+    def install(addr, next, ptep, walk):
+        events.append(("I", addr))
+        ptep.set(pgwalk.make_pte_marker(pgwalk.PTE_MARKER_GUARD))
+        return 0
+
+    def fn(entries, addr, next, walk):
+        events.append(("B", addr, next))
+        return 0
+
+    ops = pgwalk.MMWalkOps(pte_entry=pgwalk.batch(fn), install_pte=install)
+    with mm.mmap_read_lock():
+        assert walk_page_range_mm(mm, B, B + 10 * 4096, ops) == 0
+    assert events == [("B", B, B + 2 * 4096), ("I", B + 2 * 4096), ("I", B + 3 * 4096),
+                      ("I", B + 4 * 4096), ("B", B + 5 * 4096, B + 6 * 4096), ("I", B + 6 * 4096),
+                      ("B", B + 7 * 4096, B + 8 * 4096), ("I", B + 8 * 4096), ("I", B + 9 * 4096)]
+
+
+def test_batch_only_in_pte_entry():
+    with pytest.raises(ValueError, match="pte_entry only"):
+        pgwalk.MMWalkOps(pmd_entry=pgwalk.batch(lambda *a: 0))
+    with pytest.raises(TypeError):
+        pgwalk.batch(3)
+
+
+def test_walk_stats_count_indirect_calls():
+    mm = populated()
+    st = pgwalk.WalkStats()
+    ops = pgwalk.MMWalkOps(pte_entry=lambda *a: 0, pmd_entry=lambda *a: 0,
+                           pte_hole=lambda *a: 0)
+    with mm.mmap_read_lock():
+        pgwalk.walk_page_range(mm, B - 4096, B + (8 << 21), ops, stats=st)
+    assert st.calls == {"pte_entry": 4 * 512, "pmd_entry": 4, "pte_hole": 1 + 4}
+    assert st.indirect_calls == 4 * 512 + 4 + 5
+    assert st.tables == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 4}
+    assert st.entries == 4 * 512
+    st2 = pgwalk.WalkStats()
+    with mm.mmap_read_lock():
+        pgwalk.walk_page_range(mm, B, B + (8 << 21), pgwalk.MMWalkOps(pte_entry=pgwalk.batch(lambda *a: 0)),
+                               stats=st2)
+    assert st2.calls == {"pte_entry_batches": 4}
+    st3 = pgwalk.WalkStats()
+    with mm.mmap_read_lock():
+        walk_page_range_mm(mm, B + (8 << 21) - 4096, B + (8 << 21), pgwalk.MMWalkOps(
+            install_pte=lambda a, n, p, w: 0), stats=st3)
+    assert st3.mm["alloc"] == {"p4d": 0, "pud": 0, "pmd": 0, "pte": 1}
+    assert st3.calls == {"install_pte": 1}
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_inlined_op_counts_what_the_slot_op_counts(levels):
+    mm = populated(levels)
+    op = CountPresentOp()
+    ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 0
+        inline = pgwalk._core._walk_inline_count(mm, B, B + (8 << 21), ops)
+    assert op.value == inline == 7
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_pte_loop_never_leaves_its_table_at_address_zero(levels):
+    """[0, 100): the kernel's `addr >= end - PAGE_SIZE` underflows there and
+    would run past the PTE table; pgwalk visits the one slot (docs/decisions.md)."""
+    mm = pgwalk.MM(levels)
+    mm.map(0, pfn=3)
+    seen = []
+    ops = pgwalk.MMWalkOps(pte_entry=lambda e, a, n, w: seen.append((a, n, int(e))) or 0)
+    with mm.mmap_write_lock():
+        assert pgwalk.walk_page_range_novma(mm, 0, 100, ops) == 0
+        assert pgwalk.reference.walk_page_range_novma(mm, 0, 100, ops) == 0
+    assert seen == [(0, 4096, mm.entry(0, PTE))] * 2
