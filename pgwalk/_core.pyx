@@ -40,6 +40,7 @@ cdef enum:
     L_PMD = 3
     L_PTE = 4
 
+cdef size_t SIZE_MAX_ = <size_t>-1
 cdef uint64_t PMD_SIZE_ = (<uint64_t>1) << 21
 cdef uint64_t PUD_SIZE_ = (<uint64_t>1) << 30
 cdef uint64_t P4D_SIZE_ = (<uint64_t>1) << 39
@@ -511,9 +512,16 @@ cdef CFunc make_cfunc(void *fn, void *ctx, str kind, object owner):
     return f
 
 
+def _cfunc_from_address(size_t fn, size_t ctx, str kind, object owner):
+    """A CFunc for a raw function address (what LowLevelCallable unpacks)."""
+    return make_cfunc(<void *>fn, <void *>ctx, kind, owner)
+
+
 def check_slot(str name, object value):
     """Raise unless ``value`` may sit in slot ``name`` (None, a Python
-    callable, or a CFunc of the slot's signature)."""
+    callable, a CFunc of the slot's signature, or an object that carries one
+    as ``__pgwalk_cfunc__``, such as a LowLevelCallable)."""
+    value = getattr(value, "__pgwalk_cfunc__", value)
     if isinstance(value, Batch):
         if name != "pte_entry":
             raise ValueError(f"{name}: batched callbacks are supported in pte_entry only")
@@ -1334,6 +1342,7 @@ cdef inline void *_slot(object f, void *py_tramp, void **ctx, list keep, list py
         ctx[0] = NULL
         return NULL
     keep.append(f)
+    f = getattr(f, "__pgwalk_cfunc__", f)
     if isinstance(f, CFunc):
         ctx[0] = (<CFunc>f).ctx
         return (<CFunc>f).fn
@@ -1353,6 +1362,7 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     o.pud_entry = <pgwalk_entry_fn>_slot(ops.pud_entry, <void *>_py_pud, &o.pud_entry_ctx, keep, pykeep)
     o.pmd_entry = <pgwalk_entry_fn>_slot(ops.pmd_entry, <void *>_py_pmd, &o.pmd_entry_ctx, keep, pykeep)
     f = ops.pte_entry
+    f = getattr(f, "__pgwalk_cfunc__", f)
     if isinstance(f, Batch):
         keep.append(f)
         pykeep.append(f)
@@ -1376,6 +1386,21 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     return len(pykeep)
 
 
+cdef size_t _private_pointer(object private) except? 0:
+    """What C callbacks find in walk->private: NULL for None, the address for
+    an int or a ctypes object, else the Python object itself (PyObject *)."""
+    if private is None:
+        return 0
+    if isinstance(private, int) and not isinstance(private, bool):
+        if private < 0 or private > <object>SIZE_MAX_:
+            raise ValueError("private: an int private is an address and must fit a pointer")
+        return <size_t>private
+    import ctypes
+    if isinstance(private, ctypes._SimpleCData) or isinstance(private, (ctypes.Structure, ctypes.Array)):
+        return <size_t>ctypes.addressof(private)
+    return <size_t><void *>private
+
+
 cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object pgd):
     cdef MMWalk walk = MMWalk.__new__(MMWalk)
     cdef PageTables pt = <PageTables>mm
@@ -1393,7 +1418,7 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk._py_slots = _fill_ops(&walk.c.ops, ops, keep) > 0
     walk._keep = tuple(keep)
     walk.c.w.pywalk = <void *>walk
-    walk.c.w.private = <void *>private
+    walk.c.w.private = <void *><size_t>_private_pointer(private)
     walk.c.w.no_vma = no_vma
     walk.c.w.levels = pt.levels
     walk.c.pool = &tree.pool
