@@ -99,7 +99,7 @@ def _pointer_value(obj, what):
         return ctypes.cast(obj, ctypes.c_void_p).value or 0
     mod = type(obj).__module__ or ""
     if mod.startswith("_cffi_backend"):
-        import cffi
+        import cffi  # type: ignore[import-untyped]
         return int(cffi.FFI().cast("uintptr_t", obj))
     raise TypeError(f"{what}: cannot take a pointer from {type(obj).__name__}")
 
@@ -154,7 +154,7 @@ class LowLevelCallable:
             return ctypes.cast(fn, ctypes.c_void_p).value, sig
         mod = type(fn).__module__ or ""
         if mod.startswith("_cffi_backend"):
-            import cffi
+            import cffi  # type: ignore[import-untyped]
             ffi = cffi.FFI()
             sig = ffi.getctype(ffi.typeof(fn))
             if signature is not None and _norm(signature) != _norm(sig):
