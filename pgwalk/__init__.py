@@ -23,6 +23,7 @@ from .locks import vma_start_write
 from .lowlevel import LowLevelCallable, WalkStruct
 from .mm import MM, VMA, InvariantError, init_mm
 from .ops import MMWalkOps
+from .process import BusError, SegmentationFault
 from .walker import (
     walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
 )

@@ -50,13 +50,16 @@ PGWALK_WRLOCK_VERIFY = 2
 EPERM = 1
 ENOENT = 2
 EINTR = 4
+EBADF = 9
 EAGAIN = 11
 ENOMEM = 12
+EACCES = 13
 EFAULT = 14
 EBUSY = 16
 EEXIST = 17
 EINVAL = 22
 EOVERFLOW = 75
+EOPNOTSUPP = 95
 
 # --- x86-64 page-table entry bits (arch/x86/include/asm/pgtable_types.h) ---
 _PAGE_PRESENT = 1 << 0
@@ -140,6 +143,7 @@ VM_MAYSHARE = 0x00000080
 VM_GROWSDOWN = 0x00000100
 VM_UFFD_MISSING = 0x00000200
 VM_PFNMAP = 0x00000400
+VM_MAYBE_GUARD = 0x00000800          # 6.18: a guard was installed in this VMA (sticky)
 VM_UFFD_WP = 0x00001000
 VM_LOCKED = 0x00002000
 VM_IO = 0x00004000
@@ -160,6 +164,7 @@ VM_MIXEDMAP = 0x10000000
 VM_HUGEPAGE = 0x20000000
 VM_NOHUGEPAGE = 0x40000000
 VM_MERGEABLE = 0x80000000
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 
 # --- mmap / mprotect / madvise / mremap ABI (x86-64) ------------------------
 PROT_NONE = 0x0
@@ -185,6 +190,7 @@ MAP_STACK = 0x20000
 MAP_HUGETLB = 0x40000
 MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
+MAP_UNINITIALIZED = 0x4000000
 
 MADV_NORMAL = 0
 MADV_RANDOM = 1
@@ -229,3 +235,7 @@ MLOCK_ONFAULT = 1
 ZERO_PFN = 1
 HUGE_ZERO_PFN = 512
 FIRST_DATA_PFN = 1 << 20
+
+# --- the process model's address-space layout (x86-64 defaults) -------------
+MMAP_MIN_ADDR = 0x10000                 # vm.mmap_min_addr
+MMAP_BASE_GAP = 1 << 30                 # room left below the top for the stack

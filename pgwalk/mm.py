@@ -12,11 +12,14 @@ from . import entries as E
 from ._core import LockAssertionError, PageTable, PageTables
 from .constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER,
-    FIRST_DATA_PFN, P4D, PAGE_SIZE, PGD, PGWALK_RDLOCK, PGWALK_WRLOCK,
+    FIRST_DATA_PFN, P4D, PAGE_SHIFT, PAGE_SIZE, PGD, PGWALK_RDLOCK, PGWALK_WRLOCK,
     PGWALK_WRLOCK_VERIFY, PMD, PMD_SIZE, PTE, PUD, PUD_SIZE, U64_MASK,
     VM_HUGETLB, task_size,
 )
+from ._mmops import Phys
+from .introspect import IntrospectMixin
 from .locks import MMapLock, vma_start_write, vma_write_locked
+from .process import ProcessMixin
 
 DEFAULT_PROT = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
 LEVEL_SIZES = {PTE: PAGE_SIZE, PMD: PMD_SIZE, PUD: PUD_SIZE}
@@ -35,7 +38,8 @@ class VMA:
     """
 
     __slots__ = ("vm_start", "vm_end", "vm_flags", "vm_mm", "vm_ops",
-                 "hugepage_size", "_lock_seq", "__weakref__")
+                 "hugepage_size", "_lock_seq", "vm_pgoff", "anon_vma", "vm_file",
+                 "__weakref__")
 
     def __init__(self, start, end, vm_flags=0, vm_mm=None, vm_ops=None,
                  hugepage_size=PMD_SIZE):
@@ -59,21 +63,28 @@ class VMA:
         self.vm_ops = vm_ops
         self.hugepage_size = hugepage_size
         self._lock_seq = -1
+        self.vm_pgoff = start >> PAGE_SHIFT     # anonymous memory: the address in pages
+        self.anon_vma = None                    # set by the process model's faults
+        self.vm_file = None                     # shmem object of MAP_SHARED|MAP_ANONYMOUS
 
     def __repr__(self):
         return f"VMA({self.vm_start:#x}, {self.vm_end:#x}, flags={self.vm_flags:#x})"
 
 
-class MM(PageTables):
+class MM(ProcessMixin, IntrospectMixin, PageTables):
     """A model address space (``struct mm_struct``): x86-64 page tables with
-    4 (p4d folded) or 5 levels, VMAs and the mmap lock."""
+    4 (p4d folded) or 5 levels, VMAs and the mmap lock; the process model
+    (``mmap``, ``touch``, ``madvise``, ``fork``, ... in ``pgwalk/process.py``)
+    and its introspection (``pagemap``, ``mincore``, ``smaps``, ``ptdump`` in
+    ``pgwalk/introspect.py``)."""
 
     def __init__(self, levels=4, is_init_mm=False):
         self._vmas = []             # sorted by vm_start
         self._ends = []             # their vm_end, for bisect
         self._lock = MMapLock()
         self.task_size = task_size(levels)
-        self._next_pfn = FIRST_DATA_PFN
+        self._phys = Phys(FIRST_DATA_PFN)   # shared with forked children
+        self._exited = False
 
     def __repr__(self):
         kind = "init_mm" if self.is_init_mm else "MM"
@@ -171,9 +182,7 @@ class MM(PageTables):
 
     def alloc_pfn(self, nr=1, align=1):
         """Hand out ``nr`` fresh data PFNs (aligned), from the mm's counter."""
-        pfn = -(-self._next_pfn // align) * align
-        self._next_pfn = pfn + nr
-        return pfn
+        return self._phys.alloc(nr, align)
 
     def map(self, addr, level=PTE, pfn=None, prot=DEFAULT_PROT):
         """Install a present leaf at ``level`` (PTE, PMD or PUD) for the

@@ -1,0 +1,1128 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The process model's page-table consumers, as C walk ops.
+
+Every per-page operation of ``pgwalk.MM``'s process model (populate and
+fault-in, zap, table reclaim, protection change, fork copy, mremap move,
+guard install/remove, MADV_FREE / COLD / PAGEOUT, pagemap, mincore, smaps)
+is an ops table of C slot functions handed to the one walker; the Python
+side (``pgwalk/process.py`` and friends) only orchestrates per VMA.
+
+``Phys`` is the model's physical memory: per-PFN map counts and page flags,
+shared by an mm and the processes forked from it.  ``MMOp`` owns one
+``OpState`` (C memory) and exposes the slot functions as ``CFunc`` objects;
+the Python side sets the state's per-call fields (``setup``) and builds an
+``MMWalkOps`` from the slots it needs.
+"""
+
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
+from libc.stdlib cimport realloc, free
+from libc.string cimport memset
+
+import numpy as np
+cimport numpy as cnp
+
+from pgwalk._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
+                           PageTables, table_of, pool_alloc, pool_free_subtree,
+                           SLAB_TABLES)
+from pgwalk._entries cimport (pte_none, pte_present, pmd_trans_huge, pmd_leaf,
+                              pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
+                              PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
+                              PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER)
+
+cnp.import_array()
+
+cdef enum:
+    ZERO_PFN = 1
+    HUGE_ZERO_PFN = 512
+    NR = 512
+    E_NOMEM = 12
+    ACT_SUBTREE = 0
+    ACT_CONTINUE = 1
+    L_PGD = 0
+    L_P4D = 1
+    L_PUD = 2
+    L_PMD = 3
+    L_PTE = 4
+
+# page flags (per PFN)
+cdef enum:
+    PF_DATA = 1          # content is not all zero (written by a touch)
+    PF_LAZYFREE = 2      # MADV_FREE'd, clean: reclaim may discard it
+    PF_SHMEM = 4         # a shmem (page cache) page: not anonymous
+    PF_LARGE = 8         # part of a PMD-sized folio (THP)
+    PF_ANON = 16
+
+# fault codes left in OpState.fault
+cdef enum:
+    F_NONE = 0
+    F_SEGV = 1           # guard marker (or another marker) met
+    F_BUS = 2            # beyond the end of the shmem object
+    F_NOMEM = 3
+
+cdef uint64_t PMD_SIZE_ = (<uint64_t>1) << 21
+cdef uint64_t PMD_MASK_ = ~(PMD_SIZE_ - 1)
+cdef uint64_t GUARD_PTE = ((<uint64_t>31) << 52) | ((<uint64_t>4) << 12) | 2
+cdef uint64_t PM_PRESENT = (<uint64_t>1) << 63
+cdef uint64_t PM_SWAP = (<uint64_t>1) << 62
+cdef uint64_t PM_FILE = (<uint64_t>1) << 61
+cdef uint64_t PM_GUARD = (<uint64_t>1) << 58
+cdef uint64_t PM_EXCL = (<uint64_t>1) << 56
+cdef uint64_t PM_PFN_MASK = ((<uint64_t>1) << 55) - 1
+
+
+# ---------------------------------------------------------------------------
+# Physical memory
+# ---------------------------------------------------------------------------
+
+cdef struct PhysState:
+    int32_t *mapcount        # per PFN: page table entries mapping it (PMD maps count per subpage)
+    uint8_t *pflags          # per PFN: PF_* bits
+    int64_t cap
+    int64_t next_pfn
+
+
+cdef int phys_reserve(PhysState *ps, int64_t need) noexcept nogil:
+    """Make PFNs [0, need) addressable (zeroed)."""
+    cdef int64_t cap = ps.cap
+    cdef int32_t *mc
+    cdef uint8_t *pf
+    if need <= cap:
+        return 0
+    if cap < 1 << 21:
+        cap = 1 << 21
+    while cap < need:
+        cap *= 2
+    mc = <int32_t *>realloc(ps.mapcount, cap * sizeof(int32_t))
+    if mc == NULL:
+        return -E_NOMEM
+    ps.mapcount = mc
+    pf = <uint8_t *>realloc(ps.pflags, cap * sizeof(uint8_t))
+    if pf == NULL:
+        return -E_NOMEM
+    ps.pflags = pf
+    memset(ps.mapcount + ps.cap, 0, (cap - ps.cap) * sizeof(int32_t))
+    memset(ps.pflags + ps.cap, 0, (cap - ps.cap) * sizeof(uint8_t))
+    ps.cap = cap
+    return 0
+
+
+cdef int64_t phys_alloc(PhysState *ps, int64_t nr, int64_t align) noexcept nogil:
+    cdef int64_t pfn = ((ps.next_pfn + align - 1) // align) * align
+    if phys_reserve(ps, pfn + nr) < 0:
+        return -1
+    ps.next_pfn = pfn + nr
+    return pfn
+
+
+cdef inline void page_put(PhysState *ps, uint64_t pfn) noexcept nogil:
+    """One mapping of ``pfn`` goes away; an anonymous page that nobody maps
+    any more is freed (its flags cleared)."""
+    if pfn == ZERO_PFN or pfn == HUGE_ZERO_PFN or <int64_t>pfn >= ps.cap:
+        return
+    ps.mapcount[pfn] -= 1
+    if ps.mapcount[pfn] <= 0:
+        ps.mapcount[pfn] = 0
+        if not (ps.pflags[pfn] & PF_SHMEM):
+            ps.pflags[pfn] = 0
+
+
+cdef class Phys:
+    """The model's physical memory: PFNs handed out from a counter, with a
+    map count and flags per PFN.  Shared by an mm and its forked children."""
+    cdef PhysState s
+
+    def __cinit__(self, int64_t first_pfn=1 << 20):
+        memset(&self.s, 0, sizeof(PhysState))
+        self.s.next_pfn = first_pfn
+        if phys_reserve(&self.s, first_pfn + 1) < 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.s.mapcount)
+        free(self.s.pflags)
+
+    def alloc(self, int64_t nr=1, int64_t align=1):
+        """``nr`` fresh PFNs, the first aligned to ``align``."""
+        cdef int64_t pfn = phys_alloc(&self.s, nr, align)
+        if pfn < 0:
+            raise MemoryError()
+        return pfn
+
+    def reserve(self, int64_t n):
+        """Make room for ``n`` more PFNs (so that bulk work never reallocates)."""
+        if phys_reserve(&self.s, self.s.next_pfn + n + NR) < 0:
+            raise MemoryError()
+
+    @property
+    def next_pfn(self):
+        return self.s.next_pfn
+
+    def mapcount(self, uint64_t pfn):
+        return self.s.mapcount[pfn] if <int64_t>pfn < self.s.cap else 0
+
+    def flags(self, uint64_t pfn):
+        return self.s.pflags[pfn] if <int64_t>pfn < self.s.cap else 0
+
+    def get(self, uint64_t pfn):
+        """(mapcount, flags) of one PFN."""
+        if <int64_t>pfn >= self.s.cap:
+            return (0, 0)
+        return (self.s.mapcount[pfn], self.s.pflags[pfn])
+
+    def set_flags(self, uint64_t pfn, int set_bits=0, int clear_bits=0):
+        if phys_reserve(&self.s, pfn + 1) < 0:
+            raise MemoryError()
+        self.s.pflags[pfn] = (self.s.pflags[pfn] & ~clear_bits) | set_bits
+
+    def add_map(self, uint64_t pfn, int n=1, int delta=1):
+        """Add ``delta`` to the map count of PFNs [pfn, pfn + n)."""
+        cdef int i
+        if phys_reserve(&self.s, pfn + n) < 0:
+            raise MemoryError()
+        for i in range(n):
+            if pfn + i != ZERO_PFN and pfn + i != HUGE_ZERO_PFN:
+                if delta < 0:
+                    page_put(&self.s, pfn + i)
+                else:
+                    self.s.mapcount[pfn + i] += delta
+
+
+# ---------------------------------------------------------------------------
+# Table lookup with allocation in another (or the same) tree: the fork copy
+# and the mremap move write entries at addresses the walk is not visiting.
+# ---------------------------------------------------------------------------
+
+cdef inline int child_level(int levels, int level) noexcept nogil:
+    if levels == 4 and level == L_PGD:
+        return L_PUD
+    return level + 1
+
+
+cdef inline int index_at(int levels, int level, uint64_t addr) noexcept nogil:
+    if level == L_PGD:
+        return (addr >> (39 if levels == 4 else 48)) & 511
+    return (addr >> (12 + 9 * (4 - level))) & 511
+
+
+cdef uint64_t *slot_alloc(pgwalk_pool_t *pool, uint64_t *pgd, int levels,
+                          uint64_t addr, int level, int *err) noexcept nogil:
+    """The slot for ``addr`` at ``level``, allocating missing tables above it
+    (counted allocations, as pte_alloc/pmd_alloc are).  NULL and *err < 0
+    when an allocation fails or a non-table entry is in the way."""
+    cdef uint64_t *slot = pgd + index_at(levels, L_PGD, addr)
+    cdef uint64_t *tbl
+    cdef int lvl = L_PGD, cl
+    err[0] = 0
+    while lvl < level:
+        cl = child_level(levels, lvl)
+        tbl = table_of(pool, slot)
+        if tbl == NULL:
+            if not pte_none(slot[0]):
+                err[0] = -17
+                return NULL
+            if pool_alloc(pool, slot, cl) < 0:
+                err[0] = -E_NOMEM
+                return NULL
+            tbl = table_of(pool, slot)
+        slot = tbl + index_at(levels, cl, addr)
+        lvl = cl
+    return slot
+
+
+# ---------------------------------------------------------------------------
+# The state every op works on
+# ---------------------------------------------------------------------------
+
+cdef struct OpState:
+    PhysState *ps
+    pgwalk_pool_t *pool          # tree being walked
+    uint64_t *pgd
+    int levels
+    # the VMA being worked on (set per call by the Python side)
+    uint64_t prot                # flags of a new leaf (no RW, no D)
+    uint64_t zprot               # flags of a zero-page PTE
+    uint64_t rw                  # RW|D when the VMA is writable (mprotect)
+    int shared                   # VM_SHARED mapping (no COW)
+    int write                    # write access (populate / fault)
+    int mark_data                # a touch writes data into the page
+    int is_shmem
+    int64_t *shm                 # shmem object: PFN per page (0 = hole)
+    int64_t shm_size
+    int64_t pgoff0               # object page at vma_start
+    uint64_t vstart
+    uint64_t lo                  # walk range / free-table gap
+    uint64_t hi
+    int zap_markers
+    int pageout
+    int around                   # fault-around: map object pages already cached, nothing else
+    uint64_t nz_lo[8]            # ranges whose subpages a folio split must not
+    uint64_t nz_hi[8]            # remap to the zero page (VM_LOCKED VMAs)
+    int nnz
+    # results
+    int fault
+    uint64_t fault_addr
+    int64_t n
+    int64_t cnt[16]
+    # outputs
+    uint64_t *out64
+    uint8_t *out8
+    uint64_t out_start
+    # destination tree (fork, mremap)
+    pgwalk_pool_t *dpool
+    uint64_t *dpgd
+    uint64_t delta
+    uint64_t *dtbl
+    uint64_t dblock
+
+
+cdef inline void mark_data(OpState *s, uint64_t pfn) noexcept nogil:
+    if s.mark_data and pfn != ZERO_PFN and pfn != HUGE_ZERO_PFN:
+        s.ps.pflags[pfn] = (s.ps.pflags[pfn] | PF_DATA) & ~PF_LAZYFREE
+
+
+cdef inline uint64_t pte_of(uint64_t pfn, uint64_t flags) noexcept nogil:
+    return ((pfn << 12) & PGW_PFN_MASK) | flags
+
+
+cdef inline bint is_guard(uint64_t v) noexcept nogil:
+    return v == GUARD_PTE or (not pte_none(v) and not pte_present(v)
+                              and swp_pte_type(v) == PGW_SWP_PTE_MARKER
+                              and (swp_pte_offset(v) & 4) != 0)
+
+
+cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
+    cdef int i
+    for i in range(NR):
+        if ps.mapcount[pfn + i] > 1:
+            return True
+    return False
+
+
+cdef inline bint pmd_is_table(OpState *s, uint64_t *pmd) noexcept nogil:
+    return table_of(s.pool, pmd) != NULL
+
+
+cdef inline int file_pmd_drop(OpState *s, uint64_t *e, pgwalk_walk_t *w) noexcept nogil:
+    """A PMD mapping of a shmem huge page that would be split: the kernel's
+    split of a file PMD just unmaps it (the pages stay in the object and are
+    faulted back as PTEs).  Returns 1 when done (the caller continues)."""
+    cdef uint64_t pfn
+    cdef int i
+    if not (w.vma_flags & 0x8):          # VM_SHARED: shmem in this model
+        return 0
+    pfn = pmd_pfn(e[0])
+    for i in range(NR):
+        page_put(s.ps, pfn + i)
+    e[0] = 0
+    w.action = ACT_CONTINUE
+    return 1
+
+
+# --- split_huge_pmd at a VMA boundary (vma_adjust_trans_huge) ----------------
+
+cdef int split_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if pmd_trans_huge(e[0]):
+        file_pmd_drop(s, e, w)       # shmem: unmapped; anonymous: SUBTREE, the walker splits
+    else:
+        w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int noop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return 0
+
+
+# --- zap (munmap, MADV_DONTNEED, guard-install zap, MADV_REMOVE) ------------
+
+cdef int zap_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    cdef int i
+    if pmd_trans_huge(v):
+        if (addr & ~PMD_MASK_) == 0 and next - addr == PMD_SIZE_:
+            pfn = pmd_pfn(v)
+            if pfn != HUGE_ZERO_PFN:
+                for i in range(NR):
+                    page_put(s.ps, pfn + i)
+                s.cnt[1] += 1
+            e[0] = 0
+            w.action = ACT_CONTINUE
+        else:
+            file_pmd_drop(s, e, w)
+    return 0
+
+
+cdef int zap_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    if pte_none(v):
+        return 0
+    if pte_present(v):
+        page_put(s.ps, (v & PGW_PFN_MASK) >> 12)
+        s.cnt[0] += 1
+        e[0] = 0
+    elif is_guard(v):
+        if s.zap_markers:
+            e[0] = 0
+    else:
+        e[0] = 0
+    return 0
+
+
+# --- table reclaim after MADV_DONTNEED (empty PTE tables of whole 2 MiB ranges)
+
+cdef int reclaim_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t *tbl
+    cdef int i
+    w.action = ACT_CONTINUE
+    if next - addr != PMD_SIZE_:
+        return 0
+    tbl = table_of(s.pool, e)
+    if tbl == NULL:
+        return 0
+    for i in range(NR):
+        if not pte_none(tbl[i]):
+            return 0
+    pool_free_subtree(s.pool, s.levels, e, L_PMD)
+    s.cnt[2] += 1
+    return 0
+
+
+# --- free_pgtables (munmap): tables whose whole span lies in the gap [lo, hi)
+
+cdef inline bint in_gap(OpState *s, uint64_t addr, uint64_t size) noexcept nogil:
+    cdef uint64_t lo = addr & ~(size - 1)
+    return lo >= s.lo and lo + size <= s.hi and lo + size > lo
+
+
+cdef int free_pgd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if s.levels == 5 and in_gap(s, addr, (<uint64_t>1) << 48) and table_of(s.pool, e) != NULL:
+        pool_free_subtree(s.pool, 5, e, L_PGD)
+    return 0
+
+
+cdef int free_p4d(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if in_gap(s, addr, (<uint64_t>1) << 39) and table_of(s.pool, e) != NULL:
+        pool_free_subtree(s.pool, s.levels, e, L_PGD if s.levels == 4 else L_P4D)
+    return 0
+
+
+cdef int free_pud(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if in_gap(s, addr, (<uint64_t>1) << 30) and table_of(s.pool, e) != NULL:
+        pool_free_subtree(s.pool, s.levels, e, L_PUD)
+        w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int free_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if in_gap(s, addr, PMD_SIZE_) and table_of(s.pool, e) != NULL:
+        pool_free_subtree(s.pool, s.levels, e, L_PMD)
+    w.action = ACT_CONTINUE
+    return 0
+
+
+# --- populate / fault-in -----------------------------------------------------
+
+cdef int64_t new_page(OpState *s, uint8_t flags) noexcept nogil:
+    cdef int64_t pfn = phys_alloc(s.ps, 1, 1)
+    if pfn < 0:
+        return -1
+    s.ps.mapcount[pfn] = 1
+    s.ps.pflags[pfn] = flags | (PF_DATA if s.mark_data else 0)
+    s.cnt[0] += 1
+    return pfn
+
+
+cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef int64_t idx, pfn
+    if s.is_shmem:
+        idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
+        if idx >= s.shm_size:
+            s.fault = F_BUS
+            s.fault_addr = addr
+            return 1
+        pfn = s.shm[idx]
+        if pfn == 0 and s.around:
+            ptep[0] = 0
+            return 0
+        if pfn == 0:
+            pfn = phys_alloc(s.ps, 1, 1)
+            if pfn < 0:
+                s.fault = F_NOMEM
+                return -E_NOMEM
+            s.ps.pflags[pfn] = PF_SHMEM
+            s.shm[idx] = pfn
+            s.cnt[0] += 1
+        s.ps.mapcount[pfn] += 1
+        mark_data(s, pfn)
+        ptep[0] = pte_of(pfn, s.prot | PGW_DIRTY | (s.rw if s.write else 0))
+        return 0
+    if s.write:
+        pfn = new_page(s, PF_ANON)
+        if pfn < 0:
+            s.fault = F_NOMEM
+            return -E_NOMEM
+        ptep[0] = pte_of(pfn, s.prot | PGW_RW | PGW_DIRTY)
+    else:
+        ptep[0] = pte_of(ZERO_PFN, s.zprot)
+    return 0
+
+
+cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    cdef int64_t np
+    cdef uint8_t keep
+    if pte_present(v):
+        if not s.write:
+            return 0
+        pfn = (v & PGW_PFN_MASK) >> 12
+        if s.shared or (pfn != ZERO_PFN and s.ps.pflags[pfn] & PF_SHMEM and s.shared):
+            e[0] = v | s.rw
+            mark_data(s, pfn)
+            return 0
+        if pfn == ZERO_PFN:
+            np = new_page(s, PF_ANON)
+            if np < 0:
+                return -E_NOMEM
+            e[0] = pte_of(<uint64_t>np, s.prot | PGW_RW | PGW_DIRTY)
+            return 0
+        if (v & PGW_RW) or s.ps.mapcount[pfn] == 1:
+            e[0] = v | PGW_RW | PGW_DIRTY
+            if s.ps.pflags[pfn] & PF_LAZYFREE:
+                s.ps.pflags[pfn] &= ~PF_LAZYFREE
+            mark_data(s, pfn)
+            return 0
+        # copy on write
+        keep = s.ps.pflags[pfn] & PF_DATA
+        page_put(s.ps, pfn)
+        np = new_page(s, PF_ANON | keep)
+        if np < 0:
+            return -E_NOMEM
+        e[0] = pte_of(<uint64_t>np, s.prot | PGW_RW | PGW_DIRTY)
+        s.cnt[3] += 1
+        return 0
+    if pte_none(v) or s.around:
+        return 0
+    s.fault = F_SEGV
+    s.fault_addr = addr
+    return 1
+
+
+cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn, a
+    cdef int64_t np
+    cdef int i
+    if not pmd_trans_huge(v):
+        return 0
+    if not s.write:
+        w.action = ACT_CONTINUE
+        return 0
+    pfn = pmd_pfn(v)
+    if pfn == HUGE_ZERO_PFN:
+        np = phys_alloc(s.ps, NR, NR)
+        if np < 0:
+            return -E_NOMEM
+        for i in range(NR):
+            s.ps.mapcount[np + i] = 1
+            s.ps.pflags[np + i] = PF_ANON | PF_LARGE
+        e[0] = ((<uint64_t>np << 12) & PGW_PMD_PAGE_MASK) | s.prot | PGW_RW | PGW_DIRTY | PGW_PSE
+        pfn = <uint64_t>np
+        s.cnt[0] += NR
+    elif not (v & PGW_RW) and not (w.vma_flags & 0x8):
+        if thp_shared(s.ps, pfn):
+            return 0                 # SUBTREE: split, then copy the 4K pages written
+        e[0] = v | PGW_RW | PGW_DIRTY
+    a = addr
+    while a < next:
+        mark_data(s, pfn + ((a >> 12) & 511))
+        a += 4096
+    w.action = ACT_CONTINUE
+    return 0
+
+
+# --- change_protection (mprotect) ------------------------------------------
+
+cdef inline uint64_t newprot_pte(OpState *s, uint64_t v) noexcept nogil:
+    cdef uint64_t pfn = (v & PGW_PFN_MASK) >> 12
+    cdef uint64_t keep = v & (PGW_PFN_MASK | PGW_ACCESSED | PGW_DIRTY | (<uint64_t>1 << 9))
+    cdef uint64_t nv = keep | s.prot
+    if s.rw and pfn != ZERO_PFN and (s.shared or (s.ps.mapcount[pfn] == 1 and (v & PGW_DIRTY))):
+        nv |= PGW_RW
+    return nv
+
+
+cdef int prot_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    if pmd_trans_huge(v):
+        if (addr & ~PMD_MASK_) == 0 and next - addr == PMD_SIZE_:
+            pfn = pmd_pfn(v)
+            v = (v & (PGW_PMD_PAGE_MASK | PGW_ACCESSED | PGW_DIRTY)) | s.prot | PGW_PSE
+            if s.rw and pfn != HUGE_ZERO_PFN and not thp_shared(s.ps, pfn) and (v & PGW_DIRTY):
+                v |= PGW_RW
+            e[0] = v
+            w.action = ACT_CONTINUE
+        else:
+            file_pmd_drop(s, e, w)
+    return 0
+
+
+cdef int prot_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    if pte_present(v):
+        e[0] = newprot_pte(s, v)
+    return 0
+
+
+# --- fork: copy the parent's entries into the child's tree ------------------
+
+cdef int fork_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    cdef uint64_t *d
+    cdef int err = 0, i
+    if pmd_trans_huge(v):
+        d = slot_alloc(s.dpool, s.dpgd, s.levels, addr, L_PMD, &err)
+        if d == NULL:
+            return err
+        pfn = pmd_pfn(v)
+        if pfn != HUGE_ZERO_PFN:
+            for i in range(NR):
+                s.ps.mapcount[pfn + i] += 1
+            if not s.shared:
+                v &= ~PGW_RW
+                e[0] = v
+        d[0] = v
+        w.action = ACT_CONTINUE
+        return 0
+    if table_of(s.pool, e) == NULL:
+        w.action = ACT_CONTINUE
+        return 0
+    d = slot_alloc(s.dpool, s.dpgd, s.levels, addr, L_PTE, &err)
+    if d == NULL:
+        return err
+    s.dtbl = d - ((addr >> 12) & 511)
+    return 0
+
+
+cdef int fork_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    if pte_none(v):
+        return 0
+    if pte_present(v):
+        pfn = (v & PGW_PFN_MASK) >> 12
+        if pfn != ZERO_PFN:
+            s.ps.mapcount[pfn] += 1
+            if not s.shared:
+                v &= ~PGW_RW
+                e[0] = v
+        s.cnt[0] += 1
+    s.dtbl[(addr >> 12) & 511] = v
+    return 0
+
+
+# --- mremap: move entries by delta within the same tree ----------------------
+
+cdef uint64_t *dst_pte(OpState *s, uint64_t addr, int *err) noexcept nogil:
+    cdef uint64_t dst = addr + s.delta
+    cdef uint64_t *d
+    if s.dtbl == NULL or (dst & PMD_MASK_) != s.dblock:
+        d = slot_alloc(s.pool, s.pgd, s.levels, dst, L_PTE, err)
+        if d == NULL:
+            return NULL
+        s.dtbl = d - ((dst >> 12) & 511)
+        s.dblock = dst & PMD_MASK_
+    return s.dtbl + ((dst >> 12) & 511)
+
+
+cdef int move_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    cdef uint64_t *d
+    cdef uint64_t tid
+    cdef int err = 0
+    if not ((addr & ~PMD_MASK_) == 0 and next - addr == PMD_SIZE_ and ((addr + s.delta) & ~PMD_MASK_) == 0):
+        if pmd_trans_huge(v):
+            file_pmd_drop(s, e, w)
+        return 0
+    if not (pmd_trans_huge(v) or table_of(s.pool, e) != NULL):
+        return 0
+    d = slot_alloc(s.pool, s.pgd, s.levels, addr + s.delta, L_PMD, &err)
+    if d == NULL:
+        return err
+    if not pte_none(d[0]):
+        if pmd_trans_huge(v):
+            file_pmd_drop(s, e, w)
+        return 0                    # something at the destination: move PTE by PTE
+    if pmd_trans_huge(v):
+        d[0] = v
+        e[0] = 0
+    else:
+        tid = entry_index(v)
+        d[0] = v
+        e[0] = 0
+        s.pool.owner[tid] = d
+    s.dtbl = NULL
+    s.cnt[1] += 1
+    w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int move_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    cdef uint64_t *d
+    cdef int err = 0
+    if pte_none(v):
+        return 0
+    d = dst_pte(s, addr, &err)
+    if d == NULL:
+        return err
+    d[0] = v
+    e[0] = 0
+    s.cnt[0] += 1
+    return 0
+
+
+# --- guard regions (mm/madvise.c, 6.13-6.18) ---------------------------------
+
+cdef int guard_leaf_stop(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    return 1 if (pmd_trans_huge(e[0]) and (e[0] & PGW_P)) else 0
+
+
+cdef int guard_install_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if is_guard(e[0]):
+        s.n += 1
+        return 0
+    return 1
+
+
+cdef int guard_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    ptep[0] = GUARD_PTE
+    s.n += 1
+    return 0
+
+
+cdef int guard_remove_leaf(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    if pmd_trans_huge(e[0]) and (e[0] & PGW_P):
+        w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int guard_remove_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    if is_guard(e[0]):
+        e[0] = 0
+        s.n += 1
+    return 0
+
+
+# --- MADV_FREE / MADV_COLD / MADV_PAGEOUT -------------------------------------
+
+cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
+    """Split the PMD-sized folio mapped at ``e`` (its 512 PTEs, after the
+    PMD split, are in this table): subpages never written are remapped to
+    the shared zero page, as the kernel does when it splits an anonymous THP."""
+    cdef uint64_t pfn = (e[0] & PGW_PFN_MASK) >> 12
+    cdef uint64_t head = pfn & ~(<uint64_t>511)
+    cdef uint64_t *base = e - ((addr >> 12) & 511)
+    cdef uint64_t v, p, a0 = addr - ((addr >> 12) & 511) * 4096, a
+    cdef int i, k
+    cdef bint skip
+    for i in range(NR):
+        s.ps.pflags[head + i] &= ~PF_LARGE
+    for i in range(NR):
+        v = base[i]
+        if not pte_present(v):
+            continue
+        a = a0 + <uint64_t>i * 4096
+        skip = False
+        for k in range(s.nnz):
+            if s.nz_lo[k] <= a < s.nz_hi[k]:
+                skip = True
+        if skip:
+            continue
+        p = (v & PGW_PFN_MASK) >> 12
+        if p < head or p >= head + NR:
+            continue
+        if not (s.ps.pflags[p] & PF_DATA) and s.ps.mapcount[p] == 1:
+            page_put(s.ps, p)
+            base[i] = pte_of(ZERO_PFN, s.zprot)
+
+
+cdef inline bint folio_partial(OpState *s, uint64_t pfn, uint64_t addr) noexcept nogil:
+    cdef uint64_t first = addr - ((pfn & 511) << 12)
+    return first < s.lo or first + PMD_SIZE_ > s.hi
+
+
+cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    """pmd_entry of MADV_FREE (s.write = 1), MADV_COLD and MADV_PAGEOUT."""
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    cdef int i
+    if not pmd_trans_huge(v):
+        return 0
+    pfn = pmd_pfn(v)
+    if pfn == HUGE_ZERO_PFN or thp_shared(s.ps, pfn):
+        w.action = ACT_CONTINUE
+        return 0
+    if w.vma_flags & 0x8:
+        w.action = ACT_CONTINUE      # shmem huge page: nothing to split for these advices
+        return 0
+    if next - addr != PMD_SIZE_:
+        return 0                     # SUBTREE: the walker splits the PMD, pte_entry the folio
+    w.action = ACT_CONTINUE
+    if s.write:                      # MADV_FREE of the whole THP
+        for i in range(NR):
+            s.ps.pflags[pfn + i] |= PF_LAZYFREE
+        e[0] = v & ~PGW_DIRTY
+    elif s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+        for i in range(NR):
+            page_put(s.ps, pfn + i)
+        e[0] = 0
+    return 0
+
+
+cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    if not pte_present(v):
+        if s.write and not pte_none(v) and not is_guard(v):
+            e[0] = 0                 # MADV_FREE drops swap entries
+        return 0
+    pfn = (v & PGW_PFN_MASK) >> 12
+    if pfn == ZERO_PFN or s.ps.mapcount[pfn] > 1:
+        return 0
+    if s.ps.pflags[pfn] & PF_SHMEM:
+        if s.pageout:                # reclaim unmaps it; with no swap it stays in the object
+            page_put(s.ps, pfn)
+            e[0] = 0
+        return 0
+    if s.ps.pflags[pfn] & PF_LARGE:
+        if folio_partial(s, pfn, addr):
+            split_folio(s, e, addr)
+            v = e[0]
+            pfn = (v & PGW_PFN_MASK) >> 12
+            if pfn == ZERO_PFN:
+                return 0
+    if s.write:
+        s.ps.pflags[pfn] |= PF_LAZYFREE
+        e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
+    elif s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+        page_put(s.ps, pfn)
+        e[0] = 0
+    return 0
+
+
+# --- pagemap -------------------------------------------------------------------
+
+cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
+    cdef uint64_t w = PM_PRESENT | (pfn & PM_PFN_MASK)
+    if pfn == ZERO_PFN:
+        return w
+    if pfn == HUGE_ZERO_PFN:
+        return w | PM_FILE
+    if <int64_t>pfn < s.ps.cap:
+        if s.ps.pflags[pfn] & PF_SHMEM:
+            w |= PM_FILE
+        if s.ps.mapcount[pfn] == 1:
+            w |= PM_EXCL
+    return w
+
+
+cdef int pm_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t i = (addr - s.out_start) >> 12, j = (next - s.out_start) >> 12
+    while i < j:
+        s.out64[i] = 0
+        i += 1
+    return 0
+
+
+cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn, a
+    if not pmd_trans_huge(v):
+        return 0
+    pfn = pmd_pfn(v)
+    a = addr
+    while a < next:
+        if pfn == HUGE_ZERO_PFN:
+            s.out64[(a - s.out_start) >> 12] = PM_PRESENT | PM_FILE | ((pfn + ((a >> 12) & 511)) & PM_PFN_MASK)
+        else:
+            s.out64[(a - s.out_start) >> 12] = pm_page(s, pfn + ((a >> 12) & 511))
+        a += 4096
+    w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int pm_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], r
+    if pte_none(v):
+        r = 0
+    elif pte_present(v):
+        r = pm_page(s, (v & PGW_PFN_MASK) >> 12)
+    else:
+        r = PM_SWAP | ((swp_pte_type(v) | (swp_pte_offset(v) << 5)) & PM_PFN_MASK)
+        if is_guard(v):
+            r |= PM_GUARD
+    s.out64[(addr - s.out_start) >> 12] = r
+    return 0
+
+
+# --- mincore ---------------------------------------------------------------------
+
+cdef inline uint8_t mc_unmapped(OpState *s, uint64_t addr) noexcept nogil:
+    cdef int64_t idx
+    if not s.is_shmem:
+        return 0
+    idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
+    return 1 if (idx < s.shm_size and s.shm[idx] != 0) else 0
+
+
+cdef int mc_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t a = addr
+    while a < next:
+        s.out8[(a - s.out_start) >> 12] = mc_unmapped(s, a)
+        a += 4096
+    return 0
+
+
+cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t a = addr
+    if not pmd_trans_huge(e[0]):
+        return 0
+    while a < next:
+        s.out8[(a - s.out_start) >> 12] = 1
+        a += 4096
+    w.action = ACT_CONTINUE
+    return 0
+
+
+cdef int mc_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    if pte_present(v):
+        s.out8[(addr - s.out_start) >> 12] = 1
+    elif pte_none(v) or is_guard(v):
+        s.out8[(addr - s.out_start) >> 12] = mc_unmapped(s, addr)
+    else:
+        s.out8[(addr - s.out_start) >> 12] = 0
+    return 0
+
+
+# --- smaps ---------------------------------------------------------------------------
+# cnt: 0 rss, 1 pss (bytes << 12), 2 shared_clean, 3 shared_dirty, 4 private_clean,
+# 5 private_dirty, 6 referenced, 7 anonymous, 8 anon_huge, 9 swap, 10 lazyfree
+
+cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint huge) noexcept nogil:
+    cdef int32_t mc = s.ps.mapcount[pfn] if <int64_t>pfn < s.ps.cap else 1
+    cdef uint8_t fl = s.ps.pflags[pfn] if <int64_t>pfn < s.ps.cap else 0
+    if mc < 1:
+        mc = 1
+    s.cnt[0] += 4096
+    s.cnt[1] += (4096 << 12) // mc
+    if mc >= 2:
+        s.cnt[3 if dirty else 2] += 4096
+    else:
+        s.cnt[5 if dirty else 4] += 4096
+    if young:
+        s.cnt[6] += 4096
+    if not (fl & PF_SHMEM):
+        s.cnt[7] += 4096
+        if huge:
+            s.cnt[8] += 4096
+        if fl & PF_LAZYFREE and not dirty:
+            s.cnt[10] += 4096
+
+
+cdef int sm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn, a
+    if not pmd_trans_huge(v):
+        return 0
+    w.action = ACT_CONTINUE
+    pfn = pmd_pfn(v)
+    if pfn == HUGE_ZERO_PFN:
+        return 0
+    a = addr
+    while a < next:
+        sm_page(s, pfn + ((a >> 12) & 511), (v & PGW_DIRTY) != 0, (v & PGW_ACCESSED) != 0, True)
+        a += 4096
+    return 0
+
+
+cdef int sm_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn
+    if pte_present(v):
+        pfn = (v & PGW_PFN_MASK) >> 12
+        if pfn != ZERO_PFN:
+            sm_page(s, pfn, (v & PGW_DIRTY) != 0, (v & PGW_ACCESSED) != 0, False)
+    elif not pte_none(v) and not is_guard(v) and swp_pte_type(v) < 24:
+        s.cnt[9] += 4096
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The Python-facing op object
+# ---------------------------------------------------------------------------
+
+
+
+
+cdef class MMOp:
+    """One walk's worth of C state plus the slot functions of every process
+    op.  ``slots(name)`` returns the ``MMWalkOps`` keyword arguments of op
+    ``name`` (C functions bound to this object's state)."""
+    cdef OpState s
+    cdef readonly Phys phys
+    cdef readonly object tables
+    cdef object _keep               # arrays whose memory the state points into
+
+    def __cinit__(self, Phys phys not None, PageTables tables not None):
+        memset(&self.s, 0, sizeof(OpState))
+        self.phys = phys
+        self.tables = tables
+        self.s.ps = &phys.s
+        self.s.pool = &tables.pool
+        self.s.pgd = tables.pgd_ptr
+        self.s.levels = tables.levels
+
+    def setup(self, uint64_t prot=0, uint64_t zprot=0, uint64_t rw=0, bint shared=False,
+              bint write=False, bint mark_data=False, object shm=None, int64_t pgoff0=0,
+              uint64_t vstart=0, uint64_t lo=0, uint64_t hi=0, bint zap_markers=False,
+              bint pageout=False, bint around=False, object out=None, uint64_t out_start=0,
+              PageTables dst=None, uint64_t delta=0):
+        """Set the per-call fields and clear the results."""
+        cdef cnp.ndarray arr
+        self.s.prot = prot
+        self.s.zprot = zprot
+        self.s.rw = rw
+        self.s.shared = shared
+        self.s.write = write
+        self.s.mark_data = mark_data
+        self.s.vstart = vstart
+        self.s.pgoff0 = pgoff0
+        self.s.lo = lo
+        self.s.hi = hi
+        self.s.zap_markers = zap_markers
+        self.s.pageout = pageout
+        self.s.around = around
+        self.s.fault = F_NONE
+        self.s.fault_addr = 0
+        self.s.n = 0
+        memset(self.s.cnt, 0, sizeof(self.s.cnt))
+        self.s.dtbl = NULL
+        self.s.dblock = 0
+        self.s.delta = delta
+        self.s.nnz = 0
+        self._keep = (shm, out)
+        if shm is not None:
+            arr = shm
+            if arr.dtype != np.int64 or not arr.flags.c_contiguous:
+                raise TypeError("shm must be a contiguous int64 array")
+            self.s.is_shmem = 1
+            self.s.shm = <int64_t *>cnp.PyArray_DATA(arr)
+            self.s.shm_size = arr.shape[0]
+        else:
+            self.s.is_shmem = 0
+            self.s.shm = NULL
+            self.s.shm_size = 0
+        self.s.out64 = NULL
+        self.s.out8 = NULL
+        self.s.out_start = out_start
+        if out is not None:
+            arr = out
+            if not arr.flags.c_contiguous:
+                raise TypeError("out must be contiguous")
+            if arr.dtype == np.uint64:
+                self.s.out64 = <uint64_t *>cnp.PyArray_DATA(arr)
+            elif arr.dtype == np.uint8:
+                self.s.out8 = <uint8_t *>cnp.PyArray_DATA(arr)
+            else:
+                raise TypeError("out must be uint64 (pagemap) or uint8 (mincore)")
+        if dst is not None:
+            self.s.dpool = &dst.pool
+            self.s.dpgd = dst.pgd_ptr
+        else:
+            self.s.dpool = NULL
+            self.s.dpgd = NULL
+        return self
+
+    def no_zero_remap(self, ranges):
+        """Address ranges (locked VMAs) whose pages a folio split keeps."""
+        ranges = list(ranges)[:8]
+        self.s.nnz = len(ranges)
+        for i, (lo, hi) in enumerate(ranges):
+            self.s.nz_lo[i] = lo
+            self.s.nz_hi[i] = hi
+        return self
+
+    @property
+    def fault(self):
+        """0 none, 1 SIGSEGV (a marker), 2 SIGBUS (beyond the object), 3 no memory."""
+        return self.s.fault
+
+    @property
+    def fault_addr(self):
+        return self.s.fault_addr
+
+    @property
+    def n(self):
+        return self.s.n
+
+    @property
+    def counts(self):
+        return [self.s.cnt[i] for i in range(16)]
+
+    def slots(self, str name):
+        """The ``MMWalkOps`` fields (CFuncs on this state) of op ``name``."""
+        spec = _SPECS[name]
+        out = {}
+        for field, (fn, kind) in spec.items():
+            out[field] = make_cfunc(<void *><size_t>fn, &self.s, kind, self)
+        return out
+
+
+cdef dict _SPECS = {
+    "split": {"pmd_entry": (<size_t><void *>split_pmd, "entry"), "pte_entry": (<size_t><void *>noop_pte, "entry")},
+    "zap": {"pmd_entry": (<size_t><void *>zap_pmd, "entry"), "pte_entry": (<size_t><void *>zap_pte, "entry")},
+    "reclaim": {"pmd_entry": (<size_t><void *>reclaim_pmd, "entry")},
+    "free_tables": {"pgd_entry": (<size_t><void *>free_pgd, "entry"), "p4d_entry": (<size_t><void *>free_p4d, "entry"),
+                    "pud_entry": (<size_t><void *>free_pud, "entry"), "pmd_entry": (<size_t><void *>free_pmd, "entry")},
+    "populate": {"pmd_entry": (<size_t><void *>pop_pmd, "entry"), "pte_entry": (<size_t><void *>pop_pte, "entry"),
+                 "install_pte": (<size_t><void *>pop_install, "install")},
+    "mprotect": {"pmd_entry": (<size_t><void *>prot_pmd, "entry"), "pte_entry": (<size_t><void *>prot_pte, "entry")},
+    "fork": {"pmd_entry": (<size_t><void *>fork_pmd, "entry"), "pte_entry": (<size_t><void *>fork_pte, "entry")},
+    "move": {"pmd_entry": (<size_t><void *>move_pmd, "entry"), "pte_entry": (<size_t><void *>move_pte, "entry")},
+    "guard_install": {"pud_entry": (<size_t><void *>guard_leaf_stop, "entry"),
+                      "pmd_entry": (<size_t><void *>guard_leaf_stop, "entry"),
+                      "pte_entry": (<size_t><void *>guard_install_pte, "entry"),
+                      "install_pte": (<size_t><void *>guard_install, "install")},
+    "guard_remove": {"pud_entry": (<size_t><void *>guard_remove_leaf, "entry"),
+                     "pmd_entry": (<size_t><void *>guard_remove_leaf, "entry"),
+                     "pte_entry": (<size_t><void *>guard_remove_pte, "entry")},
+    "lru": {"pmd_entry": (<size_t><void *>lru_pmd, "entry"), "pte_entry": (<size_t><void *>lru_pte, "entry")},
+    "pagemap": {"pmd_entry": (<size_t><void *>pm_pmd, "entry"), "pte_entry": (<size_t><void *>pm_pte, "entry"),
+                "pte_hole": (<size_t><void *>pm_hole, "hole")},
+    "mincore": {"pmd_entry": (<size_t><void *>mc_pmd, "entry"), "pte_entry": (<size_t><void *>mc_pte, "entry"),
+                "pte_hole": (<size_t><void *>mc_hole, "hole")},
+    "smaps": {"pmd_entry": (<size_t><void *>sm_pmd, "entry"), "pte_entry": (<size_t><void *>sm_pte, "entry")},
+}

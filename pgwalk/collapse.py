@@ -1,0 +1,130 @@
+"""MADV_COLLAPSE of the process model: each 2 MiB-aligned block of the range
+inside an eligible anonymous VMA becomes a PMD-mapped THP (the contents of
+its pages copied, empty and zero pages zero-filled).  A block holding a
+guard marker, a swap entry or another non-present entry fails with EINVAL,
+as on the live kernel; blocks already PMD-mapped are left alone."""
+
+from . import constants as C
+from .constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
+from .entries import pmd_leaf, pmd_pfn, pte_none, pte_present, pte_pfn
+
+
+def collapse(mm, vma, s, e):
+    hs, he = (s + PMD_SIZE - 1) & ~(PMD_SIZE - 1), e & ~(PMD_SIZE - 1)
+    if hs > he:
+        return EINVAL              # the kernel's block count goes negative: EINVAL
+    top = (vma.vm_end - PMD_SIZE) & ~(PMD_SIZE - 1)
+    if (vma.vm_end < PMD_SIZE or top < vma.vm_start
+            or ((vma.vm_start >> 12) - vma.vm_pgoff) % 512
+            or vma.vm_flags & (C.VM_NOHUGEPAGE | C.VM_SPECIAL | C.VM_HUGETLB)):
+        return EINVAL              # no aligned huge page fits in the VMA
+    if vma.vm_file is not None:
+        return _collapse_shmem(mm, vma, hs, he)
+    if (vma.vm_ops is not None or vma.vm_flags & (C.VM_SHARED | C.VM_NOHUGEPAGE | C.VM_SPECIAL
+                                                   | C.VM_HUGETLB)):
+        return EINVAL
+    h = (s + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    result = 0
+    while h + PMD_SIZE <= e:
+        if h < vma.vm_start or h + PMD_SIZE > vma.vm_end:
+            h += PMD_SIZE
+            continue
+        err = _collapse_block(mm, vma, h)
+        if err and not result:
+            result = err
+        h += PMD_SIZE
+    return result
+
+
+def _collapse_block(mm, vma, h):
+    pmdv = mm.entry(h, PMD)
+    if pmd_leaf(pmdv):
+        return 0 if pmd_pfn(pmdv) != C.HUGE_ZERO_PFN else _replace(mm, vma, h, [])
+    if pmdv == 0:
+        return EINVAL
+    data = []
+    for i in range(512):
+        v = mm.entry(h + i * PAGE_SIZE, PTE)
+        if pte_none(v):
+            continue
+        if not pte_present(v):
+            return EINVAL
+        pfn = pte_pfn(v)
+        if pfn != C.ZERO_PFN:
+            data.append((i, pfn))
+    if not data:
+        return EINVAL
+    return _replace(mm, vma, h, data)
+
+
+def _replace(mm, vma, h, data):
+    from .process import PF_ANON, PF_DATA, PF_LARGE, pte_prot
+    mm._anon_vma_prepare(vma)
+    new = mm._phys.alloc(512, 512)
+    mm._phys.add_map(new, 512)
+    for i in range(512):
+        mm._phys.set_flags(new + i, PF_ANON | PF_LARGE)
+    for i, pfn in data:
+        if mm._phys.flags(pfn) & PF_DATA:
+            mm._phys.set_flags(new + i, PF_DATA)
+    mm._zap(h, h + PMD_SIZE)
+    tid, idx = mm._locate(h, PMD, True)
+    if mm._child(tid, idx) >= 0:
+        mm._free_below(tid, idx, PMD)
+    mm._table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+                           | C._PAGE_PSE | C._PAGE_RW | C._PAGE_DIRTY)
+    return 0
+
+
+def _collapse_shmem(mm, vma, hs, he):
+    """collapse_file for shmem: a block with at least one page in the object
+    becomes a huge page of the object, PMD-mapped here; the old pages are
+    unmapped everywhere.  Blocks with nothing cached, or with a guard
+    marker, fail with EINVAL."""
+    from .process import PF_DATA, PF_LARGE, pte_prot
+    from .madvise import _unmap_object_range
+    if vma.vm_flags & (C.VM_NOHUGEPAGE | C.VM_SPECIAL | C.VM_HUGETLB):
+        return EINVAL
+    obj = vma.vm_file
+    result = 0
+    h = hs
+    while h < he:
+        if h < vma.vm_start or h + PMD_SIZE > vma.vm_end:
+            h += PMD_SIZE
+            continue
+        lo = vma.vm_pgoff + (h - vma.vm_start) // PAGE_SIZE
+        pmdv = mm.entry(h, PMD)
+        if pmd_leaf(pmdv):
+            h += PMD_SIZE
+            continue
+        guarded = pmdv != 0 and any(
+            mm.entry(h + i * PAGE_SIZE, PTE) == _GUARD for i in range(512))
+        pages = obj.pages[lo:lo + 512]
+        if lo % 512 or len(pages) < 512 or guarded or not pages.any():
+            if guarded:
+                mm._zap(h, h + PMD_SIZE)
+            result = result or EINVAL
+            h += PMD_SIZE
+            continue
+        new = mm._phys.alloc(512, 512)
+        for i in range(512):
+            old = int(pages[i])
+            mm._phys.set_flags(new + i, 4 | PF_LARGE | (mm._phys.flags(old) & PF_DATA if old else 0))
+        _unmap_object_range(mm, obj, lo, lo + 512)
+        for i in range(512):
+            old = int(pages[i])
+            if old:
+                mm._phys.set_flags(old, 0, 0xFF)
+        obj.pages[lo:lo + 512] = range(new, new + 512)
+        mm._phys.add_map(new, 512)
+        tid, idx = mm._locate(h, PMD, True)
+        if mm._child(tid, idx) >= 0:
+            mm._free_below(tid, idx, PMD)
+        mm._table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+                               | C._PAGE_PSE | C._PAGE_DIRTY
+                               | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
+        h += PMD_SIZE
+    return result
+
+
+_GUARD = (31 << 52) | (4 << 12) | 2

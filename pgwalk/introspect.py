@@ -1,0 +1,181 @@
+"""Introspection of the process model in the kernel's formats, each produced
+by a walk: ``pagemap`` (/proc/PID/pagemap words), ``mincore`` (mincore(2)
+vector), ``smaps`` (/proc/PID/smaps fields, kB) and ``ptdump`` (a text dump
+of the tables, like the kernel's page-table dump)."""
+
+import os
+
+import numpy as np
+
+from . import constants as C
+from .constants import ENOMEM, EINVAL, PAGE_SIZE
+from .entries import is_guard_marker, is_pte_marker, pmd_leaf, pte_none, pte_present
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
+
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_UFFD_WP = 1 << 57
+PM_GUARD_REGION = 1 << 58
+PM_FILE = 1 << 61
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+PM_PFN_MASK = (1 << 55) - 1
+
+VMFLAG_NAMES = [
+    (C.VM_READ, "rd"), (C.VM_WRITE, "wr"), (C.VM_EXEC, "ex"), (C.VM_SHARED, "sh"),
+    (C.VM_MAYREAD, "mr"), (C.VM_MAYWRITE, "mw"), (C.VM_MAYEXEC, "me"), (C.VM_MAYSHARE, "ms"),
+    (C.VM_GROWSDOWN, "gd"), (C.VM_PFNMAP, "pf"), (C.VM_LOCKED, "lo"), (C.VM_IO, "io"),
+    (C.VM_SEQ_READ, "sr"), (C.VM_RAND_READ, "rr"), (C.VM_DONTCOPY, "dc"),
+    (C.VM_DONTEXPAND, "de"), (C.VM_LOCKONFAULT, "lf"), (C.VM_ACCOUNT, "ac"),
+    (C.VM_NORESERVE, "nr"), (C.VM_HUGETLB, "ht"), (C.VM_WIPEONFORK, "wf"),
+    (C.VM_DONTDUMP, "dd"), (C.VM_MIXEDMAP, "mm"), (C.VM_HUGEPAGE, "hg"),
+    (C.VM_NOHUGEPAGE, "nh"), (C.VM_MERGEABLE, "mg"), (C.VM_MAYBE_GUARD, "gu"),
+]
+
+
+def _err(errno):
+    return OSError(errno, os.strerror(errno))
+
+
+class IntrospectMixin:
+    """``pagemap``, ``mincore``, ``smaps``, ``ptdump`` of an ``MM``."""
+
+    def pagemap(self, start, end):
+        """/proc/PID/pagemap words for the pages of [start, end): numpy
+        uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
+        markers), 56 exclusively mapped, 58 guard region, 61 file/shared
+        anon, 62 swap (guard markers too), 63 present."""
+        from .walker import walk_page_range
+        start &= PAGE_MASK
+        end = (end + PAGE_SIZE - 1) & PAGE_MASK
+        out = np.zeros(max(0, (end - start) // PAGE_SIZE), dtype=np.uint64)
+        if end <= start:
+            return out
+        op = self._op().setup(out=out, out_start=start)
+        with self.mmap_read_lock():
+            walk_page_range(self, start, end, self._ops(op, "pagemap"))
+        return out
+
+    def mincore(self, start, length):
+        """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
+        mapped pages (a guard page is not resident); shmem: the object's
+        pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
+        if the range is not wholly mapped."""
+        from .walker import walk_page_range_vma
+        if start & (PAGE_SIZE - 1):
+            raise _err(EINVAL)
+        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+        end = start + length
+        if end > self.task_size + PAGE_SIZE:
+            raise _err(ENOMEM)
+        out = np.zeros(length // PAGE_SIZE, dtype=np.uint8)
+        if not length:
+            return out
+        with self.mmap_read_lock():
+            a = start
+            while a < end:
+                vma = self.find_vma(a)
+                if vma is None or vma.vm_start > a:
+                    raise _err(ENOMEM)
+                b = min(end, vma.vm_end)
+                op = self._setup(self._op(), vma, out=out, out_start=start)
+                walk_page_range_vma(vma, a, b, self._ops(op, "mincore"))
+                a = b
+        return out
+
+    def smaps(self):
+        """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
+        from .walker import walk_page_vma
+        res = []
+        with self.mmap_read_lock():
+            for vma in self._vmas:
+                op = self._setup(self._op(), vma)
+                walk_page_vma(vma, self._ops(op, "smaps"))
+                n = op.counts
+                kb = lambda x: x >> 10  # noqa: E731
+                d = {
+                    "start": vma.vm_start, "end": vma.vm_end,
+                    "Size": kb(vma.vm_end - vma.vm_start),
+                    "Rss": kb(n[0]), "Pss": kb(n[1] >> 12),
+                    "Shared_Clean": kb(n[2]), "Shared_Dirty": kb(n[3]),
+                    "Private_Clean": kb(n[4]), "Private_Dirty": kb(n[5]),
+                    "Referenced": kb(n[6]), "Anonymous": kb(n[7]),
+                    "LazyFree": kb(n[10]), "AnonHugePages": kb(n[8]),
+                    "ShmemPmdMapped": 0, "Swap": kb(n[9]),
+                    "Locked": kb(n[1] >> 12) if vma.vm_flags & C.VM_LOCKED else 0,
+                    "THPeligible": int(bool(self._thp_suitable(vma, vma.vm_start & ~(C.PMD_SIZE - 1))
+                                            or (vma.vm_flags & C.VM_HUGEPAGE and vma.vm_ops is None
+                                                and vma.vm_end - vma.vm_start >= C.PMD_SIZE))),
+                    "VmFlags": " ".join(name for bit, name in VMFLAG_NAMES if vma.vm_flags & bit),
+                }
+                res.append(d)
+        return res
+
+    def ptdump(self, start=0, end=None):
+        """A text dump of the page tables of [start, end) (default: the user
+        half), one line per run of like entries, as the kernel's ptdump
+        prints: address range, size, level and the entry's attributes."""
+        from .ops import MMWalkOps
+        from .walker import walk_page_range_novma
+        if end is None:
+            end = 1 << (47 if self.levels == 4 else 56)
+        runs = []
+
+        def attrs(v, level):
+            if pte_none(v):
+                return None
+            if level == "pte" and not pte_present(v):
+                if is_guard_marker(v):
+                    return "guard"
+                return "marker" if is_pte_marker(v) else "swap"
+            if not v & (C._PAGE_PRESENT | C._PAGE_PROTNONE):
+                return "swap"
+            parts = ["RW" if v & C._PAGE_RW else "ro", "USR" if v & C._PAGE_USER else "   ",
+                     "PSE" if level != "pte" else "   ", "NX" if v & C._PAGE_NX else "x "]
+            if not v & C._PAGE_PRESENT:
+                parts[0] = "none"
+            pfn = (v & C.PTE_PFN_MASK) >> 12
+            if pfn == C.ZERO_PFN and level == "pte" or level == "pmd" and pfn == C.HUGE_ZERO_PFN:
+                parts.append("zero")
+            return " ".join(parts)
+
+        def add(addr, nxt, level, v):
+            a = attrs(v, level)
+            if a is None:
+                return
+            if runs and runs[-1][1] == addr and runs[-1][2] == level and runs[-1][3] == a:
+                runs[-1][1] = nxt
+            else:
+                runs.append([addr, nxt, level, a])
+
+        def pmd_entry(e, addr, nxt, walk):
+            v = int(e)
+            if pmd_leaf(v) or (not pte_none(v) and not v & 1):
+                add(addr, nxt, "pmd", v)
+            return 0
+
+        def pud_entry(e, addr, nxt, walk):
+            v = int(e)
+            if pmd_leaf(v):
+                add(addr, nxt, "pud", v)
+            return 0
+
+        def pte_entry(e, addr, nxt, walk):
+            add(addr, nxt, "pte", int(e))
+            return 0
+
+        ops = MMWalkOps(pud_entry=pud_entry, pmd_entry=pmd_entry, pte_entry=pte_entry)
+        with self.mmap_write_lock():
+            walk_page_range_novma(self, start, end, ops)
+        lines = []
+        for a, b, level, at in runs:
+            size = b - a
+            unit = "K"
+            n = size >> 10
+            for u, shift in (("G", 30), ("M", 20)):
+                if size % (1 << shift) == 0:
+                    unit, n = u, size >> shift
+                    break
+            lines.append(f"0x{a:016x}-0x{b:016x} {n:>8}{unit} {level:<4} {at}")
+        return "\n".join(lines) + ("\n" if lines else "")

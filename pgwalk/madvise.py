@@ -1,0 +1,161 @@
+"""madvise(2) of the process model: the front-end checks, the VMA loop with
+the kernel's hole rule (mapped parts are advised, the call still fails with
+ENOMEM), and one handler per advice.  Page-table work is done by walks
+(``MM._zap``, the ``lru`` op, the guard ops of ``pgwalk/guard.py``)."""
+
+from . import constants as C
+from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE
+from .guard import guard_install, guard_remove
+from .process import _err, vma_is_anonymous
+from .walker import walk_page_range
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
+
+# advice -> (flags to set, flags to clear) for the advices that only change vm_flags
+FLAG_ADVICE = {
+    C.MADV_NORMAL: (0, C.VM_RAND_READ | C.VM_SEQ_READ),
+    C.MADV_RANDOM: (C.VM_RAND_READ, C.VM_SEQ_READ),
+    C.MADV_SEQUENTIAL: (C.VM_SEQ_READ, C.VM_RAND_READ),
+    C.MADV_DONTFORK: (C.VM_DONTCOPY, 0),
+    C.MADV_DOFORK: (0, C.VM_DONTCOPY),
+    C.MADV_DONTDUMP: (C.VM_DONTDUMP, 0),
+    C.MADV_DODUMP: (0, C.VM_DONTDUMP),
+    C.MADV_HUGEPAGE: (C.VM_HUGEPAGE, C.VM_NOHUGEPAGE),
+    C.MADV_NOHUGEPAGE: (C.VM_NOHUGEPAGE, C.VM_HUGEPAGE),
+    C.MADV_WIPEONFORK: (C.VM_WIPEONFORK, 0),
+    C.MADV_KEEPONFORK: (0, C.VM_WIPEONFORK),
+}
+PAGE_ADVICE = {C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED, C.MADV_FREE, C.MADV_REMOVE,
+               C.MADV_WILLNEED, C.MADV_COLD, C.MADV_PAGEOUT, C.MADV_COLLAPSE,
+               C.MADV_GUARD_INSTALL, C.MADV_GUARD_REMOVE}
+POPULATE = {C.MADV_POPULATE_READ: "read", C.MADV_POPULATE_WRITE: "write"}
+
+
+def madvise(mm, start, length, advice):
+    if advice not in FLAG_ADVICE and advice not in PAGE_ADVICE and advice not in POPULATE:
+        raise _err(EINVAL)
+    if start & (PAGE_SIZE - 1):
+        raise _err(EINVAL)
+    rounded = (length + PAGE_SIZE - 1) & PAGE_MASK
+    if length and not rounded or length < 0:
+        raise _err(EINVAL)
+    end = start + rounded
+    if end < start or end > (1 << 64):
+        raise _err(EINVAL)
+    if end == start:
+        return 0
+    with mm.mmap_write_lock():
+        if advice in POPULATE:
+            err = mm._populate(start, end, POPULATE[advice], ignore_errors=False)
+            if err:
+                raise _err(err)
+            return 0
+        unmapped = 0
+        a = start
+        while True:
+            vma = mm.find_vma(a)
+            if vma is None:
+                raise _err(ENOMEM)
+            if a < vma.vm_start:
+                unmapped = ENOMEM
+                a = vma.vm_start
+                if a >= end:
+                    break
+            b = min(end, vma.vm_end)
+            err = _visit(mm, vma, a, b, advice)
+            if err:
+                raise _err(err)
+            a = b
+            if a >= end:
+                break
+        if unmapped:
+            raise _err(unmapped)
+    return 0
+
+
+def _visit(mm, vma, s, e, advice):
+    fl = vma.vm_flags
+    if advice in FLAG_ADVICE:
+        set_, clear = FLAG_ADVICE[advice]
+        if advice == C.MADV_WIPEONFORK and (vma.vm_file is not None or fl & C.VM_SHARED):
+            return EINVAL
+        if advice in (C.MADV_DONTFORK, C.MADV_DOFORK) and fl & C.VM_IO:
+            return EINVAL
+        if advice == C.MADV_DODUMP and fl & C.VM_SPECIAL and not fl & C.VM_DONTDUMP:
+            return EINVAL
+        new = (fl & ~clear) | set_
+        if new != fl:
+            (part,) = mm._isolate(s, e)
+            part.vm_flags = new
+            mm._merge_around(s, e)
+        return 0
+    if advice in (C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED, C.MADV_FREE):
+        forbidden = C.VM_PFNMAP | (0 if advice == C.MADV_DONTNEED_LOCKED else C.VM_LOCKED)
+        if fl & forbidden:
+            return EINVAL
+        if advice == C.MADV_FREE:
+            if not vma_is_anonymous(vma):
+                return EINVAL
+            op = mm._setup(mm._op(), vma, write=True, lo=s, hi=e)
+            walk_page_range(mm, s, e, mm._ops(op, "lru"))
+            return 0
+        mm._zap(s, e, reclaim=True)
+        return 0
+    if advice == C.MADV_REMOVE:
+        if fl & C.VM_LOCKED or vma.vm_file is None:
+            return EINVAL
+        if not (fl & C.VM_SHARED and fl & C.VM_MAYWRITE):
+            return EACCES
+        _punch_hole(mm, vma.vm_file, vma.vm_pgoff + (s - vma.vm_start) // PAGE_SIZE,
+                    vma.vm_pgoff + (e - vma.vm_start) // PAGE_SIZE)
+        return 0
+    if advice == C.MADV_WILLNEED:
+        return 0                     # no swap, shmem has no readahead: nothing to do
+    if advice in (C.MADV_COLD, C.MADV_PAGEOUT):
+        if fl & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
+            return EINVAL
+        op = mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT)
+        walk_page_range(mm, s, e, mm._ops(op, "lru"))
+        return 0
+    if advice == C.MADV_GUARD_INSTALL:
+        return guard_install(mm, vma, s, e)
+    if advice == C.MADV_GUARD_REMOVE:
+        return guard_remove(mm, vma, s, e)
+    if advice == C.MADV_COLLAPSE:
+        from .collapse import collapse
+        return collapse(mm, vma, s, e)
+    return EINVAL
+
+
+def _punch_hole(self_mm, obj, lo, hi):
+    """fallocate(PUNCH_HOLE) on a shmem object: unmap [lo, hi) from every
+    mapping of it (guard markers stay), then drop the pages."""
+    lo = max(lo, 0)
+    hi = min(hi, obj.npages)
+    if lo >= hi:
+        return
+    _unmap_object_range(self_mm, obj, lo, hi)
+    for pfn in obj.pages[lo:hi]:
+        if pfn:
+            self_mm._phys.set_flags(int(pfn), 0, 0xFF)
+    obj.pages[lo:hi] = 0
+
+
+def _unmap_object_range(self_mm, obj, lo, hi):
+    """unmap_mapping_range: zap object pages [lo, hi) in every mapping of it."""
+    for mm in list(obj.mms):
+        for v in list(mm._vmas):
+            if v.vm_file is not obj:
+                continue
+            vlo, vhi = v.vm_pgoff, v.vm_pgoff + (v.vm_end - v.vm_start) // PAGE_SIZE
+            a, b = max(lo, vlo), min(hi, vhi)
+            if a < b:
+                s, e = v.vm_start + (a - vlo) * PAGE_SIZE, v.vm_start + (b - vlo) * PAGE_SIZE
+                if mm is self_mm:
+                    mm._zap(s, e)
+                else:
+                    with mm.mmap_read_lock():
+                        mm._zap(s, e)
+
+
+__all__ = ["madvise", "PMD_SIZE"]

@@ -1,0 +1,138 @@
+"""mremap(2) of the process model: shrink, grow in place, move (MREMAP_MAYMOVE,
+MREMAP_FIXED, MREMAP_DONTUNMAP).  Entries (pages, guard markers, whole PTE
+tables and THPs where both ends are 2 MiB aligned) move with a walk of the
+old range whose C slots write them at the new address (``move`` op)."""
+
+from . import constants as C
+from .constants import EFAULT, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_LOCKONFAULT
+from .process import _err, vma_is_anonymous
+from .walker import walk_page_range
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
+
+
+def _align(n):
+    return (n + PAGE_SIZE - 1) & PAGE_MASK
+
+
+def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
+    if flags & ~(C.MREMAP_MAYMOVE | C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
+        raise _err(EINVAL)
+    if flags & C.MREMAP_FIXED and not flags & C.MREMAP_MAYMOVE:
+        raise _err(EINVAL)
+    if flags & C.MREMAP_DONTUNMAP and (not flags & C.MREMAP_MAYMOVE or old_len != new_len):
+        raise _err(EINVAL)
+    if addr & (PAGE_SIZE - 1):
+        raise _err(EINVAL)
+    old_len, new_len = _align(old_len), _align(new_len)
+    if not new_len:
+        raise _err(EINVAL)
+    top = mm.task_size + PAGE_SIZE
+    new_addr = new_addr or 0
+    fixed = bool(flags & C.MREMAP_FIXED)
+    if fixed:
+        if new_addr & (PAGE_SIZE - 1):
+            raise _err(EINVAL)
+        if new_len > top or new_addr > top - new_len:
+            raise _err(EINVAL)
+        if new_addr < addr + old_len and addr < new_addr + new_len:
+            raise _err(EINVAL)
+    with mm.mmap_write_lock():
+        vma = mm.find_vma(addr)
+        if vma is None or vma.vm_start > addr:
+            raise _err(EFAULT)
+        if old_len == 0:
+            raise _err(EINVAL)          # duplicating a private mapping
+        if new_len > old_len and old_len > vma.vm_end - addr:
+            raise _err(EFAULT)          # growing: the old range stays inside one VMA
+        if fixed and new_len < old_len and new_len > vma.vm_end - addr:
+            raise _err(EFAULT)          # shrinking move: what moves is inside one VMA
+        if fixed:
+            return _move_to(mm, addr, old_len, new_addr, new_len, flags)
+        if flags & C.MREMAP_DONTUNMAP:
+            dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
+            return _move_to(mm, addr, old_len, dst, new_len, flags)
+        if old_len >= new_len:
+            if old_len > vma.vm_end - addr and old_len != new_len:
+                pass
+            if old_len > new_len:
+                mm._unmap(addr + new_len, addr + old_len)
+            return addr
+        if old_len > vma.vm_end - addr:
+            raise _err(EFAULT)
+        delta = new_len - old_len
+        if addr + old_len == vma.vm_end and vma.vm_end + delta <= top and \
+                not mm._vmas_in(vma.vm_end, vma.vm_end + delta):
+            old_end = vma.vm_end
+            vma.vm_end += delta
+            mm._reindex()
+            mm._merge_around(vma.vm_end, vma.vm_end)
+            if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:
+                mm._populate(old_end, old_end + delta, "auto", ignore_errors=True)
+            return addr
+        if not flags & C.MREMAP_MAYMOVE:
+            raise _err(ENOMEM)
+        dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
+        return _move_vma(mm, vma, addr, old_len, dst, new_len, flags)
+
+
+def _align_for(vma, length):
+    if vma_is_anonymous(vma) and not vma.vm_flags & C.VM_SHARED and length % PMD_SIZE == 0:
+        return PMD_SIZE
+    return PAGE_SIZE
+
+
+def _move_to(mm, addr, old_len, new_addr, new_len, flags):
+    """mremap_to: clear the destination, cut the old range to the new
+    length, then move (one VMA, or each VMA of a pure move)."""
+    vma = mm.find_vma(addr)
+    if old_len == new_len and old_len > vma.vm_end - addr:
+        return _move_multi(mm, addr, old_len, new_addr, flags)
+    if flags & C.MREMAP_FIXED:
+        mm._unmap(new_addr, new_addr + new_len)
+    if old_len > new_len:
+        mm._unmap(addr + new_len, addr + old_len)
+        old_len = new_len
+    vma = mm.find_vma(addr)
+    if vma is None or vma.vm_start > addr:
+        raise _err(EFAULT)
+    return _move_vma(mm, vma, addr, old_len, new_addr, new_len, flags)
+
+
+def _move_multi(mm, addr, length, new_addr, flags):
+    """A move (no resize) of a range spanning several VMAs (6.18): each VMA
+    part moves to the same offset from ``new_addr`` (its destination cleared
+    first); gaps in the source are skipped and leave the destination alone."""
+    parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
+             for v in mm._vmas_in(addr, addr + length)]
+    for a, b in parts:
+        dst = new_addr + (a - addr)
+        if flags & C.MREMAP_FIXED:
+            mm._unmap(dst, dst + (b - a))
+        vma = mm.find_vma(a)
+        _move_vma(mm, vma, a, b - a, dst, b - a, flags)
+    return new_addr
+
+
+def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
+    pgoff = vma.vm_pgoff + (old_addr - vma.vm_start) // PAGE_SIZE
+    if vma_is_anonymous(vma) and vma.anon_vma is None:
+        pgoff = new_addr >> 12
+    new_flags = vma.vm_flags
+    new = mm._new_vma(new_addr, new_addr + new_len, new_flags, pgoff, vma.vm_ops,
+                      vma.vm_file, vma.anon_vma)
+    mm._insert(new)
+    if merge:
+        mm._merge_around(new_addr, new_addr + new_len)
+    op = mm._op().setup(delta=(new_addr - old_addr) & 0xFFFFFFFFFFFFFFFF)
+    rc = walk_page_range(mm, old_addr, old_addr + old_len, mm._ops(op, "move"))
+    if rc < 0:
+        raise _err(-rc)
+    if flags & C.MREMAP_DONTUNMAP:
+        # the old VMA is not split: it loses VM_LOCKED* whole
+        mm.find_vma(old_addr).vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+    else:
+        mm._unmap(old_addr, old_addr + old_len)
+    if new_flags & VM_LOCKED and new_len > old_len:
+        mm._populate(new_addr + old_len, new_addr + new_len, "auto", ignore_errors=True)
+    return new_addr

@@ -1,0 +1,711 @@
+"""The process model: syscalls and page faults of a Linux process, as
+methods of ``pgwalk.MM`` (``ProcessMixin``).
+
+Python here orchestrates per VMA — argument checks and errnos in the
+kernel's order, VMA splitting and merging, ``anon_vma`` bookkeeping — and
+hands every page-table operation to the one walker as an ops table of C
+slot functions (``pgwalk/_mmops.pyx``): populate, zap, table reclaim,
+protection change, fork copy, mremap move.  Guard regions are in
+``pgwalk/guard.py``; the reference is Linux 6.18 (see
+``../shared/spec/guard-regions.md``).
+"""
+
+import os
+
+import numpy as np
+
+from . import constants as C
+from ._mmops import MMOp
+from .constants import (
+    EEXIST, EFAULT, EINVAL, ENOMEM, EAGAIN, EBADF, EOPNOTSUPP, PAGE_SIZE,
+    PMD_SIZE, PMD, PTE, VM_ACCOUNT, VM_DONTCOPY, VM_EXEC, VM_HUGEPAGE, VM_HUGETLB,
+    VM_LOCKED, VM_LOCKONFAULT, VM_MAYBE_GUARD, VM_MAYEXEC, VM_MAYREAD,
+    VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE, VM_NORESERVE, VM_PFNMAP, VM_IO,
+    VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE,
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE,
+    _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, HUGE_ZERO_PFN,
+)
+from .entries import pmd_leaf
+from .internal import walk_page_range_mm
+from .ops import MMWalkOps
+from .walker import walk_page_range, walk_page_range_novma, walk_page_vma
+
+PAGE_MASK = ~(PAGE_SIZE - 1)
+VM_ACCESS = VM_READ | VM_WRITE | VM_EXEC
+VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
+PF_ANON, PF_LARGE, PF_DATA = 16, 8, 1
+SHMEM = "shmem"                                      # vm_ops of MAP_SHARED|MAP_ANONYMOUS
+
+
+class SegmentationFault(Exception):
+    """A touch the kernel answers with SIGSEGV (``addr``: the faulting address)."""
+
+    def __init__(self, addr, reason=""):
+        super().__init__(f"SIGSEGV at {addr:#x}" + (f": {reason}" if reason else ""))
+        self.addr = addr
+        self.reason = reason
+
+
+class BusError(Exception):
+    """A touch the kernel answers with SIGBUS (``addr``: the faulting address)."""
+
+    def __init__(self, addr, reason=""):
+        super().__init__(f"SIGBUS at {addr:#x}" + (f": {reason}" if reason else ""))
+        self.addr = addr
+        self.reason = reason
+
+
+def _err(errno):
+    return OSError(errno, os.strerror(errno))
+
+
+class AnonVma:
+    """An ``anon_vma``: identity decides VMA merging; ``singular`` is False
+    for the chained anon_vma of a forked child's VMA."""
+
+    __slots__ = ("singular",)
+
+    def __init__(self, singular=True):
+        self.singular = singular
+
+
+class ShmemObject:
+    """The shmem file behind a MAP_SHARED|MAP_ANONYMOUS mapping: one PFN per
+    page (0: a hole), fixed size (mremap cannot grow it: SIGBUS beyond)."""
+
+    def __init__(self, npages):
+        self.pages = np.zeros(npages, dtype=np.int64)
+        self.mms = []            # (weakly) the mms mapping it, for hole punching
+
+    @property
+    def npages(self):
+        return self.pages.shape[0]
+
+
+def pte_prot(vm_flags):
+    """Flags of a present PTE for a VMA (without RW and D)."""
+    if not vm_flags & VM_ACCESS:
+        return _PAGE_PROTNONE | _PAGE_ACCESSED
+    p = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
+    if not vm_flags & VM_EXEC:
+        p |= _PAGE_NX
+    return p
+
+
+def zero_prot(vm_flags):
+    return pte_prot(vm_flags) | _PAGE_SPECIAL
+
+
+def rw_bits(vm_flags):
+    return (_PAGE_RW | _PAGE_DIRTY) if vm_flags & VM_WRITE else 0
+
+
+def vma_is_anonymous(vma):
+    return vma.vm_ops is None
+
+
+class ProcessMixin:
+    """Syscalls (``mmap, munmap, mprotect, mremap, madvise, mlock, munlock,
+    fork, exit``) and faults (``touch``) on an ``MM``."""
+
+    # --- small helpers ------------------------------------------------------
+    def _op(self):
+        return MMOp(self._phys, self)
+
+    def _ops(self, op, name, **kw):
+        return MMWalkOps(**op.slots(name), **kw)
+
+    def _check_alive(self):
+        if self._exited:
+            raise RuntimeError("this mm has exited")
+
+    def _reindex(self):
+        self._ends = [v.vm_end for v in self._vmas]
+
+    def _vmas_in(self, start, end):
+        """The VMAs overlapping [start, end), in order."""
+        out = []
+        vma = self.find_vma(start)
+        while vma is not None and vma.vm_start < end:
+            out.append(vma)
+            vma = self.find_vma(vma.vm_end)
+        return out
+
+    def _prev(self, vma):
+        i = self._vmas.index(vma)
+        return self._vmas[i - 1] if i > 0 else None
+
+    def _next(self, vma):
+        i = self._vmas.index(vma)
+        return self._vmas[i + 1] if i + 1 < len(self._vmas) else None
+
+    def _new_vma(self, start, end, vm_flags, pgoff, vm_ops=None, vm_file=None, anon_vma=None):
+        from .mm import VMA
+        v = VMA(start, end, vm_flags, vm_mm=self, vm_ops=vm_ops)
+        v.vm_pgoff = pgoff
+        v.vm_file = vm_file
+        v.anon_vma = anon_vma
+        return v
+
+    def _insert(self, vma):
+        i = 0
+        while i < len(self._vmas) and self._vmas[i].vm_start < vma.vm_start:
+            i += 1
+        self._vmas.insert(i, vma)
+        self._reindex()
+
+    def _remove(self, vma):
+        self._vmas.remove(vma)
+        self._reindex()
+        if vma.vm_file is not None and not any(v.vm_file is vma.vm_file for v in self._vmas):
+            try:
+                vma.vm_file.mms.remove(self)
+            except ValueError:
+                pass
+
+    def _split(self, vma, addr):
+        """Split ``vma`` at ``addr``; returns the upper part (the lower part
+        is ``vma`` itself)."""
+        if not vma.vm_start < addr < vma.vm_end:
+            raise AssertionError("bad split")
+        if addr % PMD_SIZE:
+            # vma_adjust_trans_huge: a huge PMD across the new boundary is split
+            op = self._op().setup()
+            walk_page_range(self, addr, addr + PAGE_SIZE, self._ops(op, "split"))
+        hi = self._new_vma(addr, vma.vm_end, vma.vm_flags,
+                           vma.vm_pgoff + (addr - vma.vm_start) // PAGE_SIZE,
+                           vma.vm_ops, vma.vm_file, vma.anon_vma)
+        vma.vm_end = addr
+        i = self._vmas.index(vma)
+        self._vmas.insert(i + 1, hi)
+        self._reindex()
+        return hi
+
+    def _isolate(self, start, end):
+        """Split so that [start, end) is covered by whole VMAs; returns them."""
+        out = []
+        for vma in self._vmas_in(start, end):
+            if vma.vm_start < start:
+                vma = self._split(vma, start)
+            if vma.vm_end > end:
+                self._split(vma, end)
+            out.append(vma)
+        return out
+
+    @staticmethod
+    def _can_merge(a, b):
+        if a.vm_end != b.vm_start:
+            return False
+        if (a.vm_flags ^ b.vm_flags) & ~VM_MERGE_IGNORE:
+            return False
+        if a.vm_file is not b.vm_file or a.vm_ops != b.vm_ops:
+            return False
+        if a.vm_pgoff + (a.vm_end - a.vm_start) // PAGE_SIZE != b.vm_pgoff:
+            return False
+        if a.vm_flags & VM_SPECIAL:
+            return False
+        if a.anon_vma is None or b.anon_vma is None:
+            return True
+        return a.anon_vma is b.anon_vma
+
+    def _merge_pair(self, a, b):
+        a.vm_end = b.vm_end
+        a.anon_vma = a.anon_vma or b.anon_vma
+        a.vm_flags |= b.vm_flags & VM_MERGE_IGNORE
+        self._vmas.remove(b)
+        self._reindex()
+        return a
+
+    def _merge_around(self, start, end):
+        """Try to merge VMAs across every boundary in [start, end] (the
+        edges of a range whose VMAs just changed, and the boundaries inside)."""
+        vmas = self._vmas
+        i = 0
+        while i + 1 < len(vmas):
+            a, b = vmas[i], vmas[i + 1]
+            if start <= a.vm_end <= end and self._can_merge(a, b):
+                self._merge_pair(a, b)
+                continue
+            i += 1
+
+    def _anon_vma_prepare(self, vma):
+        if vma.anon_vma is not None:
+            return
+        for other in (self._next(vma), self._prev(vma)):
+            if other is None or other.anon_vma is None or not other.anon_vma.singular:
+                continue
+            if other.vm_end != vma.vm_start and vma.vm_end != other.vm_start:
+                continue
+            if (other.vm_flags ^ vma.vm_flags) & ~(VM_ACCESS | VM_MERGE_IGNORE):
+                continue
+            if other.vm_file is not vma.vm_file:
+                continue
+            if other.vm_pgoff - vma.vm_pgoff != (other.vm_start - vma.vm_start) // PAGE_SIZE:
+                continue
+            vma.anon_vma = other.anon_vma
+            return
+        vma.anon_vma = AnonVma()
+
+    def _setup(self, op, vma, **kw):
+        """Per-VMA fields of an op (protections, shmem object, locked VMAs
+        near it, whose pages a folio split must not remap to the zero page)."""
+        shm = vma.vm_file.pages if vma.vm_file is not None else None
+        lk = [(v.vm_start, v.vm_end) for v in self._vmas_in(max(0, vma.vm_start - PMD_SIZE),
+                                                             vma.vm_end + PMD_SIZE)
+              if v.vm_flags & VM_LOCKED]
+        op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
+                 rw=rw_bits(vma.vm_flags), shared=bool(vma.vm_flags & VM_SHARED),
+                 shm=shm, pgoff0=vma.vm_pgoff if shm is not None else 0,
+                 vstart=vma.vm_start, **kw)
+        return op.no_zero_remap(lk)
+
+    # --- page-table work, each a walk -----------------------------------------
+    def _zap(self, start, end, zap_markers=False, reclaim=False):
+        """zap_page_range: unmap pages in [start, end) (VMA walk); guard
+        markers stay unless ``zap_markers`` (munmap, exit).  ``reclaim``: free
+        PTE tables of whole 2 MiB ranges left empty (MADV_DONTNEED, 6.14+)."""
+        op = self._op().setup(zap_markers=zap_markers)
+        walk_page_range(self, start, end, self._ops(op, "zap"))
+        if reclaim and end - start >= PMD_SIZE:
+            op.setup()
+            walk_page_range(self, start, end, self._ops(op, "reclaim"))
+        return op
+
+    def _free_pgtables(self, start, end):
+        """free_pgtables after an unmap of [start, end): every table whose
+        span lies wholly in the gap left between the neighbouring VMAs."""
+        prev = nxt = None
+        for v in self._vmas:
+            if v.vm_end <= start:
+                prev = v
+            elif v.vm_start >= end and nxt is None:
+                nxt = v
+        lo = prev.vm_end if prev else 0
+        hi = nxt.vm_start if nxt else 1 << (47 if self.levels == 4 else 56)
+        op = self._op().setup(lo=lo, hi=hi)
+        walk_page_range_novma(self, start, end, self._ops(op, "free_tables"))
+
+    def _unmap(self, start, end):
+        """do_vmi_munmap: split, zap (markers included), drop the VMAs, free tables."""
+        vmas = self._isolate(start, end)
+        if not vmas:
+            return
+        self._zap(start, end, zap_markers=True)
+        for v in vmas:
+            self._remove(v)
+        self._free_pgtables(start, end)
+
+    def _thp_suitable(self, vma, haddr):
+        return (vma_is_anonymous(vma) and not vma.vm_flags & VM_SHARED
+                and vma.vm_flags & VM_HUGEPAGE and not vma.vm_flags & VM_NOHUGEPAGE
+                and not vma.vm_flags & (VM_SPECIAL | VM_HUGETLB)
+                and vma.vm_start <= haddr and haddr + PMD_SIZE <= vma.vm_end
+                and ((vma.vm_start >> 12) - vma.vm_pgoff) % 512 == 0)
+
+    def _thp_fault(self, vma, addr, write, mark):
+        """do_huge_pmd_anonymous_page: a PMD-mapped THP (write) or the huge
+        zero page (read) where the PMD slot is empty.  True if done."""
+        haddr = addr & ~(PMD_SIZE - 1)
+        if not self._thp_suitable(vma, haddr) or self.entry(haddr, PMD) != 0:
+            return False
+        self._anon_vma_prepare(vma)
+        tid, idx = self._locate(haddr, PMD, True)
+        prot = pte_prot(vma.vm_flags) | C._PAGE_PSE
+        if write:
+            pfn = self._phys.alloc(512, 512)
+            self._phys.add_map(pfn, 512)
+            for i in range(512):
+                self._phys.set_flags(pfn + i, PF_ANON | PF_LARGE)
+            if mark:
+                self._phys.set_flags(pfn + (addr - haddr) // PAGE_SIZE, PF_DATA)
+            value = ((pfn << 12) & C.PHYSICAL_PMD_PAGE_MASK) | prot | _PAGE_RW | _PAGE_DIRTY
+        else:
+            value = ((HUGE_ZERO_PFN << 12) & C.PHYSICAL_PMD_PAGE_MASK) | prot
+        self._table(tid)[idx] = value
+        return True
+
+    def _fault_range(self, vma, start, end, write, mark=False):
+        """Fault in [start, end) of one VMA (handle_mm_fault over a range, as
+        GUP does): THPs where eligible, then a populate walk.  Returns
+        (0, None) or (fault code, address) at the first page that faulted."""
+        if write and not vma.vm_flags & VM_SHARED:
+            self._anon_vma_prepare(vma)
+        op = self._setup(self._op(), vma, write=write, mark_data=mark)
+        ops = self._ops(op, "populate")
+        thp = (vma.vm_flags & VM_HUGEPAGE and vma_is_anonymous(vma)
+               and not vma.vm_flags & VM_SHARED)
+        chunks = [(start, end)]
+        if thp:
+            chunks = []
+            a = start
+            while a < end:
+                b = min(end, (a & ~(PMD_SIZE - 1)) + PMD_SIZE)
+                chunks.append((a, b))
+                a = b
+        if vma.vm_file is not None and not write:
+            self._fault_around(vma, start, end)
+        for a, b in chunks:
+            if thp and self._thp_fault(vma, a, write, mark):
+                op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
+                         rw=rw_bits(vma.vm_flags), write=write, mark_data=mark)
+            rc = walk_page_range_mm(self, a, b, ops)
+            if rc == 1:
+                return op.fault, op.fault_addr
+            if rc < 0:
+                raise _err(-rc)
+        return 0, None
+
+    def _fault_around(self, vma, start, end):
+        """do_fault_around (read faults on shmem): map the object's pages
+        already in the cache around the fault, 16 pages aligned in the PTE
+        table, clamped to the VMA; empty PTEs only (markers stay)."""
+        op = self._setup(self._op(), vma, around=True)
+        ops = self._ops(op, "populate")
+        a = start
+        while a < end:
+            blk_end = min(end, (a | (16 * PAGE_SIZE - 1)) + 1)
+            if not any(self.entry(p, PTE) == 0 and not pmd_leaf(self.entry(p, PMD))
+                       for p in range(a, blk_end, PAGE_SIZE)):
+                a = blk_end
+                continue               # nothing faults in this block
+            pte_off = (a >> 12) & 511
+            vma_off = (a - vma.vm_start) >> 12
+            lo = max(pte_off & ~15, pte_off - min(pte_off, vma_off))
+            hi = min(lo + 16, 512, pte_off + (vma.vm_end - vma.vm_start) // PAGE_SIZE - vma_off)
+            base = a - pte_off * PAGE_SIZE
+            walk_page_range_mm(self, base + lo * PAGE_SIZE, base + hi * PAGE_SIZE, ops)
+            a = base + hi * PAGE_SIZE if base + hi * PAGE_SIZE > a else a + PAGE_SIZE
+
+    # --- faults ------------------------------------------------------------------
+    def touch(self, addr, write=False):
+        """One user access at ``addr`` and its page fault.  Raises
+        ``SegmentationFault`` (unmapped, no permission, guard page) or
+        ``BusError`` (beyond the end of a shmem object)."""
+        self._check_alive()
+        if not isinstance(addr, int) or isinstance(addr, bool):
+            raise TypeError("addr must be an int")
+        page = addr & PAGE_MASK
+        with self.mmap_read_lock():
+            vma = self.find_vma(page)
+            if vma is None or vma.vm_start > page:
+                raise SegmentationFault(addr, "no VMA")
+            if write and not vma.vm_flags & VM_WRITE:
+                raise SegmentationFault(addr, "VMA not writable")
+            if not vma.vm_flags & VM_ACCESS:
+                raise SegmentationFault(addr, "PROT_NONE")
+            code, _ = self._fault_range(vma, page, page + PAGE_SIZE, bool(write), mark=bool(write))
+        if code == 1:
+            raise SegmentationFault(addr, "guard region")
+        if code == 2:
+            raise BusError(addr, "beyond the end of the shmem object")
+
+    # --- mmap / munmap ---------------------------------------------------------------
+    def _top(self):
+        return self.task_size + PAGE_SIZE - C.MMAP_BASE_GAP
+
+    def _free_area(self, length, hint=0, align=PAGE_SIZE):
+        """get_unmapped_area: the hint if free, else top-down from the base."""
+        if hint:
+            hint = (hint + PAGE_SIZE - 1) & PAGE_MASK
+            if (C.MMAP_MIN_ADDR <= hint and hint + length <= self.task_size + PAGE_SIZE
+                    and not self._vmas_in(hint, hint + length)):
+                return hint
+        top = self._top()
+        gaps = []
+        prev_end = C.MMAP_MIN_ADDR
+        for v in self._vmas:
+            gaps.append((prev_end, v.vm_start))
+            prev_end = max(prev_end, v.vm_end)
+        gaps.append((prev_end, top))
+        for lo, hi in reversed(gaps):
+            hi = min(hi, top)
+            cand = (hi - length) & ~(align - 1)
+            if cand >= lo and cand + length <= hi:
+                return cand
+        raise _err(ENOMEM)
+
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
+        """mmap(2) of anonymous memory, private or shared (shmem); returns the address."""
+        self._check_alive()
+        addr = addr or 0
+        if flags & C.MAP_ANONYMOUS == 0:
+            raise _err(EBADF)
+        if length <= 0:
+            raise _err(EINVAL)
+        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+        if length > self.task_size:
+            raise _err(ENOMEM)
+        mtype = flags & C.MAP_TYPE
+        if mtype == C.MAP_SHARED_VALIDATE:
+            known = (C.MAP_SHARED_VALIDATE | C.MAP_FIXED | C.MAP_ANONYMOUS | C.MAP_FIXED_NOREPLACE
+                     | C.MAP_POPULATE | C.MAP_NORESERVE | C.MAP_LOCKED | C.MAP_NONBLOCK
+                     | C.MAP_STACK | C.MAP_GROWSDOWN | C.MAP_DENYWRITE | C.MAP_EXECUTABLE
+                     | C.MAP_SYNC | C.MAP_HUGETLB | 0xFC000000)
+            if flags & ~known:
+                raise _err(EOPNOTSUPP)
+            shared = True
+        elif mtype in (C.MAP_SHARED, C.MAP_PRIVATE):
+            shared = mtype == C.MAP_SHARED
+        else:
+            raise _err(EINVAL)
+        if flags & C.MAP_HUGETLB:
+            raise _err(EINVAL)
+        fixed = bool(flags & (C.MAP_FIXED | C.MAP_FIXED_NOREPLACE))
+        if fixed:
+            if addr & (PAGE_SIZE - 1):
+                raise _err(EINVAL)
+            if addr + length > self.task_size + PAGE_SIZE or addr + length < addr:
+                raise _err(ENOMEM)
+        with self.mmap_write_lock():
+            if fixed:
+                start = addr
+                if flags & C.MAP_FIXED_NOREPLACE and self._vmas_in(start, start + length):
+                    raise _err(EEXIST)
+            else:
+                align = PMD_SIZE if (not shared and length % PMD_SIZE == 0 and not addr) else PAGE_SIZE
+                start = self._free_area(length, addr, align)
+            end = start + length
+            vm_flags = (prot & VM_ACCESS) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+            if shared:
+                vm_flags |= VM_SHARED | VM_MAYSHARE
+            if flags & C.MAP_NORESERVE:
+                vm_flags |= VM_NORESERVE
+            elif not shared and prot & C.PROT_WRITE:
+                vm_flags |= VM_ACCOUNT
+            if flags & C.MAP_LOCKED:
+                vm_flags |= VM_LOCKED
+            self._unmap(start, end)                        # MAP_FIXED replaces
+            if shared:
+                obj = ShmemObject(length // PAGE_SIZE)
+                obj.mms.append(self)
+                vma = self._new_vma(start, end, vm_flags, 0, SHMEM, obj)
+                self._insert(vma)
+            else:
+                vma = self._new_vma(start, end, vm_flags, start >> 12)
+                self._insert(vma)
+                self._merge_around(start, end)
+            if flags & C.MAP_LOCKED or (flags & C.MAP_POPULATE and not flags & C.MAP_NONBLOCK):
+                self._populate(start, end, mode="auto", ignore_errors=True)
+        return start
+
+    def munmap(self, addr, length):
+        """munmap(2)."""
+        self._check_alive()
+        if addr & (PAGE_SIZE - 1) or length <= 0:
+            raise _err(EINVAL)
+        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+        if addr + length > self.task_size + PAGE_SIZE:
+            raise _err(EINVAL)
+        with self.mmap_write_lock():
+            self._unmap(addr, addr + length)
+        return 0
+
+    def exit(self):
+        """Tear the process down: every VMA unmapped, every table freed."""
+        if self._exited:
+            return
+        with self.mmap_write_lock():
+            if self._vmas:
+                self._unmap(self._vmas[0].vm_start, self._vmas[-1].vm_end)
+            top = 1 << (47 if self.levels == 4 else 56)
+            op = self._op().setup(lo=0, hi=top)
+            walk_page_range_novma(self, 0, top - PAGE_SIZE, self._ops(op, "free_tables"))
+        self._exited = True
+
+    # --- populate (MAP_POPULATE, mlock, MADV_POPULATE_*) ----------------------------------
+    def _populate(self, start, end, mode, ignore_errors):
+        """__mm_populate / madvise_populate.  mode "auto": write faults for
+        private writable VMAs, else read faults (mlock, MAP_POPULATE);
+        "read" / "write": MADV_POPULATE_READ / _WRITE.  Returns 0 or the
+        errno of the populate (EFAULT for a guard page or SIGBUS, EINVAL for
+        a VMA that refuses the access, ENOMEM for a hole)."""
+        a = start
+        while a < end:
+            vma = self.find_vma(a)
+            if vma is None or vma.vm_start >= end:
+                return 0 if ignore_errors else ENOMEM
+            if vma.vm_start > a:
+                if not ignore_errors:
+                    return ENOMEM
+                a = vma.vm_start
+            b = min(end, vma.vm_end)
+            if mode == "auto":
+                if vma.vm_flags & (VM_IO | VM_PFNMAP) or vma.vm_flags & VM_LOCKONFAULT:
+                    a = b
+                    continue
+                if not vma.vm_flags & VM_ACCESS:
+                    if ignore_errors:
+                        a = b
+                        continue
+                    return EFAULT
+                write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+            else:
+                write = mode == "write"
+                if vma.vm_flags & (VM_IO | VM_PFNMAP):
+                    return EINVAL
+                if write and not vma.vm_flags & VM_WRITE:
+                    return EINVAL
+                if not write and not vma.vm_flags & VM_READ:
+                    return EINVAL
+            code, where = self._fault_range(vma, a, b, write)
+            if code:
+                if ignore_errors:
+                    a = b
+                    continue
+                return EFAULT
+            a = b
+        return 0
+
+    # --- mprotect ---------------------------------------------------------------------------
+    def mprotect(self, addr, length, prot):
+        """mprotect(2)."""
+        self._check_alive()
+        if addr & (PAGE_SIZE - 1):
+            raise _err(EINVAL)
+        if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC):
+            raise _err(EINVAL)
+        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+        end = addr + length
+        if end < addr:
+            raise _err(ENOMEM)
+        if length == 0:
+            return 0
+        with self.mmap_write_lock():
+            vma = self.find_vma(addr)
+            if vma is None or vma.vm_start > addr:
+                raise _err(ENOMEM)
+            a = addr
+            err = 0
+            while a < end:
+                vma = self.find_vma(a)
+                if vma is None or vma.vm_start > a:
+                    err = ENOMEM
+                    break
+                b = min(end, vma.vm_end)
+                old = vma.vm_flags
+                new = (old & ~VM_ACCESS) | (prot & VM_ACCESS)
+                if new & VM_WRITE:
+                    if not old & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
+                        new |= VM_ACCOUNT
+                elif old & VM_ACCOUNT and vma_is_anonymous(vma) and vma.anon_vma is None:
+                    new &= ~VM_ACCOUNT
+                if new != old:
+                    (part,) = self._isolate(a, b)
+                    part.vm_flags = new
+                    op = self._setup(self._op(), part)
+                    walk_page_range(self, a, b, self._ops(op, "mprotect"))
+                    if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new & VM_WRITE:
+                        self._fault_range(part, a, b, True)
+                    self._merge_around(a, b)
+                a = b
+            if err:
+                raise _err(err)
+        return 0
+
+    # --- mlock / munlock -------------------------------------------------------------------
+    def _set_flags(self, start, end, set_bits, clear_bits, check=None):
+        """Apply a vm_flags change to [start, end) VMA by VMA (splitting and
+        merging as the kernel's vma_modify_flags does).  Returns ENOMEM if a
+        hole was met (after changing the VMAs before it), else 0; ``check``
+        may veto a VMA with an errno (returned at once)."""
+        a = start
+        while a < end:
+            vma = self.find_vma(a)
+            if vma is None or vma.vm_start >= end:
+                return ENOMEM
+            if vma.vm_start > a:
+                return ENOMEM
+            b = min(end, vma.vm_end)
+            if check is not None:
+                e = check(vma)
+                if e:
+                    return e
+            new = (vma.vm_flags & ~clear_bits) | set_bits
+            if new != vma.vm_flags:
+                (part,) = self._isolate(a, b)
+                part.vm_flags = new
+                self._merge_around(a, b)
+            a = b
+        return 0
+
+    def mlock(self, addr, length, onfault=False):
+        """mlock(2) (``onfault``: mlock2(MLOCK_ONFAULT))."""
+        self._check_alive()
+        end = (addr + length + PAGE_SIZE - 1) & PAGE_MASK
+        addr &= PAGE_MASK
+        if end < addr:
+            raise _err(EINVAL)
+        if end == addr:
+            return 0
+        with self.mmap_write_lock():
+            if self.find_vma(addr) is None or self.find_vma(addr).vm_start > addr:
+                raise _err(ENOMEM)
+            err = self._set_flags(addr, end, VM_LOCKED | (VM_LOCKONFAULT if onfault else 0),
+                                  0 if onfault else VM_LOCKONFAULT)
+            if err:
+                raise _err(err)
+            if not onfault:
+                err = self._populate(addr, end, "auto", ignore_errors=False)
+                if err:
+                    raise _err({EFAULT: ENOMEM, ENOMEM: EAGAIN}.get(err, err))
+        return 0
+
+    def munlock(self, addr, length):
+        """munlock(2)."""
+        self._check_alive()
+        end = (addr + length + PAGE_SIZE - 1) & PAGE_MASK
+        addr &= PAGE_MASK
+        if end == addr:
+            return 0
+        with self.mmap_write_lock():
+            if self.find_vma(addr) is None or self.find_vma(addr).vm_start > addr:
+                raise _err(ENOMEM)
+            err = self._set_flags(addr, end, 0, VM_LOCKED | VM_LOCKONFAULT)
+            if err:
+                raise _err(err)
+        return 0
+
+    # --- madvise -----------------------------------------------------------------------------
+    def madvise(self, addr, length, advice):
+        """madvise(2), including MADV_GUARD_INSTALL / MADV_GUARD_REMOVE."""
+        from . import madvise as M
+        self._check_alive()
+        return M.madvise(self, addr, length, advice)
+
+    # --- mremap --------------------------------------------------------------------------------
+    def mremap(self, addr, old_len, new_len, flags=0, new_addr=None):
+        """mremap(2); returns the (new) address."""
+        from . import mremap as R
+        self._check_alive()
+        return R.mremap(self, addr, old_len, new_len, flags, new_addr)
+
+    # --- fork ------------------------------------------------------------------------------------
+    def fork(self):
+        """fork(2): a child mm sharing anonymous pages copy-on-write, guard
+        markers copied, WIPEONFORK ranges empty, DONTFORK VMAs absent."""
+        from .mm import MM
+        self._check_alive()
+        child = MM(self.levels)
+        child._phys = self._phys
+        with self.mmap_write_lock():
+            for vma in self._vmas:
+                if vma.vm_flags & VM_DONTCOPY:
+                    continue
+                flags = vma.vm_flags & ~(VM_LOCKED | VM_LOCKONFAULT)
+                c = child._new_vma(vma.vm_start, vma.vm_end, flags, vma.vm_pgoff,
+                                   vma.vm_ops, vma.vm_file)
+                child._vmas.append(c)
+                if vma.vm_file is not None and child not in vma.vm_file.mms:
+                    vma.vm_file.mms.append(child)
+                if vma.vm_flags & VM_WIPEONFORK:
+                    continue
+                if vma.anon_vma is not None:
+                    c.anon_vma = AnonVma(singular=False)
+                if vma.anon_vma is None and not vma.vm_flags & (VM_MAYBE_GUARD | VM_PFNMAP | C.VM_MIXEDMAP):
+                    continue
+                op = self._setup(self._op(), vma, dst=child)
+                rc = walk_page_vma(vma, self._ops(op, "fork"))
+                if rc < 0:
+                    raise _err(-rc)
+            child._reindex()
+        return child

@@ -1,0 +1,395 @@
+"""Run a scenario of memory operations on the live kernel (through ctypes)
+and on ``pgwalk.MM``, and record the same observations from both.
+
+A scenario is a list of steps over a region of ``npages`` pages starting at a
+2 MiB-aligned base ``B`` (offsets are in pages from ``B``):
+
+    ("mmap", off, n, prot, flags)           MAP_FIXED/MAP_FIXED_NOREPLACE at B+off
+    ("munmap", off, n)
+    ("mprotect", off, n, prot)
+    ("madvise", off, n, advice)
+    ("mlock", off, n) / ("munlock", off, n)
+    ("mremap", off, old_n, new_n, flags, new_off)   new_off used with MREMAP_FIXED
+    ("touch", off, write)                   one access: "ok", "SEGV" or "BUS"
+    ("fork",)                               a child that stays alive; observes
+                                            its own pagemap right after fork
+    ("child_exit",)
+
+Each step yields ``(result, flags, maps)``: the result (0 / an errno / the
+touch outcome / a page offset for mremap / the child's flags for fork), the
+per-page pagemap flags of the region (bits 63 present, 62 swap, 61 file,
+58 guard, 56 exclusive) and the VMAs inside the region as
+``(start_off, end_off, prot)``.
+
+The live run happens in a forked runner process (so the test process's own
+memory is untouched); each touch is done by a small C helper (compiled once
+with the system compiler, called through ctypes) that catches SIGSEGV and
+SIGBUS, so that they are observations.  (Without a compiler, a touch is
+first tried in a forked probe child, which is wrong for WIPEONFORK and
+DONTFORK ranges.)  /proc/self/pagemap is read unbuffered with ``os.pread``.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import pickle
+import signal
+import struct
+
+import numpy as np
+
+import pgwalk
+from pgwalk import PAGE_SIZE
+
+FLAG_MASK = (1 << 63) | (1 << 62) | (1 << 61) | (1 << 58) | (1 << 56)
+PMD_SIZE = 1 << 21
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                         ctypes.c_void_p]
+for _name in ("munmap", "mlock", "munlock"):
+    getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _rc(r):
+    return ctypes.get_errno() if r != 0 else 0
+
+
+def reserve(npages):
+    """A free, 2 MiB-aligned address range of ``npages`` pages (+ slack) in
+    this process: mapped PROT_NONE, aligned, then unmapped."""
+    size = npages * PAGE_SIZE + 4 * PMD_SIZE
+    a = _libc.mmap(None, size, 0, pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS | pgwalk.MAP_NORESERVE, -1, 0)
+    assert a != MAP_FAILED
+    _libc.munmap(a, size)
+    return ((a + 2 * PMD_SIZE - 1) & ~(PMD_SIZE - 1)) + PMD_SIZE
+
+
+def guard_regions_supported():
+    """(True, "") when MADV_GUARD_INSTALL works on this kernel, else (False, reason)."""
+    a = _libc.mmap(None, PAGE_SIZE, 3, pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS, -1, 0)
+    if a == MAP_FAILED:
+        return False, "mmap failed"
+    try:
+        if _libc.madvise(a, PAGE_SIZE, pgwalk.MADV_GUARD_INSTALL) != 0:
+            e = ctypes.get_errno()
+            return False, f"madvise(MADV_GUARD_INSTALL) fails with {errno.errorcode.get(e, e)} on {os.uname().release}"
+        try:
+            fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        except OSError as e:
+            return False, f"/proc/self/pagemap unreadable: {e}"
+        try:
+            w = struct.unpack("<Q", os.pread(fd, 8, (a // PAGE_SIZE) * 8))[0]
+        finally:
+            os.close(fd)
+        if not w >> 58 & 1:
+            return False, "pagemap has no guard bit (58) on this kernel"
+        return True, ""
+    finally:
+        _libc.munmap(a, PAGE_SIZE)
+
+
+def _maps(base, npages):
+    out = []
+    end = base + npages * PAGE_SIZE
+    with open("/proc/self/maps") as f:
+        for line in f:
+            rng, perms = line.split()[:2]
+            s, e = (int(x, 16) for x in rng.split("-"))
+            if e <= base or s >= end:
+                continue
+            prot = (perms[0] == "r") | (perms[1] == "w") << 1 | (perms[2] == "x") << 2
+            out.append(((max(s, base) - base) // PAGE_SIZE, (min(e, end) - base) // PAGE_SIZE,
+                        prot, perms[3]))
+    return out
+
+
+def _pagemap(fd, base, npages):
+    raw = os.pread(fd, npages * 8, (base // PAGE_SIZE) * 8)
+    return np.frombuffer(raw, dtype=np.uint64) & np.uint64(FLAG_MASK)
+
+
+_TOUCH_C = r"""
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+static sigjmp_buf env;
+static void on_fault(int sig) { siglongjmp(env, sig); }
+/* One access at p: 0 done, else the signal it raised (SIGSEGV, SIGBUS). */
+int pgwalk_touch(volatile char *p, int write)
+{
+    struct sigaction sa, old_segv, old_bus;
+    int sig;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fault;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+    sig = sigsetjmp(env, 1);
+    if (sig == 0) {
+        if (write)
+            *p = 0x5a;
+        else
+            (void)*p;
+    }
+    sigaction(SIGSEGV, &old_segv, NULL);
+    sigaction(SIGBUS, &old_bus, NULL);
+    return sig;
+}
+"""
+_touch_fn = None
+
+
+def _touch_helper():
+    """A C helper (built once with the system compiler, called through ctypes)
+    that does one access and catches SIGSEGV/SIGBUS, so the access happens in
+    the runner itself; None if no compiler is available."""
+    global _touch_fn
+    if _touch_fn is None:
+        import shutil
+        import subprocess
+        import tempfile
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            _touch_fn = False
+            return None
+        d = tempfile.mkdtemp(prefix="pgwalk-touch-")
+        src, lib = os.path.join(d, "touch.c"), os.path.join(d, "touch.so")
+        with open(src, "w") as f:
+            f.write(_TOUCH_C)
+        r = subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", lib, src], capture_output=True)
+        if r.returncode != 0:
+            _touch_fn = False
+            return None
+        fn = ctypes.CDLL(lib).pgwalk_touch
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _touch_fn = fn
+    return _touch_fn or None
+
+
+def _access(addr, write):
+    if write:
+        ctypes.memset(addr, 0x5A, 1)
+    else:
+        ctypes.string_at(addr, 1)
+
+
+def _touch(addr, write):
+    fn = _touch_helper()
+    if fn is not None:
+        sig = fn(addr, int(bool(write)))
+        return {0: "ok", signal.SIGSEGV: "SEGV", signal.SIGBUS: "BUS"}.get(sig, f"sig{sig}")
+    res = _probe(addr, write)
+    if res == "ok":
+        _access(addr, write)
+    return res
+
+
+def _probe(addr, write):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import faulthandler
+            faulthandler.disable()
+            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+            signal.signal(signal.SIGBUS, signal.SIG_DFL)
+            _access(addr, write)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return {signal.SIGSEGV: "SEGV", signal.SIGBUS: "BUS"}.get(sig, f"sig{sig}")
+    return "ok"
+
+
+def _run_steps(base, npages, steps):
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    child = None
+    obs = []
+    for st in steps:
+        kind = st[0]
+        a = lambda off: base + off * PAGE_SIZE  # noqa: E731
+        ctypes.set_errno(0)
+        if kind == "mmap":
+            _, off, n, prot, flags = st
+            r = _libc.mmap(a(off), n * PAGE_SIZE, prot, flags, -1, 0)
+            res = ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
+        elif kind == "munmap":
+            res = _rc(_libc.munmap(a(st[1]), st[2] * PAGE_SIZE))
+        elif kind == "mprotect":
+            res = _rc(_libc.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3]))
+        elif kind == "madvise":
+            res = _rc(_libc.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3]))
+        elif kind == "mlock":
+            res = _rc(_libc.mlock(a(st[1]), st[2] * PAGE_SIZE))
+        elif kind == "munlock":
+            res = _rc(_libc.munlock(a(st[1]), st[2] * PAGE_SIZE))
+        elif kind == "mremap":
+            _, off, old_n, new_n, flags, new_off = st
+            r = _libc.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, flags, a(new_off))
+            res = ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
+        elif kind == "touch":
+            res = _touch(a(st[1]), st[2])
+        elif kind == "fork":
+            if child is not None:
+                os.write(child[1], b"x")
+                os.waitpid(child[0], 0)
+                os.close(child[1])
+                child = None
+            up_r, up_w = os.pipe()
+            down_r, down_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    cfd = os.open("/proc/self/pagemap", os.O_RDONLY)
+                    os.write(up_w, pickle.dumps(_pagemap(cfd, base, npages).tolist()))
+                    os.close(up_w)
+                    os.read(down_r, 1)
+                finally:
+                    os._exit(0)
+            os.close(up_w)
+            os.close(down_r)
+            data = b""
+            while True:
+                chunk = os.read(up_r, 1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+            os.close(up_r)
+            res = pickle.loads(data)
+            child = (pid, down_w)
+        elif kind == "child_exit":
+            if child is not None:
+                os.write(child[1], b"x")
+                os.waitpid(child[0], 0)
+                os.close(child[1])
+                child = None
+            res = 0
+        else:
+            raise ValueError(kind)
+        obs.append((res, _pagemap(fd, base, npages).tolist(), _maps(base, npages)))
+    if child is not None:
+        os.write(child[1], b"x")
+        os.waitpid(child[0], 0)
+    os.close(fd)
+    return obs
+
+
+def run_live(steps, npages):
+    """Run ``steps`` in a fresh forked runner; returns (base, observations)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            base = reserve(npages + 8)
+            out = ("ok", base, _run_steps(base, npages, steps))
+        except BaseException as e:  # report, never return into pytest
+            import traceback
+            out = ("error", repr(e), traceback.format_exc())
+            code = 1
+        try:
+            data = pickle.dumps(out)
+            view = memoryview(data)
+            while view:
+                n = os.write(w, view)
+                view = view[n:]
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        c = os.read(r, 1 << 20)
+        if not c:
+            break
+        chunks.append(c)
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = pickle.loads(b"".join(chunks))
+    if out[0] != "ok":
+        raise RuntimeError(f"live runner failed: {out[1]}\n{out[2]}")
+    return out[1], out[2]
+
+
+def run_model(steps, npages, base=0x7F0000000000, levels=4):
+    """The same steps on ``pgwalk.MM``; returns (mm, observations)."""
+    mm = pgwalk.MM(levels)
+    child = None
+    obs = []
+
+    def flags():
+        return (mm.pagemap(base, base + npages * PAGE_SIZE) & np.uint64(FLAG_MASK)).tolist()
+
+    def maps():
+        out = []
+        end = base + npages * PAGE_SIZE
+        for v in mm.vmas:
+            if v.vm_end <= base or v.vm_start >= end:
+                continue
+            prot = v.vm_flags & 7
+            out.append(((max(v.vm_start, base) - base) // PAGE_SIZE,
+                        (min(v.vm_end, end) - base) // PAGE_SIZE, prot,
+                        "s" if v.vm_flags & pgwalk.VM_SHARED else "p"))
+        return out
+
+    for st in steps:
+        kind = st[0]
+        a = lambda off: base + off * PAGE_SIZE  # noqa: E731
+        try:
+            if kind == "mmap":
+                _, off, n, prot, fl = st
+                res = ("at", (mm.mmap(a(off), n * PAGE_SIZE, prot, fl) - base) // PAGE_SIZE)
+            elif kind == "munmap":
+                res = mm.munmap(a(st[1]), st[2] * PAGE_SIZE)
+            elif kind == "mprotect":
+                res = mm.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3])
+            elif kind == "madvise":
+                res = mm.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3])
+            elif kind == "mlock":
+                res = mm.mlock(a(st[1]), st[2] * PAGE_SIZE)
+            elif kind == "munlock":
+                res = mm.munlock(a(st[1]), st[2] * PAGE_SIZE)
+            elif kind == "mremap":
+                _, off, old_n, new_n, fl, new_off = st
+                r = mm.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, fl, a(new_off))
+                res = ("at", (r - base) // PAGE_SIZE)
+            elif kind == "touch":
+                try:
+                    mm.touch(a(st[1]), write=bool(st[2]))
+                    res = "ok"
+                except pgwalk.SegmentationFault:
+                    res = "SEGV"
+                except pgwalk.BusError:
+                    res = "BUS"
+            elif kind == "fork":
+                if child is not None:
+                    child.exit()
+                child = mm.fork()
+                res = (child.pagemap(base, base + npages * PAGE_SIZE) & np.uint64(FLAG_MASK)).tolist()
+            elif kind == "child_exit":
+                if child is not None:
+                    child.exit()
+                    child = None
+                res = 0
+            else:
+                raise ValueError(kind)
+            if res is None:
+                res = 0
+        except OSError as e:
+            res = ("err", e.errno) if kind in ("mmap", "mremap") else e.errno
+        mm.validate()
+        obs.append((res, flags(), maps()))
+    if child is not None:
+        child.exit()
+    return mm, obs

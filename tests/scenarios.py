@@ -1,0 +1,104 @@
+"""Random scenarios for the live-kernel differential (tests/test_live_kernel.py):
+sequences of mmap/munmap/mprotect/mremap/madvise/mlock/touch/fork steps over
+a region of 1..1024 pages, in the step format of ``live_kernel.py``."""
+
+import random
+
+import pgwalk as P
+
+RW = P.PROT_READ | P.PROT_WRITE
+PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
+SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
+ADVICE = [P.MADV_DONTNEED, P.MADV_FREE, P.MADV_REMOVE, P.MADV_WILLNEED, P.MADV_COLD,
+          P.MADV_PAGEOUT, P.MADV_HUGEPAGE, P.MADV_NOHUGEPAGE, P.MADV_POPULATE_READ,
+          P.MADV_POPULATE_WRITE, P.MADV_WIPEONFORK, P.MADV_KEEPONFORK,
+          P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_DONTNEED_LOCKED,
+          P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_DONTNEED, P.MADV_COLLAPSE]
+
+
+def scenario(seed, npages=None, nsteps=None, thp=None):
+    """A random scenario: (steps, npages)."""
+    r = random.Random(seed)
+    if npages is None:
+        npages = r.choice([1, 2, 3, 8, 16, 33, 64, 100, 512, 1024])
+    if thp is None:
+        thp = npages >= 512 and r.random() < 0.6
+    if nsteps is None:
+        nsteps = r.randint(5, 30)
+    steps = []
+
+    def rng(maxlen=None):
+        off = r.randrange(npages)
+        cap = npages - off
+        if maxlen:
+            cap = min(cap, maxlen)
+        n = r.choice([1, 1, 2, 3, r.randint(1, cap)])
+        return off, min(n, cap)
+
+    # start with something mapped
+    flags = PRIV if r.random() < 0.8 else SHARED
+    steps.append(("mmap", 0, npages, RW, flags | P.MAP_FIXED))
+    if thp:
+        steps.append(("madvise", 0, npages, P.MADV_HUGEPAGE))
+    elif flags == PRIV:
+        steps.append(("madvise", 0, npages, P.MADV_NOHUGEPAGE))
+    forked = False
+    for _ in range(nsteps):
+        k = r.random()
+        if k < 0.35:
+            off = r.randrange(npages)
+            steps.append(("touch", off, r.random() < 0.6))
+        elif k < 0.42:
+            off, n = rng()
+            prot = r.choice([RW, RW, P.PROT_READ, P.PROT_NONE, P.PROT_WRITE])
+            fl = r.choice([PRIV, PRIV, PRIV, SHARED]) | r.choice(
+                [P.MAP_FIXED, P.MAP_FIXED, P.MAP_FIXED_NOREPLACE])
+            if r.random() < 0.2:
+                fl |= P.MAP_POPULATE
+            if r.random() < 0.1:
+                fl |= P.MAP_NORESERVE
+            steps.append(("mmap", off, n, prot, fl))
+            if fl & P.MAP_PRIVATE and not thp:
+                steps.append(("madvise", off, n, P.MADV_NOHUGEPAGE))
+        elif k < 0.47:
+            off, n = rng()
+            steps.append(("munmap", off, n))
+        elif k < 0.55:
+            off, n = rng()
+            steps.append(("mprotect", off, n, r.choice([RW, P.PROT_READ, P.PROT_NONE, RW])))
+        elif k < 0.80:
+            off, n = rng()
+            adv = r.choice(ADVICE)
+            if adv == P.MADV_HUGEPAGE and not thp:
+                adv = P.MADV_NOHUGEPAGE
+            steps.append(("madvise", off, n, adv))
+        elif k < 0.85:
+            off, n = rng()
+            steps.append((r.choice(["mlock", "mlock", "munlock"]), off, n))
+        elif k < 0.93:
+            off, n = rng()
+            m = r.random()
+            if m < 0.4:
+                new_n = r.randint(1, min(npages - off, n + 4))
+                steps.append(("mremap", off, n, new_n, 0, 0))
+            else:
+                new_n = n if m < 0.7 else r.randint(1, max(1, n))
+                dst = r.randrange(npages - new_n + 1)
+                fl = P.MREMAP_MAYMOVE | P.MREMAP_FIXED
+                if m < 0.55:
+                    fl |= P.MREMAP_DONTUNMAP
+                    new_n = n
+                    dst = r.randrange(max(1, npages - n + 1))
+                if dst < off + n and off < dst + new_n:
+                    continue
+                if dst + new_n > npages:
+                    continue
+                steps.append(("mremap", off, n, new_n, fl, dst))
+        else:
+            if forked and r.random() < 0.5:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+    return steps, npages

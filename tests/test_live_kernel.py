@@ -1,0 +1,78 @@
+"""The live-kernel differential: the same sequences of mmap / munmap /
+mprotect / mremap / madvise / mlock / touch / fork run on this machine's
+kernel (through ctypes, in a forked runner) and on ``pgwalk.MM``; every
+result (errno, fault outcome, address), the per-page pagemap flags (present
+63, swap 62, file 61, guard 58, exclusive 56) of the region, the child's
+pagemap right after each fork, and the VMAs of the region must be identical.
+
+Skipped, with the reason, where the kernel lacks guard regions (or pagemap's
+guard bit)."""
+
+import os
+import sys
+
+import pytest
+
+import live_kernel as L
+import scenarios as S
+
+if not sys.platform.startswith("linux"):
+    pytest.skip("the live-kernel differential needs Linux", allow_module_level=True)
+_ok, _why = L.guard_regions_supported()
+if not _ok:
+    pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
+
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "240"))
+CHUNK = 40
+
+
+def _thp_collapses():
+    try:
+        with open("/proc/vmstat") as f:
+            return sum(int(line.split()[1]) for line in f
+                       if line.startswith(("thp_collapse_alloc", "thp_file_alloc")))
+    except OSError:
+        return 0
+
+
+def run_both(steps, npages):
+    """(model observations, live observations); the live run is repeated if
+    khugepaged collapsed something meanwhile (not part of the scenario)."""
+    _, model = L.run_model(steps, npages)
+    for _ in range(3):
+        before = _thp_collapses()
+        _, live = L.run_live(steps, npages)
+        if _thp_collapses() == before:
+            break
+    return model, live
+
+
+def describe(steps, model, live):
+    for i, (st, m, lv) in enumerate(zip(steps, model, live)):
+        if m != lv:
+            out = [f"first difference at step {i}: {st}",
+                   *(f"   {s}" for s in steps[:i + 1])]
+            if m[0] != lv[0]:
+                out.append(f"   result: model {m[0] if not isinstance(m[0], list) else 'child pagemap'}"
+                           f" live {lv[0] if not isinstance(lv[0], list) else 'child pagemap'}")
+                if isinstance(m[0], list):
+                    out.append("   child pagemap: " + str([(j, hex(a), hex(b)) for j, (a, b)
+                                                          in enumerate(zip(m[0], lv[0])) if a != b][:8]))
+            if m[1] != lv[1]:
+                out.append("   pagemap (page, model, live): " + str(
+                    [(j, hex(a), hex(b)) for j, (a, b) in enumerate(zip(m[1], lv[1])) if a != b][:8]))
+            if m[2] != lv[2]:
+                out.append(f"   VMAs model {m[2]}\n   VMAs live  {lv[2]}")
+            return "\n".join(out)
+    return "identical"
+
+
+@pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
+def test_random_sequences_match_the_live_kernel(first):
+    """Random sequences over 1..1024 pages (private and shared anonymous,
+    THP regions, forks, remaps, every advice of issue 4): every errno,
+    fault outcome, pagemap flag and VMA boundary as the live kernel's."""
+    for seed in range(first, min(first + CHUNK, SEEDS)):
+        steps, npages = S.scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"seed {seed} ({npages} pages):\n" + describe(steps, model, live)
