@@ -255,6 +255,8 @@ cdef struct OpState:
     int zap_markers
     int pageout
     int around                   # fault-around: map object pages already cached, nothing else
+    uint64_t heads[16]           # folios split by this walk (head PFNs), for the rmap pass
+    int nheads
     uint64_t nz_lo[8]            # ranges whose subpages a folio split must not
     uint64_t nz_hi[8]            # remap to the zero page (VM_LOCKED VMAs)
     int nnz
@@ -744,6 +746,9 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     cdef bint skip
     for i in range(NR):
         s.ps.pflags[head + i] &= ~PF_LARGE
+    if s.nheads < 16:
+        s.heads[s.nheads] = head
+        s.nheads += 1
     for i in range(NR):
         v = base[i]
         if not pte_present(v):
@@ -789,10 +794,15 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         for i in range(NR):
             s.ps.pflags[pfn + i] |= PF_LAZYFREE
         e[0] = v & ~PGW_DIRTY
-    elif s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
-        for i in range(NR):
-            page_put(s.ps, pfn + i)
-        e[0] = 0
+    elif s.pageout:
+        if (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+            for i in range(NR):
+                page_put(s.ps, pfn + i)
+            e[0] = 0
+        else:
+            # no swap: reclaim cannot swap the THP out, so it splits it
+            # (the walker splits the PMD, lru_pte the folio) and keeps the pages
+            w.action = ACT_SUBTREE
     return 0
 
 
@@ -812,7 +822,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             e[0] = 0
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
-        if folio_partial(s, pfn, addr):
+        if folio_partial(s, pfn, addr) or (s.pageout and not (s.ps.pflags[pfn] & PF_LAZYFREE)):
             split_folio(s, e, addr)
             v = e[0]
             pfn = (v & PGW_PFN_MASK) >> 12
@@ -824,6 +834,34 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     elif s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
         page_put(s.ps, pfn)
         e[0] = 0
+    return 0
+
+
+# --- after a folio split: remap never-written subpages to the zero page ----------
+# (remap_page with RMP_USE_SHARED_ZEROPAGE walks every mapping of the folio;
+# here: a walk of the mm's VMAs looking for the split folios' subpages)
+
+cdef inline uint64_t zero_pte_for(uint64_t vm_flags) noexcept nogil:
+    if not (vm_flags & 7):
+        return (<uint64_t>1 << 8) | PGW_ACCESSED | (<uint64_t>1 << 9) | (ZERO_PFN << 12)
+    return PGW_P | (<uint64_t>1 << 2) | PGW_ACCESSED | (<uint64_t>1 << 9) | (ZERO_PFN << 12) | \
+        (0 if vm_flags & 4 else (<uint64_t>1 << 63))
+
+
+cdef int zremap_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0], pfn, head
+    cdef int k
+    if not pte_present(v) or (w.vma_flags & 0x2000):       # VM_LOCKED: never remapped
+        return 0
+    pfn = (v & PGW_PFN_MASK) >> 12
+    head = pfn & ~(<uint64_t>511)
+    for k in range(s.nheads):
+        if s.heads[k] == head:
+            if not (s.ps.pflags[pfn] & (PF_DATA | PF_LARGE)) and s.ps.mapcount[pfn] == 1:
+                page_put(s.ps, pfn)
+                e[0] = zero_pte_for(w.vma_flags)
+            return 0
     return 0
 
 
@@ -1033,6 +1071,7 @@ cdef class MMOp:
         self.s.dblock = 0
         self.s.delta = delta
         self.s.nnz = 0
+        self.s.nheads = 0
         self._keep = (shm, out)
         if shm is not None:
             arr = shm
@@ -1089,6 +1128,18 @@ cdef class MMOp:
         return self.s.n
 
     @property
+    def split_heads(self):
+        """Head PFNs of the folios this walk split."""
+        return [self.s.heads[i] for i in range(self.s.nheads)]
+
+    def set_split_heads(self, heads):
+        heads = list(heads)[:16]
+        self.s.nheads = len(heads)
+        for i, h in enumerate(heads):
+            self.s.heads[i] = h
+        return self
+
+    @property
     def counts(self):
         return [self.s.cnt[i] for i in range(16)]
 
@@ -1119,6 +1170,8 @@ cdef dict _SPECS = {
     "guard_remove": {"pud_entry": (<size_t><void *>guard_remove_leaf, "entry"),
                      "pmd_entry": (<size_t><void *>guard_remove_leaf, "entry"),
                      "pte_entry": (<size_t><void *>guard_remove_pte, "entry")},
+    "zero_remap": {"pmd_entry": (<size_t><void *>guard_remove_leaf, "entry"),
+                   "pte_entry": (<size_t><void *>zremap_pte, "entry")},
     "lru": {"pmd_entry": (<size_t><void *>lru_pmd, "entry"), "pte_entry": (<size_t><void *>lru_pte, "entry")},
     "pagemap": {"pmd_entry": (<size_t><void *>pm_pmd, "entry"), "pte_entry": (<size_t><void *>pm_pte, "entry"),
                 "pte_hole": (<size_t><void *>pm_hole, "hole")},

@@ -20,6 +20,8 @@ def collapse(mm, vma, s, e):
         return EINVAL              # no aligned huge page fits in the VMA
     if vma.vm_file is not None:
         return _collapse_shmem(mm, vma, hs, he)
+    if vma.anon_vma is None:
+        return EINVAL              # anonymous collapse needs an anon_vma (a fault happened)
     if (vma.vm_ops is not None or vma.vm_flags & (C.VM_SHARED | C.VM_NOHUGEPAGE | C.VM_SPECIAL
                                                    | C.VM_HUGETLB)):
         return EINVAL

@@ -98,6 +98,7 @@ def _visit(mm, vma, s, e, advice):
                 return EINVAL
             op = mm._setup(mm._op(), vma, write=True, lo=s, hi=e)
             walk_page_range(mm, s, e, mm._ops(op, "lru"))
+            _remap_split(mm, op)
             return 0
         mm._zap(s, e, reclaim=True)
         return 0
@@ -116,6 +117,7 @@ def _visit(mm, vma, s, e, advice):
             return EINVAL
         op = mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT)
         walk_page_range(mm, s, e, mm._ops(op, "lru"))
+        _remap_split(mm, op)
         return 0
     if advice == C.MADV_GUARD_INSTALL:
         return guard_install(mm, vma, s, e)
@@ -125,6 +127,17 @@ def _visit(mm, vma, s, e, advice):
         from .collapse import collapse
         return collapse(mm, vma, s, e)
     return EINVAL
+
+
+def _remap_split(mm, op):
+    """After folio splits: every mapping (in this mm) of a never-written
+    subpage of a split folio becomes the zero page, as the kernel's remap
+    after a split does (locked VMAs excepted)."""
+    heads = op.split_heads
+    if not heads or not mm._vmas:
+        return
+    z = mm._op().setup().set_split_heads(heads)
+    walk_page_range(mm, mm._vmas[0].vm_start, mm._vmas[-1].vm_end, mm._ops(z, "zero_remap"))
 
 
 def _punch_hole(self_mm, obj, lo, hi):

@@ -129,8 +129,12 @@ def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
     if rc < 0:
         raise _err(-rc)
     if flags & C.MREMAP_DONTUNMAP:
-        # the old VMA is not split: it loses VM_LOCKED* whole
-        mm.find_vma(old_addr).vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+        # the old VMA is not split: it loses VM_LOCKED* whole, and its
+        # anon_vma when all of it moved
+        old = mm.find_vma(old_addr)
+        old.vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+        if old is not new and old.vm_start == old_addr and old.vm_end == old_addr + old_len:
+            old.anon_vma = None
     else:
         mm._unmap(old_addr, old_addr + old_len)
     if new_flags & VM_LOCKED and new_len > old_len:

@@ -102,3 +102,54 @@ def scenario(seed, npages=None, nsteps=None, thp=None):
                 steps.append(("fork",))
                 forked = True
     return steps, npages
+
+
+def thp_scenario(seed):
+    """A scenario around 2 MiB boundaries: a MADV_HUGEPAGE region of 2-4
+    huge pages, ranges that start/end on or near PMD boundaries, aligned
+    remaps, collapses, forks and frees of parts of huge pages."""
+    r = random.Random(seed)
+    npages = r.choice([1024, 1536, 2048])
+    steps = [("mmap", 0, npages, RW, PRIV | P.MAP_FIXED), ("madvise", 0, npages, P.MADV_HUGEPAGE)]
+
+    def point():
+        return max(0, min(npages - 1, r.randrange(npages // 512) * 512 + r.choice([0, 0, 1, 3, 255, 511, 510])))
+
+    def rng():
+        off = point()
+        n = r.choice([1, 2, 511, 512, 513, 1024, r.randint(1, 600)])
+        return off, max(1, min(n, npages - off))
+
+    forked = False
+    for _ in range(r.randint(6, 24)):
+        k = r.random()
+        if k < 0.35:
+            steps.append(("touch", point() if r.random() < 0.5 else r.randrange(npages), r.random() < 0.6))
+        elif k < 0.7:
+            off, n = rng()
+            steps.append(("madvise", off, n, r.choice(
+                [P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_DONTNEED, P.MADV_FREE,
+                 P.MADV_PAGEOUT, P.MADV_COLD, P.MADV_COLLAPSE, P.MADV_POPULATE_READ,
+                 P.MADV_POPULATE_WRITE, P.MADV_NOHUGEPAGE, P.MADV_HUGEPAGE, P.MADV_WIPEONFORK])))
+        elif k < 0.78:
+            off, n = rng()
+            steps.append(("mprotect", off, n, r.choice([P.PROT_READ, RW, P.PROT_NONE])))
+        elif k < 0.84:
+            off, n = rng()
+            steps.append((r.choice(["mlock", "munlock", "munmap"]), off, n))
+        elif k < 0.92:
+            n = r.choice([512, 512, 256, 1])
+            src = r.randrange(npages // 512) * 512
+            dst = r.randrange(npages // 512) * 512 + r.choice([0, 0, 7])
+            if src + n > npages or dst + n > npages or (dst < src + n and src < dst + n):
+                continue
+            steps.append(("mremap", src, n, n, P.MREMAP_MAYMOVE | P.MREMAP_FIXED
+                          | (P.MREMAP_DONTUNMAP if r.random() < 0.3 else 0), dst))
+        else:
+            if forked and r.random() < 0.5:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+    return steps, npages

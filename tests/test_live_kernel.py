@@ -22,7 +22,8 @@ _ok, _why = L.guard_regions_supported()
 if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "240"))
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "200"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "80"))
 CHUNK = 40
 
 
@@ -76,3 +77,16 @@ def test_random_sequences_match_the_live_kernel(first):
         steps, npages = S.scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, THP_SEEDS, CHUNK))
+def test_thp_sequences_match_the_live_kernel(first):
+    """Sequences around 2 MiB boundaries of a MADV_HUGEPAGE region: THP and
+    huge-zero-page faults, splits by partial operations (VMA splits,
+    mprotect, munmap, guard install, mremap, MADV_FREE/COLD/PAGEOUT folio
+    splits that remap never-written subpages to the zero page), copy-on-write
+    of a THP after fork, MADV_COLLAPSE, aligned PMD moves."""
+    for seed in range(first, min(first + CHUNK, THP_SEEDS)):
+        steps, npages = S.thp_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"thp seed {seed} ({npages} pages):\n" + describe(steps, model, live)
