@@ -24,7 +24,7 @@ cimport numpy as cnp
 from pgwalk._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
                            PageTables, table_of, pool_alloc, pool_free_subtree,
                            SLAB_TABLES)
-from pgwalk._entries cimport (pte_none, pte_present, pmd_trans_huge, pmd_leaf,
+from pgwalk._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
                               PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER)
@@ -700,7 +700,7 @@ cdef int move_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
 # --- guard regions (mm/madvise.c, 6.13-6.18) ---------------------------------
 
 cdef int guard_leaf_stop(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    return 1 if (pmd_trans_huge(e[0]) and (e[0] & PGW_P)) else 0
+    return 1 if (pmd_trans_huge(e[0]) and pmd_present(e[0])) else 0
 
 
 cdef int guard_install_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -719,7 +719,7 @@ cdef int guard_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk
 
 
 cdef int guard_remove_leaf(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    if pmd_trans_huge(e[0]) and (e[0] & PGW_P):
+    if pmd_trans_huge(e[0]) and pmd_present(e[0]):
         w.action = ACT_CONTINUE
     return 0
 
@@ -768,9 +768,24 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
             base[i] = pte_of(ZERO_PFN, s.zprot)
 
 
-cdef inline bint folio_partial(OpState *s, uint64_t pfn, uint64_t addr) noexcept nogil:
-    cdef uint64_t first = addr - ((pfn & 511) << 12)
-    return first < s.lo or first + PMD_SIZE_ > s.hi
+cdef bint folio_partial(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr) noexcept nogil:
+    """The kernel batches the PTEs mapping one folio: the folio is wholly
+    covered only if all its pages are mapped, in order, by PTEs of this
+    table inside the range [lo, hi)."""
+    cdef uint64_t k = pfn & 511
+    cdef uint64_t first = addr - (k << 12)
+    cdef int64_t idx = <int64_t>((addr >> 12) & 511) - <int64_t>k
+    cdef uint64_t *base
+    cdef uint64_t v
+    cdef int i
+    if first < s.lo or first + PMD_SIZE_ > s.hi or idx != 0:
+        return True
+    base = e - ((addr >> 12) & 511)
+    for i in range(NR):
+        v = base[i]
+        if not pte_present(v) or ((v & PGW_PFN_MASK) >> 12) != (pfn - k) + <uint64_t>i:
+            return True
+    return False
 
 
 cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -822,7 +837,9 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             e[0] = 0
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
-        if folio_partial(s, pfn, addr) or (s.pageout and not (s.ps.pflags[pfn] & PF_LAZYFREE)):
+        if thp_shared(s.ps, pfn & ~(<uint64_t>511)):
+            return 0                 # folio_maybe_mapped_shared: leave the whole folio alone
+        if folio_partial(s, e, pfn, addr) or (s.pageout and not (s.ps.pflags[pfn] & PF_LAZYFREE)):
             split_folio(s, e, addr)
             v = e[0]
             pfn = (v & PGW_PFN_MASK) >> 12

@@ -41,7 +41,7 @@ def collapse(mm, vma, s, e):
 def _collapse_block(mm, vma, h):
     pmdv = mm.entry(h, PMD)
     if pmd_leaf(pmdv):
-        return 0 if pmd_pfn(pmdv) != C.HUGE_ZERO_PFN else _replace(mm, vma, h, [])
+        return 0                   # already PMD-mapped (the huge zero page too)
     if pmdv == 0:
         return EINVAL
     data = []

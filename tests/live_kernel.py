@@ -13,6 +13,8 @@ A scenario is a list of steps over a region of ``npages`` pages starting at a
     ("touch", off, write)                   one access: "ok", "SEGV" or "BUS"
     ("fork",)                               a child that stays alive; observes
                                             its own pagemap right after fork
+    ("child", step)                         one of the steps above, in the child
+                                            (observes its result, pagemap, VMAs)
     ("child_exit",)
 
 Each step yields ``(result, flags, maps)``: the result (0 / an errno / the
@@ -212,75 +214,115 @@ def _probe(addr, write):
     return "ok"
 
 
+def _send(fd, obj):
+    data = pickle.dumps(obj)
+    os.write(fd, struct.pack("<Q", len(data)))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _recv(fd):
+    def read_n(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError("peer closed the pipe")
+            buf += chunk
+        return buf
+    (n,) = struct.unpack("<Q", read_n(8))
+    return pickle.loads(read_n(n))
+
+
+def _do_step(st, base):
+    """One memory step of this process; returns its result."""
+    kind = st[0]
+    a = lambda off: base + off * PAGE_SIZE  # noqa: E731
+    ctypes.set_errno(0)
+    if kind == "mmap":
+        _, off, n, prot, flags = st
+        r = _libc.mmap(a(off), n * PAGE_SIZE, prot, flags, -1, 0)
+        return ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
+    if kind == "munmap":
+        return _rc(_libc.munmap(a(st[1]), st[2] * PAGE_SIZE))
+    if kind == "mprotect":
+        return _rc(_libc.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3]))
+    if kind == "madvise":
+        return _rc(_libc.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3]))
+    if kind == "mlock":
+        return _rc(_libc.mlock(a(st[1]), st[2] * PAGE_SIZE))
+    if kind == "munlock":
+        return _rc(_libc.munlock(a(st[1]), st[2] * PAGE_SIZE))
+    if kind == "mremap":
+        _, off, old_n, new_n, flags, new_off = st
+        r = _libc.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, flags, a(new_off))
+        return ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
+    if kind == "touch":
+        return _touch(a(st[1]), st[2])
+    raise ValueError(kind)
+
+
+def _child_loop(base, npages, up_w, down_r):
+    """The forked child: report its pagemap, then run the steps it is sent
+    (("child", step)) and report each result with its pagemap and VMAs."""
+    cfd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    _send(up_w, _pagemap(cfd, base, npages).tolist())
+    while True:
+        try:
+            st = _recv(down_r)
+        except EOFError:
+            return
+        if st is None:
+            return
+        res = _do_step(st, base)
+        _send(up_w, (res, _pagemap(cfd, base, npages).tolist(), _maps(base, npages)))
+
+
 def _run_steps(base, npages, steps):
     fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     child = None
     obs = []
+
+    def end_child():
+        if child is not None:
+            _send(child[1], None)
+            os.waitpid(child[0], 0)
+            os.close(child[1])
+            os.close(child[2])
+
     for st in steps:
         kind = st[0]
-        a = lambda off: base + off * PAGE_SIZE  # noqa: E731
-        ctypes.set_errno(0)
-        if kind == "mmap":
-            _, off, n, prot, flags = st
-            r = _libc.mmap(a(off), n * PAGE_SIZE, prot, flags, -1, 0)
-            res = ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
-        elif kind == "munmap":
-            res = _rc(_libc.munmap(a(st[1]), st[2] * PAGE_SIZE))
-        elif kind == "mprotect":
-            res = _rc(_libc.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3]))
-        elif kind == "madvise":
-            res = _rc(_libc.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3]))
-        elif kind == "mlock":
-            res = _rc(_libc.mlock(a(st[1]), st[2] * PAGE_SIZE))
-        elif kind == "munlock":
-            res = _rc(_libc.munlock(a(st[1]), st[2] * PAGE_SIZE))
-        elif kind == "mremap":
-            _, off, old_n, new_n, flags, new_off = st
-            r = _libc.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, flags, a(new_off))
-            res = ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
-        elif kind == "touch":
-            res = _touch(a(st[1]), st[2])
-        elif kind == "fork":
-            if child is not None:
-                os.write(child[1], b"x")
-                os.waitpid(child[0], 0)
-                os.close(child[1])
-                child = None
+        if kind == "fork":
+            end_child()
             up_r, up_w = os.pipe()
             down_r, down_w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 try:
-                    cfd = os.open("/proc/self/pagemap", os.O_RDONLY)
-                    os.write(up_w, pickle.dumps(_pagemap(cfd, base, npages).tolist()))
-                    os.close(up_w)
-                    os.read(down_r, 1)
+                    os.close(up_r)
+                    os.close(down_w)
+                    _child_loop(base, npages, up_w, down_r)
                 finally:
                     os._exit(0)
             os.close(up_w)
             os.close(down_r)
-            data = b""
-            while True:
-                chunk = os.read(up_r, 1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-            os.close(up_r)
-            res = pickle.loads(data)
-            child = (pid, down_w)
+            child = (pid, down_w, up_r)
+            res = _recv(up_r)
         elif kind == "child_exit":
-            if child is not None:
-                os.write(child[1], b"x")
-                os.waitpid(child[0], 0)
-                os.close(child[1])
-                child = None
+            end_child()
+            child = None
             res = 0
+        elif kind == "child":
+            if child is None:
+                res = "no child"
+            else:
+                _send(child[1], st[1])
+                res = _recv(child[2])
         else:
-            raise ValueError(kind)
+            res = _do_step(st, base)
         obs.append((res, _pagemap(fd, base, npages).tolist(), _maps(base, npages)))
-    if child is not None:
-        os.write(child[1], b"x")
-        os.waitpid(child[0], 0)
+    end_child()
     os.close(fd)
     return obs
 
@@ -322,74 +364,87 @@ def run_live(steps, npages):
     return out[1], out[2]
 
 
+def _model_maps(mm, base, npages):
+    out = []
+    end = base + npages * PAGE_SIZE
+    for v in mm.vmas:
+        if v.vm_end <= base or v.vm_start >= end:
+            continue
+        out.append(((max(v.vm_start, base) - base) // PAGE_SIZE,
+                    (min(v.vm_end, end) - base) // PAGE_SIZE, v.vm_flags & 7,
+                    "s" if v.vm_flags & pgwalk.VM_SHARED else "p"))
+    return out
+
+
+def _model_flags(mm, base, npages):
+    return (mm.pagemap(base, base + npages * PAGE_SIZE) & np.uint64(FLAG_MASK)).tolist()
+
+
+def _model_step(mm, st, base):
+    kind = st[0]
+    a = lambda off: base + off * PAGE_SIZE  # noqa: E731
+    try:
+        if kind == "mmap":
+            _, off, n, prot, fl = st
+            return ("at", (mm.mmap(a(off), n * PAGE_SIZE, prot, fl) - base) // PAGE_SIZE)
+        if kind == "munmap":
+            return mm.munmap(a(st[1]), st[2] * PAGE_SIZE)
+        if kind == "mprotect":
+            return mm.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3])
+        if kind == "madvise":
+            return mm.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3])
+        if kind == "mlock":
+            return mm.mlock(a(st[1]), st[2] * PAGE_SIZE)
+        if kind == "munlock":
+            return mm.munlock(a(st[1]), st[2] * PAGE_SIZE)
+        if kind == "mremap":
+            _, off, old_n, new_n, fl, new_off = st
+            r = mm.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, fl, a(new_off))
+            return ("at", (r - base) // PAGE_SIZE)
+        if kind == "touch":
+            try:
+                mm.touch(a(st[1]), write=bool(st[2]))
+                return "ok"
+            except pgwalk.SegmentationFault:
+                return "SEGV"
+            except pgwalk.BusError:
+                return "BUS"
+        raise ValueError(kind)
+    except OSError as e:
+        return ("err", e.errno) if kind in ("mmap", "mremap") else e.errno
+
+
 def run_model(steps, npages, base=0x7F0000000000, levels=4):
     """The same steps on ``pgwalk.MM``; returns (mm, observations)."""
     mm = pgwalk.MM(levels)
     child = None
     obs = []
-
-    def flags():
-        return (mm.pagemap(base, base + npages * PAGE_SIZE) & np.uint64(FLAG_MASK)).tolist()
-
-    def maps():
-        out = []
-        end = base + npages * PAGE_SIZE
-        for v in mm.vmas:
-            if v.vm_end <= base or v.vm_start >= end:
-                continue
-            prot = v.vm_flags & 7
-            out.append(((max(v.vm_start, base) - base) // PAGE_SIZE,
-                        (min(v.vm_end, end) - base) // PAGE_SIZE, prot,
-                        "s" if v.vm_flags & pgwalk.VM_SHARED else "p"))
-        return out
-
     for st in steps:
         kind = st[0]
-        a = lambda off: base + off * PAGE_SIZE  # noqa: E731
-        try:
-            if kind == "mmap":
-                _, off, n, prot, fl = st
-                res = ("at", (mm.mmap(a(off), n * PAGE_SIZE, prot, fl) - base) // PAGE_SIZE)
-            elif kind == "munmap":
-                res = mm.munmap(a(st[1]), st[2] * PAGE_SIZE)
-            elif kind == "mprotect":
-                res = mm.mprotect(a(st[1]), st[2] * PAGE_SIZE, st[3])
-            elif kind == "madvise":
-                res = mm.madvise(a(st[1]), st[2] * PAGE_SIZE, st[3])
-            elif kind == "mlock":
-                res = mm.mlock(a(st[1]), st[2] * PAGE_SIZE)
-            elif kind == "munlock":
-                res = mm.munlock(a(st[1]), st[2] * PAGE_SIZE)
-            elif kind == "mremap":
-                _, off, old_n, new_n, fl, new_off = st
-                r = mm.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, fl, a(new_off))
-                res = ("at", (r - base) // PAGE_SIZE)
-            elif kind == "touch":
-                try:
-                    mm.touch(a(st[1]), write=bool(st[2]))
-                    res = "ok"
-                except pgwalk.SegmentationFault:
-                    res = "SEGV"
-                except pgwalk.BusError:
-                    res = "BUS"
-            elif kind == "fork":
-                if child is not None:
-                    child.exit()
-                child = mm.fork()
-                res = (child.pagemap(base, base + npages * PAGE_SIZE) & np.uint64(FLAG_MASK)).tolist()
-            elif kind == "child_exit":
-                if child is not None:
-                    child.exit()
-                    child = None
-                res = 0
+        if kind == "fork":
+            if child is not None:
+                child.exit()
+            child = mm.fork()
+            res = _model_flags(child, base, npages)
+        elif kind == "child_exit":
+            if child is not None:
+                child.exit()
+                child = None
+            res = 0
+        elif kind == "child":
+            if child is None:
+                res = "no child"
             else:
-                raise ValueError(kind)
+                r = _model_step(child, st[1], base)
+                child.validate()
+                res = (0 if r is None else r, _model_flags(child, base, npages),
+                       _model_maps(child, base, npages))
+        else:
+            res = _model_step(mm, st, base)
             if res is None:
                 res = 0
-        except OSError as e:
-            res = ("err", e.errno) if kind in ("mmap", "mremap") else e.errno
         mm.validate()
-        obs.append((res, flags(), maps()))
+        obs.append((res, _model_flags(mm, base, npages), _model_maps(mm, base, npages)))
     if child is not None:
         child.exit()
     return mm, obs

@@ -101,6 +101,13 @@ def scenario(seed, npages=None, nsteps=None, thp=None):
             else:
                 steps.append(("fork",))
                 forked = True
+        if forked and r.random() < 0.15:
+            off, n = rng()
+            steps.append(("child", r.choice([
+                ("touch", off, r.random() < 0.7), ("touch", off, True),
+                ("madvise", off, n, r.choice([P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE,
+                                              P.MADV_DONTNEED, P.MADV_FREE, P.MADV_PAGEOUT])),
+                ("munmap", off, n), ("mprotect", off, n, r.choice([P.PROT_READ, RW]))])))
     return steps, npages
 
 
