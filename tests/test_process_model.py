@@ -1,0 +1,196 @@
+"""The process model on its own (no live kernel needed): syscall argument
+errnos, address choice, faults, THP faults, fork, exit, introspection
+formats, table bookkeeping, and 4- vs 5-level paging giving the same
+observations."""
+
+import errno
+
+import numpy as np
+import pytest
+
+import pgwalk as P
+from pgwalk import PAGE_SIZE as PS
+
+import live_kernel as L
+import scenarios as S
+
+RW = P.PROT_READ | P.PROT_WRITE
+PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
+SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
+PRESENT, SWAP, FILE, GUARD, EXCL = 1 << 63, 1 << 62, 1 << 61, 1 << 58, 1 << 56
+
+
+def err(fn, *a):
+    with pytest.raises(OSError) as e:
+        fn(*a)
+    return e.value.errno
+
+
+def test_mmap_argument_errnos():
+    """mmap: length 0 -> EINVAL; no MAP_PRIVATE/MAP_SHARED -> EINVAL; a file
+    mapping without a file -> EBADF; MAP_FIXED at an unaligned address ->
+    EINVAL; MAP_FIXED_NOREPLACE over a mapping -> EEXIST; MAP_SHARED_VALIDATE
+    with an unknown flag -> EOPNOTSUPP."""
+    mm = P.MM()
+    assert err(mm.mmap, None, 0, RW, PRIV) == errno.EINVAL
+    assert err(mm.mmap, None, PS, RW, P.MAP_ANONYMOUS) == errno.EINVAL
+    assert err(mm.mmap, None, PS, RW, P.MAP_PRIVATE) == errno.EBADF
+    assert err(mm.mmap, 0x10001000 + 1, PS, RW, PRIV | P.MAP_FIXED) == errno.EINVAL
+    a = mm.mmap(None, 4 * PS, RW, PRIV)
+    assert err(mm.mmap, a + PS, PS, RW, PRIV | P.MAP_FIXED_NOREPLACE) == errno.EEXIST
+    assert err(mm.mmap, None, PS, RW, P.MAP_SHARED_VALIDATE | P.MAP_ANONYMOUS | (1 << 22)) \
+        == errno.EOPNOTSUPP
+
+
+def test_mmap_addresses_top_down_hint_and_thp_alignment():
+    """Without MAP_FIXED the address is chosen top-down below the mmap base;
+    a free hint is honoured; a private mapping whose length is a multiple
+    of 2 MiB is 2 MiB-aligned (thp_get_unmapped_area); adjacent compatible
+    anonymous mappings merge into one VMA."""
+    mm = P.MM()
+    a = mm.mmap(None, 4 * PS, RW, PRIV)
+    b = mm.mmap(None, 4 * PS, RW, PRIV)
+    assert b + 4 * PS == a and len(mm.vmas) == 1
+    h = mm.mmap(0x200000000, PS, RW, PRIV)
+    assert h == 0x200000000
+    t = mm.mmap(None, 4 << 20, RW, PRIV)
+    assert t % (2 << 20) == 0
+    s = mm.mmap(None, 4 * PS, RW, SHARED)
+    assert len([v for v in mm.vmas if v.vm_start in (s,)]) == 1
+
+
+def test_touch_faults_and_errors():
+    """Read fault on private anonymous memory maps the zero page (present,
+    not exclusive); a write allocates an exclusive page; a write to a
+    read-only VMA, any access to PROT_NONE or an unmapped address is
+    SIGSEGV; on shared anonymous memory a read allocates a shmem page
+    (present, file, exclusive) and an access past the object's end after
+    mremap growth is SIGBUS."""
+    mm = P.MM()
+    a = mm.mmap(None, 4 * PS, P.PROT_READ, PRIV)
+    mm.touch(a)
+    assert mm.pagemap(a, a + PS)[0] == PRESENT | P.ZERO_PFN
+    with pytest.raises(P.SegmentationFault) as e:
+        mm.touch(a + PS, write=True)
+    assert e.value.addr == a + PS
+    mm.mprotect(a, 4 * PS, P.PROT_NONE)
+    with pytest.raises(P.SegmentationFault):
+        mm.touch(a)
+    with pytest.raises(P.SegmentationFault):
+        mm.touch(a + 64 * PS)
+    s = mm.mmap(None, 2 * PS, RW, SHARED)
+    mm.touch(s)
+    w = int(mm.pagemap(s, s + PS)[0])
+    assert w & (PRESENT | FILE | EXCL) == PRESENT | FILE | EXCL
+    s2 = mm.mremap(s, 2 * PS, 4 * PS, P.MREMAP_MAYMOVE)
+    with pytest.raises(P.BusError):
+        mm.touch(s2 + 3 * PS)
+    mm.validate()
+
+
+def test_thp_fault_huge_zero_page_and_cow_after_fork():
+    """A MADV_HUGEPAGE range faults in a PMD leaf: the huge zero page on a
+    read (present + file in pagemap), a THP on a write; after fork the THP
+    is shared (not exclusive on either side); a write in the child splits
+    its PMD and copies one 4K page."""
+    mm = P.MM()
+    a = mm.mmap(None, 4 << 20, RW, PRIV)
+    mm.madvise(a, 4 << 20, P.MADV_HUGEPAGE)
+    mm.touch(a)
+    assert P.pmd_pfn(mm.entry(a, P.PMD)) == P.HUGE_ZERO_PFN
+    assert int(mm.pagemap(a, a + PS)[0]) & (PRESENT | FILE) == PRESENT | FILE
+    mm.touch(a + (2 << 20), write=True)
+    assert P.pmd_trans_huge(mm.entry(a + (2 << 20), P.PMD))
+    child = mm.fork()
+    assert not int(mm.pagemap(a + (2 << 20), a + (2 << 20) + PS)[0]) & EXCL
+    child.touch(a + (2 << 20) + 5 * PS, write=True)
+    assert not P.pmd_leaf(child.entry(a + (2 << 20), P.PMD))
+    pm = child.pagemap(a + (2 << 20), a + (4 << 20))
+    assert int(pm[5]) & EXCL and not int(pm[4]) & EXCL
+    assert P.pmd_trans_huge(mm.entry(a + (2 << 20), P.PMD))
+    child.exit()
+    mm.validate()
+
+
+def test_exit_and_munmap_free_every_table():
+    """exit() unmaps everything and frees every table but the top level;
+    munmap frees the tables that no longer cover any VMA (free_pgtables)."""
+    mm = P.MM()
+    a = mm.mmap(None, 8 << 20, RW, PRIV)
+    mm.madvise(a, 8 << 20, P.MADV_POPULATE_WRITE)
+    mm.madvise(a, PS, P.MADV_GUARD_INSTALL)
+    before = mm.nr_tables
+    mm.munmap(a, 4 << 20)
+    assert mm.nr_tables < before
+    mm.exit()
+    assert mm.nr_tables == 1 and mm.vmas == []
+    mm.validate()
+
+
+def test_dontneed_reclaims_empty_pte_tables_but_not_guarded_ones():
+    """MADV_DONTNEED over a whole 2 MiB range frees its PTE table when it
+    is left empty (6.14+ PT reclaim), but not one that holds a guard marker."""
+    mm = P.MM()
+    a = mm.mmap(None, 4 << 20, RW, PRIV)
+    mm.madvise(a, 4 << 20, P.MADV_NOHUGEPAGE)
+    mm.madvise(a, 4 << 20, P.MADV_POPULATE_WRITE)
+    mm.madvise(a + (2 << 20), PS, P.MADV_GUARD_INSTALL)
+    mm.madvise(a, 4 << 20, P.MADV_DONTNEED)
+    assert mm.entry(a, P.PMD) == 0
+    assert mm.entry(a + (2 << 20), P.PMD) != 0
+
+
+def test_mincore_smaps_ptdump_formats():
+    """mincore: 1 per resident page, 0 for guard pages of anonymous memory,
+    ENOMEM across a hole, EINVAL for an unaligned start; smaps: Rss and
+    Anonymous in kB, the zero page not counted, Locked for mlocked VMAs (mlock
+    over a guard: ENOMEM, the VMA locked and populated up to the guard);
+    ptdump: one line per run of like entries."""
+    mm = P.MM()
+    a = mm.mmap(None, 8 * PS, RW, PRIV)
+    mm.touch(a, write=True)
+    mm.touch(a + PS)
+    mm.madvise(a + 2 * PS, PS, P.MADV_GUARD_INSTALL)
+    assert mm.mincore(a, 8 * PS).tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert err(mm.mincore, a + 1, PS) == errno.EINVAL
+    assert err(mm.mincore, a, 64 * PS) == errno.ENOMEM
+    sm = mm.smaps()[0]
+    assert sm["Rss"] == 4 and sm["Anonymous"] == 4 and sm["Size"] == 32
+    assert err(mm.mlock, a, 8 * PS) == errno.ENOMEM      # populate stops at the guard
+    sm = mm.smaps()[0]
+    assert sm["Locked"] == sm["Rss"] == 8 and "lo" in sm["VmFlags"] and "gu" in sm["VmFlags"]
+    text = mm.ptdump()
+    assert "guard" in text and "pte" in text
+    s = mm.mmap(None, 4 * PS, RW, SHARED)
+    mm.touch(s, write=True)
+    mm.madvise(s, 4 * PS, P.MADV_DONTNEED)
+    assert mm.mincore(s, 4 * PS).tolist() == [1, 0, 0, 0]      # still in the shmem object
+
+
+def test_guard_install_table_allocation_failure_is_enomem_and_keeps_progress():
+    """A page-table allocation that fails during installation makes madvise
+    fail with ENOMEM; markers already written stay (the kernel leaves a
+    partially guarded range)."""
+    mm = P.MM()
+    a = mm.mmap(None, 8 << 20, RW, PRIV)
+    mm.madvise(a, 8 << 20, P.MADV_NOHUGEPAGE)
+    mm.fail_table_alloc(at=[4])
+    assert err(mm.madvise, a, 8 << 20, P.MADV_GUARD_INSTALL) == errno.ENOMEM
+    flags = mm.pagemap(a, a + (8 << 20))
+    assert (flags[:512] & np.uint64(GUARD)).all()
+    mm.validate()
+
+
+@pytest.mark.parametrize("gen", [S.scenario, S.thp_scenario], ids=["random", "thp"])
+def test_four_and_five_level_paging_observe_the_same(gen):
+    """The same scenarios on MM(levels=4) and MM(levels=5) give identical
+    observations (results, pagemap flags, VMAs); exit frees every table."""
+    for seed in range(0, 120):
+        steps, n = gen(seed)
+        mm4, a = L.run_model(steps, n, levels=4)
+        mm5, b = L.run_model(steps, n, levels=5)
+        assert a == b, f"seed {seed}"
+        for mm in (mm4, mm5):
+            mm.exit()
+            assert mm.nr_tables == 1
+            mm.validate()
