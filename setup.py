@@ -13,7 +13,7 @@ extensions = [
         [str(pyx)],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-        extra_compile_args=["-O2"],
+        extra_compile_args=["-O3"],
     )
     for pyx in sorted(Path("pgwalk").glob("*.pyx"))
 ]

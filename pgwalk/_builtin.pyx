@@ -99,10 +99,9 @@ cdef int _count_present(uint64_t *entry, uint64_t addr, uint64_t next,
 
 
 cdef class CountPresentOp:
-    """The smallest useful PTE op: count present PTEs.  The benchmark runs it
-    through the pte_entry slot and, as the baseline, inlined in the walker's
-    PTE loop (``pgwalk._core._walk_inline_count``), so the difference is the
-    cost of the indirect call."""
+    """The smallest useful PTE op: count present PTEs through the pte_entry
+    slot.  (Its counter, updated through memory on every call, is a chain of
+    dependent stores: the benchmark uses MincoreOp, which has none.)"""
     cdef int64_t count
     cdef readonly CFunc pte_entry
 
@@ -116,3 +115,154 @@ cdef class CountPresentOp:
 
     def reset(self):
         self.count = 0
+
+
+# --- mincore(2) as a walk op -----------------------------------------------------
+
+from libc.stdint cimport uint8_t
+from pgwalk._entries cimport pte_none
+
+cdef struct MincoreState:
+    uint8_t *vec
+    uint64_t start          # page-aligned address of vec[0]
+    uint64_t n              # pages in vec
+
+
+cdef inline void _mincore_fill(MincoreState *s, uint64_t addr, uint64_t next, uint8_t v) noexcept nogil:
+    cdef uint64_t lo, hi
+    if next <= s.start:
+        return
+    lo = (addr - s.start) >> 12 if addr > s.start else 0
+    hi = (next - s.start + 4095) >> 12
+    if hi > s.n:
+        hi = s.n
+    if lo < hi:
+        memset(s.vec + lo, v, hi - lo)
+
+
+cdef int _mincore_pte(uint64_t *entry, uint64_t addr, uint64_t next,
+                      pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    cdef MincoreState *s = <MincoreState *>ctx
+    cdef uint64_t i = (addr - s.start) >> 12
+    if i < s.n:
+        s.vec[i] = pte_present(entry[0])
+    return 0
+
+
+cdef int _mincore_pmd(uint64_t *entry, uint64_t addr, uint64_t next,
+                      pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    if pmd_trans_huge(entry[0]):
+        _mincore_fill(<MincoreState *>ctx, addr, next, 1)
+        walk.action = 1                     # ACTION_CONTINUE: the kernel's mincore does not split
+    return 0
+
+
+cdef int _mincore_hole(uint64_t addr, uint64_t next, int depth,
+                       pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    _mincore_fill(<MincoreState *>ctx, addr, next, 0)
+    return 0
+
+
+cdef class MincoreOp:
+    """mincore(2)'s walk as C slots (pmd_entry, pte_entry, pte_hole): one
+    byte per page of ``[start, start + 4096 * npages)`` into ``.vec``, 1 for
+    a present page (a THP counts as 512 present pages; none, swap and
+    markers are 0).  Like the kernel's mincore it never splits a THP."""
+    cdef MincoreState state
+    cdef readonly object vec
+    cdef readonly CFunc pte_entry
+    cdef readonly CFunc pmd_entry
+    cdef readonly CFunc pte_hole
+
+    def __cinit__(self, uint64_t start, uint64_t npages):
+        self.vec = np.zeros(npages, dtype=np.uint8)
+        self.state.vec = <uint8_t *><size_t>self.vec.ctypes.data
+        self.state.start = start & ~<uint64_t>4095
+        self.state.n = npages
+        self.pte_entry = make_cfunc(<void *>_mincore_pte, &self.state, "entry", self)
+        self.pmd_entry = make_cfunc(<void *>_mincore_pmd, &self.state, "entry", self)
+        self.pte_hole = make_cfunc(<void *>_mincore_hole, &self.state, "hole", self)
+
+
+# --- bulk builders for large models (benchmarks, demos) ---------------------
+#
+# Dense and sparse 4K layouts are built the kernel's way: an install_pte op
+# handed to walk_page_range_mm, so the walker allocates every table.  THP
+# layouts set PMD leaves through the pool directly (no walker installs them).
+
+from pgwalk._core cimport PageTables
+from pgwalk._entries cimport PGW_PSE, PGW_PFN_MASK
+
+cdef struct FillState:
+    uint64_t pfn_base
+    uint64_t prot
+    uint64_t stride_mask           # install where (addr & stride_mask) == 0
+
+
+cdef int _fill_install(uint64_t addr, uint64_t next, uint64_t *ptep,
+                       pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    cdef FillState *s = <FillState *>ctx
+    if (addr & s.stride_mask) == 0:
+        ptep[0] = (((s.pfn_base + (addr >> 12)) << 12) & PGW_PFN_MASK) | s.prot
+    return 0
+
+
+cdef class FillOp:
+    """install_pte op that maps one page every ``stride`` bytes (4096:
+    dense), PFN = base + page number; use with walk_page_range_mm."""
+    cdef FillState state
+    cdef readonly CFunc install_pte
+
+    def __cinit__(self, uint64_t stride=4096, uint64_t pfn_base=1 << 24, uint64_t prot=0x67):
+        if stride < 4096 or stride & (stride - 1):
+            raise ValueError("stride must be a power of two >= 4096")
+        self.state.pfn_base = pfn_base
+        self.state.prot = prot
+        self.state.stride_mask = stride - 1
+        self.install_pte = make_cfunc(<void *>_fill_install, &self.state, "install", self)
+
+
+def map_thp_range(PageTables mm not None, uint64_t start, uint64_t end, uint64_t pfn_base=1 << 24,
+                  uint64_t prot=0x67):
+    """Map [start, end) (2 MiB aligned) with PMD leaves, allocating the
+    tables above them; returns how many were mapped."""
+    cdef uint64_t addr
+    cdef uint64_t *slot
+    cdef int err = 0
+    cdef int64_t n = 0
+    if start % (2 << 20) or end % (2 << 20) or start >= end:
+        raise ValueError("start and end must be 2 MiB aligned, start < end")
+    with nogil:
+        addr = start
+        while addr < end:
+            slot = mm._slot(addr, 3, True, &err)
+            if slot == NULL:
+                break
+            slot[0] = ((((pfn_base + (addr >> 12)) & ~<uint64_t>511) << 12) & PGW_PFN_MASK) | prot | PGW_PSE
+            n += 1
+            addr += 2 << 20
+    if err:
+        raise OSError(-err, "could not map a THP (allocation failed or a table is in the way)")
+    return n
+
+
+# --- the floor of a Python callback: calling it from C, nothing else --------
+
+from cpython.object cimport PyObject
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject **args, size_t nargsf, object kwnames)
+
+
+def call_python_4(fn, Py_ssize_t n):
+    """Call ``fn(a, b, c, d)`` ``n`` times from C with the same four ints;
+    the bare cost of a Python callback with the walker's arity."""
+    cdef object a = 1, b = 2, c = 3, d = 4
+    cdef PyObject *args[4]
+    cdef Py_ssize_t i
+    args[0] = <PyObject *>a
+    args[1] = <PyObject *>b
+    args[2] = <PyObject *>c
+    args[3] = <PyObject *>d
+    for i in range(n):
+        PyObject_Vectorcall(fn, args, 4, None)
+    return n

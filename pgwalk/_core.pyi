@@ -199,8 +199,10 @@ def _walk_novma(
     mm: PageTables, start: int, end: int, ops: MMWalkOps, pgd: PageTable | None, private: Any,
     stats: WalkStats | None = None,
 ) -> int: ...
-def _walk_inline_count(mm: PageTables, start: int, end: int, ops: MMWalkOps) -> int:
-    """Benchmark baseline: the present-PTE count inlined in the PTE loop."""
+def _walk_inline_mincore(
+    mm: PageTables, start: int, end: int, ops: MMWalkOps, out: NDArray[np.uint8]
+) -> int:
+    """Benchmark baseline: MincoreOp's pte_entry inlined in the PTE loop."""
 
 def _c_predicates(v: int) -> dict[str, int | bool]:
     """The walker's inline C predicates on one raw value (for tests)."""

@@ -14,10 +14,12 @@ slot), pgwalk does not follow the link; see docs/decisions.md for each place.
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_REFCNT
-from libc.stdint cimport uint64_t, int64_t, int8_t
+from libc.stdint cimport uint64_t, int64_t, int8_t, uint8_t
 from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
+
+import threading
 
 import numpy as np
 cimport numpy as cnp
@@ -593,7 +595,10 @@ cdef struct WalkCtx:
     int64_t calls[12]             # slot calls (SLOT_NAMES order; 11 = batches)
     int64_t tables[5]             # tables visited, by level
     int64_t entries               # slots visited
-    int64_t *inline_count         # benchmark baseline: count present PTEs inline
+    uint8_t *inline_vec           # benchmark baseline: mincore inlined in the PTE loop
+    uint64_t inline_start         # ...its first page's address
+    uint64_t inline_n             # ...and its length in pages
+    int main_thread               # the walk runs on Python's main thread
 
 
 cdef class EntryRef:
@@ -691,6 +696,8 @@ cdef class MMWalk:
     cdef Scratch _scratch
     cdef tuple _keep
     cdef bint _py_slots             # some slot calls Python: walk holding the GIL
+    cdef object _next_obj           # the last ``next`` handed to Python, boxed...
+    cdef uint64_t _next_val         # ...and its value: the next call's ``addr``
 
     @property
     def action(self):
@@ -725,44 +732,60 @@ cdef class MMWalk:
 
 
 cdef inline int _ret(object r, int slot) except? -1:
-    """A callback's return value as a C int."""
-    if type(r) is int or isinstance(r, int):
-        if r > INT_MAX or r < INT_MIN:
-            raise OverflowError(f"{SLOT_NAMES[slot]} returned {r}, which does not fit in a C int")
-        return <int>r
-    raise TypeError(f"{SLOT_NAMES[slot]} must return an int, not {type(r).__name__}")
+    """A callback's return value as a C int (an int, or an integer such as a
+    numpy integer: anything with ``__index__``)."""
+    if type(r) is not int:
+        if r is None or not hasattr(type(r), "__index__"):
+            raise TypeError(f"{SLOT_NAMES[slot]} must return an int, not {type(r).__name__}")
+        r = r.__index__()
+    if r > INT_MAX or r < INT_MIN:
+        raise OverflowError(f"{SLOT_NAMES[slot]} returned {r}, which does not fit in a C int")
+    return <int>r
 
 
 # --- Python trampolines (tier: plain Python callables) ---------------------
+#
+# A walk with any Python slot runs holding the GIL (see _run_tables), so the
+# trampolines call Python directly instead of re-acquiring the GIL on every
+# callback; their addresses go into the nogil-typed slots through a cast.
 
 cdef int _py_entry(uint64_t *entry, uint64_t addr, uint64_t next,
-                   pgwalk_walk_t *w, void *ctx, int level) noexcept with gil:
+                   pgwalk_walk_t *w, void *ctx, int level) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef EntryRef ref = walk._ref(level)
+    cdef object a, nx
     ref.ptr = entry
+    # one slot's ``next`` is the following slot's ``addr``: box it once
+    if walk._next_obj is not None and walk._next_val == addr:
+        a = walk._next_obj
+    else:
+        a = addr
+    nx = next
+    walk._next_obj = nx
+    walk._next_val = next
     try:
-        return _ret((<object>ctx)(ref, addr, next, walk), level)
+        return _ret((<object>ctx)(ref, a, nx, walk), level)
     except BaseException as e:
         return walk._park(e)
     finally:
         ref.ptr = NULL
 
-cdef int _py_pgd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_pgd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_PGD)
 
-cdef int _py_p4d(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_p4d(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_P4D)
 
-cdef int _py_pud(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_pud(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_PUD)
 
-cdef int _py_pmd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_pmd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_PMD)
 
-cdef int _py_pte(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_pte(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_PTE)
 
-cdef int _py_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept with gil:
+cdef int _py_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     try:
         return _ret((<object>ctx)(addr, next, depth, walk), 5)
@@ -770,7 +793,7 @@ cdef int _py_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, voi
         return walk._park(e)
 
 cdef int _py_hugetlb(uint64_t *entry, uint64_t hmask, uint64_t addr, uint64_t next,
-                     pgwalk_walk_t *w, void *ctx) noexcept with gil:
+                     pgwalk_walk_t *w, void *ctx) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef EntryRef ref = walk._ref(5)
     ref.level = L_PUD if hmask == ~(PUD_SIZE_ - 1) else L_PMD
@@ -782,20 +805,20 @@ cdef int _py_hugetlb(uint64_t *entry, uint64_t hmask, uint64_t addr, uint64_t ne
     finally:
         ref.ptr = NULL
 
-cdef int _py_range(uint64_t start, uint64_t end, pgwalk_walk_t *w, void *ctx, int slot) noexcept with gil:
+cdef int _py_range(uint64_t start, uint64_t end, pgwalk_walk_t *w, void *ctx, int slot) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     try:
         return _ret((<object>ctx)(start, end, walk), slot)
     except BaseException as e:
         return walk._park(e)
 
-cdef int _py_test_walk(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_test_walk(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_range(s, e, w, ctx, 7)
 
-cdef int _py_pre_vma(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+cdef int _py_pre_vma(uint64_t s, uint64_t e, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_range(s, e, w, ctx, 8)
 
-cdef void _py_post_vma(pgwalk_walk_t *w, void *ctx) noexcept with gil:
+cdef void _py_post_vma(pgwalk_walk_t *w, void *ctx) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     try:
         (<object>ctx)(walk)
@@ -803,7 +826,7 @@ cdef void _py_post_vma(pgwalk_walk_t *w, void *ctx) noexcept with gil:
         walk._park(e)
 
 cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
-                     pgwalk_walk_t *w, void *ctx) noexcept with gil:
+                     pgwalk_walk_t *w, void *ctx) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef Scratch s = walk._scratch
     s.ptr = ptep
@@ -816,7 +839,7 @@ cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
 
 
 cdef int _py_pte_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
-                       pgwalk_walk_t *w, void *ctx) noexcept with gil:
+                       pgwalk_walk_t *w, void *ctx) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef cnp.npy_intp dims[1]
     dims[0] = n
@@ -841,6 +864,8 @@ cdef inline int tick(WalkCtx *c, int64_t n) noexcept nogil:
     if c.budget > 0:
         return 0
     c.budget = CHECK_EVERY
+    if not c.main_thread:
+        return 0        # Python runs signal handlers on the main thread only
     return _check_signals(c)
 
 
@@ -944,18 +969,34 @@ cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t
     cdef pgwalk_ops_t *ops = &c.ops
     cdef int err = 0
     cdef int i, n = pte_count(addr, end)
-    cdef int64_t present = 0
+    cdef uint64_t first
+    cdef pgwalk_entry_fn fn
+    cdef void *ctx
     c.entries += n
     if ops.pte_batch != NULL:
         err = walk_pte_batches(c, pte, addr, n)
-    elif c.inline_count != NULL and ops.install_pte == NULL:
-        # The benchmark baseline: the same op as CountPresentOp, inlined.
+    elif c.inline_vec != NULL and ops.install_pte == NULL:
+        # The benchmark baseline: MincoreOp's pte_entry, inlined.
+        first = (addr - c.inline_start) >> 12
         for i in range(n):
-            present += pte_present(pte[i])
-        c.inline_count[0] += present
+            if first + i < c.inline_n:
+                c.inline_vec[first + i] = pte_present(pte[i])
+    elif ops.install_pte == NULL:
+        # the common case, kept tight: slot and context in registers, the
+        # call count added once
+        fn = ops.pte_entry
+        ctx = ops.pte_entry_ctx
+        i = 0
+        while i < n:
+            err = fn(&pte[i], addr, addr + 4096, &c.w, ctx)
+            i += 1
+            if err:
+                break
+            addr += 4096
+        c.calls[4] += i
     else:
         for i in range(n):
-            if ops.install_pte != NULL and pte_none(pte[i]):
+            if pte_none(pte[i]):
                 err = _install_one(c, &pte[i], addr)
             elif ops.pte_entry == NULL:
                 err = _null_pte_entry(c, addr)
@@ -1366,7 +1407,7 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     if isinstance(f, Batch):
         keep.append(f)
         pykeep.append(f)
-        o.pte_batch = _py_pte_batch
+        o.pte_batch = <pgwalk_batch_fn><void *>_py_pte_batch
         o.pte_batch_ctx = <void *>f.fn
     elif isinstance(f, CFunc) and (<CFunc>f).kind == "batch":
         keep.append(f)
@@ -1427,6 +1468,7 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk.c.task_size = ((<uint64_t>1) << (47 if pt.levels == 4 else 56)) - 4096
     walk.c.is_init_mm = pt.is_init_mm
     walk.c.budget = CHECK_EVERY
+    walk.c.main_thread = threading.current_thread() is threading.main_thread()
     walk._refs = []
     for i in range(6):
         ref = EntryRef.__new__(EntryRef)
@@ -1594,24 +1636,25 @@ def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageT
     return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
 
 
-def _walk_inline_count(PageTables mm not None, uint64_t start, uint64_t end, ops):
-    """Benchmark baseline: walk_page_range over [start, end) with ``ops``,
-    but with the PTE op (count present PTEs) inlined in the PTE loop instead
-    of called through the pte_entry slot.  Returns the count.  The caller
-    holds the mmap lock and passes ops whose pte_entry is C."""
-    cdef int64_t count = 0
+def _walk_inline_mincore(PageTables mm not None, uint64_t start, uint64_t end, ops,
+                         cnp.ndarray[cnp.uint8_t, ndim=1] out not None):
+    """Benchmark baseline: walk_page_range over [start, end) with ``ops``
+    (a MincoreOp's), but with its pte_entry inlined in the PTE loop instead
+    of called through the slot; fills ``out`` (one byte per page from
+    ``start``) the same way.  The caller holds the mmap lock."""
     cdef MMWalk walk = _new_walk(mm, ops, None, False, None)
-    walk.c.inline_count = &count
+    cdef int err
+    walk.c.inline_vec = <uint8_t *>cnp.PyArray_DATA(out)
+    walk.c.inline_start = start & ~<uint64_t>4095
+    walk.c.inline_n = out.shape[0]
     vma = mm.find_vma(start)
     while vma is not None and vma.vm_start < end:
         _enter_vma(walk, vma)
         err = _run_tables(walk, max(start, vma.vm_start), min(end, vma.vm_end), False, 0)
         if err:
-            _finish(walk, err)
-            return err
+            return _finish(walk, err)
         vma = mm.find_vma(vma.vm_end)
-    _finish(walk, 0)
-    return count
+    return _finish(walk, 0)
 
 
 def _c_predicates(uint64_t v):

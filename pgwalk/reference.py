@@ -126,8 +126,10 @@ class Walk:
 
     # --- calling the callbacks (return values as the C int of the kernel) --
     def _ret(self, name, r):
-        if not isinstance(r, int):
-            raise TypeError(f"{name} must return an int, not {type(r).__name__}")
+        if type(r) is not int:
+            if r is None or not hasattr(type(r), "__index__"):
+                raise TypeError(f"{name} must return an int, not {type(r).__name__}")
+            r = r.__index__()
         if r > INT_MAX or r < INT_MIN:
             raise OverflowError(f"{name} returned {r}, which does not fit in a C int")
         return int(r)

@@ -8,7 +8,7 @@ import pytest
 import pgwalk
 from pgwalk import PMD, PTE
 from pgwalk import reference  # noqa: F401  (pgwalk.reference used below)
-from pgwalk._builtin import CountPresentOp
+from pgwalk._builtin import MincoreOp
 from pgwalk.internal import walk_page_range_mm
 
 B = 0x7F0000000000
@@ -144,14 +144,28 @@ def test_walk_stats_count_indirect_calls():
 
 
 @pytest.mark.parametrize("levels", [4, 5])
-def test_inlined_op_counts_what_the_slot_op_counts(levels):
+def test_inlined_op_gives_what_the_slot_op_gives(levels):
+    """The benchmark's inlined baseline computes exactly what the same op
+    computes through the pte_entry slot (so their difference is the call)."""
     mm = populated(levels)
-    op = CountPresentOp()
-    ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry)
+    mm.map(B + (5 << 21), PMD)                      # a THP: counted whole, not split
+    n = 8 * 512 + 3
+    op, op2 = MincoreOp(B, n), MincoreOp(B, n)
+    ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry, pmd_entry=op.pmd_entry, pte_hole=op.pte_hole)
+    ops2 = pgwalk.MMWalkOps(pte_entry=op2.pte_entry, pmd_entry=op2.pmd_entry, pte_hole=op2.pte_hole)
+    inline = op2.vec                                # written by op2's pmd_entry and by the inlined PTE op
+    inline[:] = 7
     with mm.mmap_read_lock():
         assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 0
-        inline = pgwalk._core._walk_inline_count(mm, B, B + (8 << 21), ops)
-    assert op.value == inline == 7
+        assert pgwalk._core._walk_inline_mincore(mm, B, B + (8 << 21), ops2, inline) == 0
+    want = np.zeros(n, dtype=np.uint8)
+    for k in (0, 1, 5, 511, 600, 1100, 1536):
+        want[k] = 1
+    want[5 * 512:6 * 512] = 1
+    assert (op.vec == want).all()
+    inline[n - 3:] = 0                              # past the walked range: left as it was
+    assert (inline == want).all()
+    assert pgwalk.pmd_trans_huge(mm.entry(B + (5 << 21), PMD))
 
 
 @pytest.mark.parametrize("levels", [4, 5])
