@@ -51,6 +51,7 @@ cdef enum:
     PF_SHMEM = 4         # a shmem (page cache) page: not anonymous
     PF_LARGE = 8         # part of a PMD-sized folio (THP)
     PF_ANON = 16
+    PF_DIRTY = 32        # a shmem page written through a mapping (reclaim must keep it)
 
 # fault codes left in OpState.fault
 cdef enum:
@@ -464,6 +465,8 @@ cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t
             s.cnt[0] += 1
         s.ps.mapcount[pfn] += 1
         mark_data(s, pfn)
+        if s.write:
+            s.ps.pflags[pfn] |= PF_DIRTY
         ptep[0] = pte_of(pfn, s.prot | PGW_DIRTY | (s.rw if s.write else 0))
         return 0
     if s.write:
@@ -486,8 +489,9 @@ cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         if not s.write:
             return 0
         pfn = (v & PGW_PFN_MASK) >> 12
-        if s.shared or (pfn != ZERO_PFN and s.ps.pflags[pfn] & PF_SHMEM and s.shared):
+        if s.shared:
             e[0] = v | s.rw
+            s.ps.pflags[pfn] |= PF_DIRTY
             mark_data(s, pfn)
             return 0
         if pfn == ZERO_PFN:
@@ -824,6 +828,7 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
 cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0], pfn
+    cdef int64_t idx
     if not pte_present(v):
         if s.write and not pte_none(v) and not is_guard(v):
             e[0] = 0                 # MADV_FREE drops swap entries
@@ -832,9 +837,16 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     if pfn == ZERO_PFN or s.ps.mapcount[pfn] > 1:
         return 0
     if s.ps.pflags[pfn] & PF_SHMEM:
-        if s.pageout:                # reclaim unmaps it; with no swap it stays in the object
+        if s.pageout:
+            # reclaim unmaps it; with no swap a dirty page stays in the
+            # object, a clean one is dropped from it
             page_put(s.ps, pfn)
             e[0] = 0
+            if not (s.ps.pflags[pfn] & PF_DIRTY) and s.ps.mapcount[pfn] == 0 and s.is_shmem:
+                idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
+                if 0 <= idx < s.shm_size and s.shm[idx] == <int64_t>pfn:
+                    s.shm[idx] = 0
+                    s.ps.pflags[pfn] = 0
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
         if thp_shared(s.ps, pfn & ~(<uint64_t>511)):

@@ -160,3 +160,46 @@ def thp_scenario(seed):
                 steps.append(("fork",))
                 forked = True
     return steps, npages
+
+
+def shared_scenario(seed):
+    """Shared anonymous (shmem) mappings next to private ones: fault-around,
+    MADV_REMOVE and PAGEOUT on the object, DONTNEED keeping the object's
+    pages, guards, mremap growth past the object's end (SIGBUS), forks with
+    the child touching the same object."""
+    r = random.Random(seed)
+    npages = r.choice([8, 16, 40, 64, 100])
+    steps = [("mmap", 0, npages, RW, SHARED | P.MAP_FIXED)]
+    if r.random() < 0.4:
+        cut = r.randrange(1, npages)
+        steps.append(("mmap", cut, npages - cut, RW, PRIV | P.MAP_FIXED))
+    forked = False
+    for _ in range(r.randint(6, 28)):
+        off = r.randrange(npages)
+        n = max(1, min(npages - off, r.choice([1, 2, 3, 8, 20])))
+        k = r.random()
+        if k < 0.4:
+            st = ("touch", off, r.random() < 0.5)
+        elif k < 0.75:
+            st = ("madvise", off, n, r.choice([
+                P.MADV_REMOVE, P.MADV_DONTNEED, P.MADV_PAGEOUT, P.MADV_COLD, P.MADV_WILLNEED,
+                P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_POPULATE_READ,
+                P.MADV_POPULATE_WRITE, P.MADV_FREE, P.MADV_COLLAPSE]))
+        elif k < 0.82:
+            st = ("mprotect", off, n, r.choice([P.PROT_READ, RW, P.PROT_NONE]))
+        elif k < 0.88:
+            st = ("mremap", off, n, min(npages - off, n + r.randint(0, 4)), 0, 0)
+        elif k < 0.92:
+            st = (r.choice(["mlock", "munlock", "munmap"]), off, n)
+        else:
+            if forked and r.random() < 0.4:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+            continue
+        if forked and r.random() < 0.35:
+            st = ("child", st)
+        steps.append(st)
+    return steps, npages

@@ -22,8 +22,10 @@ _ok, _why = L.guard_regions_supported()
 if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "200"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "80"))
+# Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "160"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "60"))
+SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "60"))
 CHUNK = 40
 
 
@@ -90,3 +92,15 @@ def test_thp_sequences_match_the_live_kernel(first):
         steps, npages = S.thp_scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"thp seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, SHARED_SEEDS, CHUNK))
+def test_shared_sequences_match_the_live_kernel(first):
+    """Shared anonymous (shmem) memory: fault-around of cached pages, pages
+    kept in the object across DONTNEED, dropped by MADV_REMOVE (in every
+    mapping) and, when clean, by PAGEOUT; SIGBUS past the object's end;
+    guards; the forked child touching the same object."""
+    for seed in range(first, min(first + CHUNK, SHARED_SEEDS)):
+        steps, npages = S.shared_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"shared seed {seed} ({npages} pages):\n" + describe(steps, model, live)
