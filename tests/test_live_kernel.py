@@ -23,9 +23,9 @@ if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
 # Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "160"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "60"))
-SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "60"))
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "120"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "40"))
+SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "40"))
 CHUNK = 40
 
 

@@ -185,7 +185,7 @@ def test_guard_install_table_allocation_failure_is_enomem_and_keeps_progress():
 def test_four_and_five_level_paging_observe_the_same(gen):
     """The same scenarios on MM(levels=4) and MM(levels=5) give identical
     observations (results, pagemap flags, VMAs); exit frees every table."""
-    for seed in range(0, 120):
+    for seed in range(0, 60):
         steps, n = gen(seed)
         mm4, a = L.run_model(steps, n, levels=4)
         mm5, b = L.run_model(steps, n, levels=5)
