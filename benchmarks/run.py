@@ -409,6 +409,7 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--min-time", type=float)
+    ap.add_argument("--no-extra", action="store_true", help="skip the threads and sparse-space cases")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--plot", help="write a PNG of ns/page by tier and size here")
     a = ap.parse_args(argv)
@@ -422,7 +423,7 @@ def main(argv=None):
         progress(f"[{i + 1}/{len(cases)}] {lv}-level {sh} {size / GiB:g} GiB ({time.perf_counter() - t0:.0f} s)")
         results.append(in_worker(run_case, lv, sh, size, samples, min_time))
     extra = {}
-    for lv in a.levels:
+    for lv in ([] if a.no_extra else a.levels):
         progress(f"two threads, sparse address space ({lv}-level)")
         extra[f"threads_{lv}"] = in_worker(run_threads, lv, samples, min_time)
         extra[f"sparse_space_{lv}"] = in_worker(run_sparse_space, lv, samples, min_time)
@@ -430,7 +431,7 @@ def main(argv=None):
     sys.stderr.write("\r\033[K")
     print(table(results))
     print()
-    for lv in a.levels:
+    for lv in ([] if a.no_extra else a.levels):
         th, sp = extra[f"threads_{lv}"], extra[f"sparse_space_{lv}"]
         print(f"{lv}-level: two threads on disjoint halves (C tier): {th['speedup']:.2f}x one thread "
               f"({th['cpus']} CPUs)")

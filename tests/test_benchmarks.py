@@ -1,0 +1,29 @@
+"""The benchmark suite runs end to end on a tiny model (a smoke test: it
+checks the harness and its bookkeeping, never a timing)."""
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_suite_runs_and_reports_every_tier(tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+        out = run.main(["--levels", "4", "--sizes", "0.015625", "--shapes", "dense", "thp",
+                        "--samples", "1", "--min-time", "0.001", "--no-extra",
+                        "--json", str(tmp_path / "r.json")])
+    finally:
+        sys.path.remove(str(BENCH))
+    text = capsys.readouterr().out
+    for tier in ("inline", "c-slot", "batch", "python", "[memory]", "[py-call]"):
+        assert tier in text
+    res = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [(r["shape"], r["pages"]) for r in res] == [("dense", 4096), ("thp", 4096)]
+    dense = res[0]
+    # 4096 pages in 8 PTE tables: one pte_entry call per page, one pmd_entry per table
+    assert dense["walk_stats"]["calls"] == {"pte_entry": 4096, "pmd_entry": 8}
+    assert res[1]["walk_stats"]["calls"] == {"pmd_entry": 8}      # THPs seen whole, not split
+    assert out["results"][0]["tiers"]["c-slot"]["median"] > 0
