@@ -921,16 +921,18 @@ cdef int pm_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void
 
 cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], pfn, a
+    cdef uint64_t v = e[0], pfn, a, flags
     if not pmd_trans_huge(v):
         return 0
     pfn = pmd_pfn(v)
+    # pagemap_pmd_range judges exclusivity (and file) by the PMD's first
+    # page for every page it maps (fs/proc/task_mmu.c, 6.15+)
+    flags = pm_page(s, pfn) & ~PM_PFN_MASK
+    if pfn == HUGE_ZERO_PFN:
+        flags = PM_PRESENT | PM_FILE
     a = addr
     while a < next:
-        if pfn == HUGE_ZERO_PFN:
-            s.out64[(a - s.out_start) >> 12] = PM_PRESENT | PM_FILE | ((pfn + ((a >> 12) & 511)) & PM_PFN_MASK)
-        else:
-            s.out64[(a - s.out_start) >> 12] = pm_page(s, pfn + ((a >> 12) & 511))
+        s.out64[(a - s.out_start) >> 12] = flags | ((pfn + ((a >> 12) & 511)) & PM_PFN_MASK)
         a += 4096
     w.action = ACT_CONTINUE
     return 0

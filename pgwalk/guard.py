@@ -30,8 +30,11 @@ def guard_install(mm, vma, start, end):
     pages were present) one zap per retry."""
     if not guard_eligible(vma, allow_locked=False):
         return EINVAL
-    mm._anon_vma_prepare(vma)          # so that fork copies the markers (6.13-6.18)
-    vma.vm_flags |= VM_MAYBE_GUARD     # 6.18 on these machines: "gu", sticky
+    # 6.18 on these machines: VM_MAYBE_GUARD ("gu", sticky) makes fork copy
+    # the page tables; an anon_vma is attached to anonymous VMAs only
+    if vma.vm_ops is None:
+        mm._anon_vma_prepare(vma)
+    vma.vm_flags |= VM_MAYBE_GUARD
     op = mm._op()
     ops = mm._ops(op, "guard_install")
     while True:                        # restart_syscall() after the retries: run again
