@@ -179,7 +179,6 @@ def run_case(levels, shape, size, samples, min_time, q):
     fl = res["floors"]
     mem = np.ones(mm.nr_tables * 512, dtype=np.uint64)        # as much memory as the tables
     fl["memory"] = measure(lambda: np.count_nonzero(mem), n, samples, min_time)
-    del mem
     fl["py-call"] = measure(lambda: call_python_4(lambda a, b, c, d: 0, 100000), 100000, samples, min_time)
     fl.update(kernel_floors(shape, size, samples, min_time))
     if hasattr(mm, "mincore") and size <= 4 * GiB:
@@ -223,7 +222,6 @@ def kernel_floors(shape, size, samples, min_time):
     try:
         if shape == "thp":
             libc.madvise(a, size, 14)                  # MADV_HUGEPAGE
-        buf = (ctypes.c_char * 1).from_address(a)
         step = {"dense": PAGE, "sparse": 2 * MiB, "thp": 2 * MiB, "empty": 0}[shape]
         if step:
             arr = np.frombuffer((ctypes.c_char * size).from_address(a), dtype=np.uint8)

@@ -16,7 +16,7 @@ from . import entries as E
 from ._args import check_mm, check_ops, check_pgd, check_range, check_vma
 from .ops import CALLBACKS
 from .constants import (
-    ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL, ENOMEM,
+    ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL,
     HUGE_ZERO_PFN, P4D, PAGE_SIZE, PGD, PMD, PTE, PUD, PUD_SIZE, U64_MASK,
     VM_HUGETLB, VM_PFNMAP, ZERO_PFN, _PAGE_DIRTY, _PAGE_PSE, _PAGE_RW,
     _PAGE_SPECIAL, PTE_FLAGS_MASK, PTE_PFN_MASK, task_size,
@@ -289,7 +289,6 @@ def walk_pmd_range(walk, pud, addr, end):
     while True:
         pmd = (tid, idx)
         next = addr_end(addr, end, 1 << 21)
-        again = False
         if E.pmd_none(_get(walk, pmd)):
             if has_install:
                 err = _alloc(walk, pmd, PTE)

@@ -6,6 +6,7 @@ the worked examples and the random differential tests.
 """
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pgwalk
@@ -261,6 +262,24 @@ def stats_delta(before, after):
     return out
 
 
+@contextmanager
+def locked_for(mm, api, ops, vmas):
+    """Hold the lock a walk through ``api`` with ``ops`` needs: the mmap lock
+    its walk_lock asks for (a no-VMA walk: read for the kernel mm, write for a
+    user mm), with ``vmas`` write-locked for PGWALK_WRLOCK_VERIFY."""
+    if api == "walk_page_range_novma":
+        lock = mm.mmap_read_lock() if mm.is_init_mm else mm.mmap_write_lock()
+    elif ops.walk_lock == PGWALK_RDLOCK:
+        lock = mm.mmap_read_lock()
+    else:
+        lock = mm.mmap_write_lock()
+    with lock:
+        if ops.walk_lock == PGWALK_WRLOCK_VERIFY and api != "walk_page_range_novma":
+            for v in vmas:
+                pgwalk.vma_start_write(v)
+        yield
+
+
 def replay(scn, impl):
     """Run one golden scenario through ``impl``; returns what to compare."""
     levels = scn["paging_levels"]
@@ -288,16 +307,7 @@ def replay(scn, impl):
     before = mm.stats
     api = call["api"]
     target = None if scn["mm"] == "null" else mm
-    if api == "walk_page_range_novma":
-        lock = mm.mmap_read_lock() if mm.is_init_mm else mm.mmap_write_lock()
-    elif ops.walk_lock == PGWALK_RDLOCK:
-        lock = mm.mmap_read_lock()
-    else:
-        lock = mm.mmap_write_lock()
-    with lock:
-        if ops.walk_lock == PGWALK_WRLOCK_VERIFY and scn["mm"] != "null":
-            for v in vmas:
-                pgwalk.vma_start_write(v)
+    with locked_for(mm, api, ops, vmas if scn["mm"] != "null" else ()):
         if api == "walk_page_range":
             ret = impl.walk_page_range(target, call["start"], call["end"], ops)
         elif api == "walk_page_range_mm":

@@ -5,7 +5,6 @@ import pytest
 
 import pgwalk
 from pgwalk._builtin import CountOp
-from support import IMPLS
 
 B = 0x7F0000000000
 

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 import pgwalk
 from pgwalk import entries as E
 from pgwalk.constants import (
-    ACTION_AGAIN, ACTION_CONTINUE, PGD, PGWALK_RDLOCK, PGWALK_WRLOCK_VERIFY,
+    ACTION_AGAIN, ACTION_CONTINUE, PGD,
     PMD, PTE, PTE_MARKER_GUARD, PUD, VM_HUGETLB, VM_PFNMAP,
 )
-from support import CYTHON, PRESENT, REFERENCE, level_size
+from support import CYTHON, PRESENT, REFERENCE, locked_for
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -279,16 +279,7 @@ def run(recipe, impl):
         mm.fail_table_alloc(at=recipe["fail_at"])
     before = mm.stats
     api, s, e = recipe["api"], recipe["start"], recipe["end"]
-    if api == "walk_page_range_novma":
-        lock = mm.mmap_read_lock() if mm.is_init_mm else mm.mmap_write_lock()
-    elif ops.walk_lock == PGWALK_RDLOCK:
-        lock = mm.mmap_read_lock()
-    else:
-        lock = mm.mmap_write_lock()
-    with lock:
-        if ops.walk_lock == PGWALK_WRLOCK_VERIFY and api != "walk_page_range_novma":
-            for v in vmas:
-                pgwalk.vma_start_write(v)
+    with locked_for(mm, api, ops, vmas):
         try:
             if api == "walk_page_range":
                 out = impl.walk_page_range(mm, s, e, ops)
