@@ -25,20 +25,22 @@ def collapse(mm, vma, s, e):
     if (vma.vm_ops is not None or vma.vm_flags & (C.VM_SHARED | C.VM_NOHUGEPAGE | C.VM_SPECIAL
                                                    | C.VM_HUGETLB)):
         return EINVAL
-    h = (s + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-    result = 0
+    h = hs
     while h + PMD_SIZE <= e:
         if h < vma.vm_start or h + PMD_SIZE > vma.vm_end:
             h += PMD_SIZE
             continue
         err = _collapse_block(mm, vma, h)
-        if err and not result:
-            result = err
+        if err:
+            return err             # the kernel stops at the first failing block here
         h += PMD_SIZE
-    return result
+    return 0
 
 
 def _collapse_block(mm, vma, h):
+    """One 2 MiB block: already PMD-mapped -> done; no PTE table -> EINVAL;
+    a guard marker or another non-present entry -> EINVAL; otherwise the
+    block (present, zero and empty PTEs alike) becomes a THP."""
     pmdv = mm.entry(h, PMD)
     if pmd_leaf(pmdv):
         return 0                   # already PMD-mapped (the huge zero page too)
@@ -54,8 +56,6 @@ def _collapse_block(mm, vma, h):
         pfn = pte_pfn(v)
         if pfn != C.ZERO_PFN:
             data.append((i, pfn))
-    if not data:
-        return EINVAL
     return _replace(mm, vma, h, data)
 
 
