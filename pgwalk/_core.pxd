@@ -73,6 +73,14 @@ ctypedef struct pgwalk_ops_t:
     void *install_pte_ctx
     pgwalk_batch_fn pte_batch      # set instead of pte_entry for a batched pte_entry
     void *pte_batch_ctx
+    pgwalk_batch_fn pgd_batch      # ... and for the upper levels' entry slots
+    void *pgd_batch_ctx
+    pgwalk_batch_fn p4d_batch
+    void *p4d_batch_ctx
+    pgwalk_batch_fn pud_batch
+    void *pud_batch_ctx
+    pgwalk_batch_fn pmd_batch
+    void *pmd_batch_ctx
     int walk_lock
 
 # Counters an mm keeps about its tables (the kernel keeps similar ones).

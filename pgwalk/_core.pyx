@@ -525,12 +525,13 @@ def check_slot(str name, object value):
     as ``__pgwalk_cfunc__``, such as a LowLevelCallable)."""
     value = getattr(value, "__pgwalk_cfunc__", value)
     if isinstance(value, Batch):
-        if name != "pte_entry":
-            raise ValueError(f"{name}: batched callbacks are supported in pte_entry only")
+        if SLOT_KINDS[name] != "entry":
+            raise ValueError(f"{name}: batched callbacks go in the entry slots "
+                             "(pgd_entry, p4d_entry, pud_entry, pmd_entry, pte_entry)")
         return
     if isinstance(value, CFunc):
         want = SLOT_KINDS[name]
-        if name == "pte_entry" and (<CFunc>value).kind == "batch":
+        if want == "entry" and (<CFunc>value).kind == "batch":
             return
         if (<CFunc>value).kind != want:
             raise ValueError(f"{name} takes a C function of signature {SIGNATURES[want]!r}, "
@@ -838,17 +839,35 @@ cdef int _py_install(uint64_t addr, uint64_t next, uint64_t *ptep,
         s.ptr = NULL
 
 
-cdef int _py_pte_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
-                       pgwalk_walk_t *w, void *ctx) noexcept:
+cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
+                   pgwalk_walk_t *w, void *ctx, int level) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef cnp.npy_intp dims[1]
     dims[0] = n
     try:
         view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
         cnp.set_array_base(view, <object>walk.c.pt)        # the pool outlives the view
-        return _ret((<object>ctx)(view, addr, next, walk), 4)
+        if level != L_PTE:
+            # upper-level slots may link tables: read only (decision 8.3)
+            cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
+        return _ret((<object>ctx)(view, addr, next, walk), level)
     except BaseException as e:
         return walk._park(e)
+
+cdef int _py_pte_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
+    return _py_batch(e, n, a, nx, w, ctx, L_PTE)
+
+cdef int _py_pmd_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
+    return _py_batch(e, n, a, nx, w, ctx, L_PMD)
+
+cdef int _py_pud_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
+    return _py_batch(e, n, a, nx, w, ctx, L_PUD)
+
+cdef int _py_p4d_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
+    return _py_batch(e, n, a, nx, w, ctx, L_P4D)
+
+cdef int _py_pgd_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
+    return _py_batch(e, n, a, nx, w, ctx, L_PGD)
 
 
 cdef int _check_signals(WalkCtx *c) noexcept with gil:
@@ -944,7 +963,7 @@ cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexc
     cdef pgwalk_ops_t *ops = &c.ops
     cdef int i = 0, j, err = 0
     if ops.install_pte == NULL:
-        c.calls[11] += 1
+        c.calls[4] += 1
         return ops.pte_batch(pte, n, addr, addr + (<uint64_t>n << 12), &c.w, ops.pte_batch_ctx)
     while i < n:
         if pte_none(pte[i]):
@@ -956,7 +975,7 @@ cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexc
         j = i
         while j < n and not pte_none(pte[j]):
             j += 1
-        c.calls[11] += 1
+        c.calls[4] += 1
         err = ops.pte_batch(&pte[i], j - i, addr + (<uint64_t>i << 12), addr + (<uint64_t>j << 12),
                             &c.w, ops.pte_batch_ctx)
         if err:
@@ -1077,6 +1096,81 @@ cdef inline void split_huge_pud(WalkCtx *c, uint64_t *pud) noexcept nogil:
         c.pool.stats.split_pud += 1
 
 
+cdef struct BatchRun:
+    uint64_t *start              # the slots a batch call covered: [start, end)
+    uint64_t *end
+    int action                   # the action the batch left
+
+
+cdef inline bint _skipped(WalkCtx *c, int level, uint64_t *slot) noexcept nogil:
+    """A slot the level loop would not hand to its entry callback (none, or
+    bad at the levels that clear bad entries): where a batched run ends."""
+    cdef uint64_t v = slot[0]
+    if level == L_PGD:
+        if c.w.levels == 4:
+            return False
+        return v == 0 or pgd_bad_l5(v) or table_of(c.pool, slot) == NULL
+    if pte_none(v):
+        return True
+    if level == L_P4D:
+        return p4d_bad(v) or table_of(c.pool, slot) == NULL
+    return False
+
+
+cdef int call_entry(WalkCtx *c, int level, uint64_t *slot, uint64_t addr, uint64_t next,
+                    uint64_t end, uint64_t size, BatchRun *run) noexcept nogil:
+    """The entry callback of ``level`` for ``slot``: the per-entry function,
+    or the level's batch, called once for the run of slots from ``slot``
+    (consecutive, handed to the callback, in this table and range); a slot
+    inside a run already handed over gets the run's action instead."""
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef pgwalk_entry_fn fn
+    cdef pgwalk_batch_fn bfn
+    cdef void *ctx
+    cdef int j, room, err
+    cdef uint64_t base, run_next
+    if level == L_PGD:
+        fn, bfn, ctx = ops.pgd_entry, ops.pgd_batch, ops.pgd_batch_ctx
+    elif level == L_P4D:
+        fn, bfn, ctx = ops.p4d_entry, ops.p4d_batch, ops.p4d_batch_ctx
+    elif level == L_PUD:
+        fn, bfn, ctx = ops.pud_entry, ops.pud_batch, ops.pud_batch_ctx
+    else:
+        fn, bfn, ctx = ops.pmd_entry, ops.pmd_batch, ops.pmd_batch_ctx
+    if bfn == NULL:
+        if fn == NULL:
+            return 0
+        c.calls[level] += 1
+        if level == L_PGD:
+            ctx = ops.pgd_entry_ctx
+        elif level == L_P4D:
+            ctx = ops.p4d_entry_ctx
+        elif level == L_PUD:
+            ctx = ops.pud_entry_ctx
+        else:
+            ctx = ops.pmd_entry_ctx
+        return fn(slot, addr, next, &c.w, ctx)
+    if slot >= run.start and slot < run.end:
+        c.w.action = run.action
+        return 0
+    base = addr & ~(size - 1)
+    room = 512 - <int>((addr / size) & 511)
+    if level == L_P4D and c.w.levels == 4:
+        room = 1                # a folded P4D "table" is the one PGD slot
+    j = 1
+    while j < room and (base + <uint64_t>j * size) - 1 < end - 1 and not _skipped(c, level, &slot[j]):
+        j += 1
+    run_next = addr_end(base + <uint64_t>(j - 1) * size, end, size)
+    c.calls[level] += 1
+    err = bfn(slot, j, addr, run_next, &c.w, ctx)
+    run.start = slot
+    run.end = slot + j
+    run.action = c.w.action
+    if run.action == ACT_AGAIN:
+        run.end = NULL          # the slot is redone: the batch is called again
+    return err
+
+
 cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef bint has_handler = ops.pte_entry != NULL or ops.pte_batch != NULL
@@ -1084,6 +1178,8 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
     cdef uint64_t next = 0
     cdef uint64_t *pmd = table_of(c.pool, pud)
     cdef int err = 0
+    cdef BatchRun run
+    run.start = run.end = NULL
     if pmd == NULL:
         return 0
     c.tables[L_PMD] += 1
@@ -1103,11 +1199,9 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
                 if err or not has_install:
                     break
             c.w.action = ACT_SUBTREE
-            if ops.pmd_entry != NULL:
-                c.calls[3] += 1
-                err = ops.pmd_entry(pmd, addr, next, &c.w, ops.pmd_entry_ctx)
-                if err:
-                    break
+            err = call_entry(c, L_PMD, pmd, addr, next, end, PMD_SIZE_, &run)
+            if err:
+                break
             if c.w.action == ACT_AGAIN:
                 continue
             if c.w.action == ACT_CONTINUE:
@@ -1140,11 +1234,14 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
 
 cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = ops.pmd_entry != NULL or ops.pte_entry != NULL or ops.pte_batch != NULL
+    cdef bint has_handler = (ops.pmd_entry != NULL or ops.pmd_batch != NULL or
+                             ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t next = 0
     cdef uint64_t *pud = table_of(c.pool, p4d)
     cdef int err = 0
+    cdef BatchRun run
+    run.start = run.end = NULL
     if pud == NULL:
         return 0
     c.tables[L_PUD] += 1
@@ -1164,11 +1261,9 @@ cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) 
                 if err or not has_install:
                     break
             c.w.action = ACT_SUBTREE
-            if ops.pud_entry != NULL:
-                c.calls[2] += 1
-                err = ops.pud_entry(pud, addr, next, &c.w, ops.pud_entry_ctx)
-                if err:
-                    break
+            err = call_entry(c, L_PUD, pud, addr, next, end, PUD_SIZE_, &run)
+            if err:
+                break
             if c.w.action == ACT_AGAIN:
                 continue
             if c.w.action == ACT_CONTINUE:
@@ -1223,7 +1318,8 @@ cdef inline bint pgd_none_or_clear_bad(WalkCtx *c, uint64_t *pgd) noexcept nogil
 
 cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = (ops.pud_entry != NULL or ops.pmd_entry != NULL or
+    cdef bint has_handler = (ops.pud_entry != NULL or ops.pud_batch != NULL or
+                             ops.pmd_entry != NULL or ops.pmd_batch != NULL or
                              ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef bint folded = c.w.levels == 4
@@ -1231,6 +1327,8 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
     cdef uint64_t next
     cdef uint64_t *p4d
     cdef int err = 0
+    cdef BatchRun run
+    run.start = run.end = NULL
     if folded:
         p4d = pgd                     # p4d_offset() of a folded level is the pgd slot
     else:
@@ -1255,11 +1353,9 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
                 if addr == end:
                     break
                 continue
-        if ops.p4d_entry != NULL:
-            c.calls[1] += 1
-            err = ops.p4d_entry(p4d, addr, next, &c.w, ops.p4d_entry_ctx)
-            if err:
-                break
+        err = call_entry(c, L_P4D, p4d, addr, next, end, P4D_SIZE_, &run)
+        if err:
+            break
         if has_handler or has_install:
             err = walk_pud_range(c, p4d, addr, next)
         if err:
@@ -1273,13 +1369,17 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
 
 cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
-    cdef bint has_handler = (ops.p4d_entry != NULL or ops.pud_entry != NULL or
-                             ops.pmd_entry != NULL or ops.pte_entry != NULL or ops.pte_batch != NULL)
+    cdef bint has_handler = (ops.p4d_entry != NULL or ops.p4d_batch != NULL or
+                             ops.pud_entry != NULL or ops.pud_batch != NULL or
+                             ops.pmd_entry != NULL or ops.pmd_batch != NULL or
+                             ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t size = (<uint64_t>1) << (39 if c.w.levels == 4 else 48)
     cdef uint64_t *pgd = c.pgd + ((addr >> (39 if c.w.levels == 4 else 48)) & 511)
     cdef uint64_t next
     cdef int err = 0
+    cdef BatchRun run
+    run.start = run.end = NULL
     c.tables[L_PGD] += 1
     while True:
         next = addr_end(addr, end, size)
@@ -1297,11 +1397,9 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
                 if addr == end:
                     break
                 continue
-        if ops.pgd_entry != NULL:
-            c.calls[0] += 1
-            err = ops.pgd_entry(pgd, addr, next, &c.w, ops.pgd_entry_ctx)
-            if err:
-                break
+        err = call_entry(c, L_PGD, pgd, addr, next, end, size, &run)
+        if err:
+            break
         if has_handler or has_install:
             err = walk_p4d_range(c, pgd, addr, next)
         if err:
@@ -1392,29 +1490,48 @@ cdef inline void *_slot(object f, void *py_tramp, void **ctx, list keep, list py
     return py_tramp
 
 
+cdef inline void *_entry_slot(object f, void *py_tramp, void *py_batch, void **ctx,
+                              void **batch, void **batch_ctx, list keep, list pykeep):
+    """An entry slot: a per-entry function (returned, with ``ctx``) or a
+    batch (stored in ``batch``/``batch_ctx``; NULL returned)."""
+    f = getattr(f, "__pgwalk_cfunc__", f)
+    if isinstance(f, Batch):
+        keep.append(f)
+        pykeep.append(f)
+        batch[0] = py_batch
+        batch_ctx[0] = <void *>f.fn
+        ctx[0] = NULL
+        return NULL
+    if isinstance(f, CFunc) and (<CFunc>f).kind == "batch":
+        keep.append(f)
+        batch[0] = (<CFunc>f).fn
+        batch_ctx[0] = (<CFunc>f).ctx
+        ctx[0] = NULL
+        return NULL
+    return _slot(f, py_tramp, ctx, keep, pykeep)
+
+
 cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     """Fill the dispatch table from an MMWalkOps; returns how many slots
     call Python."""
     cdef list pykeep = []
     cdef object f
     memset(o, 0, sizeof(pgwalk_ops_t))
-    o.pgd_entry = <pgwalk_entry_fn>_slot(ops.pgd_entry, <void *>_py_pgd, &o.pgd_entry_ctx, keep, pykeep)
-    o.p4d_entry = <pgwalk_entry_fn>_slot(ops.p4d_entry, <void *>_py_p4d, &o.p4d_entry_ctx, keep, pykeep)
-    o.pud_entry = <pgwalk_entry_fn>_slot(ops.pud_entry, <void *>_py_pud, &o.pud_entry_ctx, keep, pykeep)
-    o.pmd_entry = <pgwalk_entry_fn>_slot(ops.pmd_entry, <void *>_py_pmd, &o.pmd_entry_ctx, keep, pykeep)
-    f = ops.pte_entry
-    f = getattr(f, "__pgwalk_cfunc__", f)
-    if isinstance(f, Batch):
-        keep.append(f)
-        pykeep.append(f)
-        o.pte_batch = <pgwalk_batch_fn><void *>_py_pte_batch
-        o.pte_batch_ctx = <void *>f.fn
-    elif isinstance(f, CFunc) and (<CFunc>f).kind == "batch":
-        keep.append(f)
-        o.pte_batch = <pgwalk_batch_fn>(<CFunc>f).fn
-        o.pte_batch_ctx = (<CFunc>f).ctx
-    else:
-        o.pte_entry = <pgwalk_entry_fn>_slot(f, <void *>_py_pte, &o.pte_entry_ctx, keep, pykeep)
+    o.pgd_entry = <pgwalk_entry_fn>_entry_slot(ops.pgd_entry, <void *>_py_pgd, <void *>_py_pgd_batch,
+                                               &o.pgd_entry_ctx, <void **>&o.pgd_batch, &o.pgd_batch_ctx,
+                                               keep, pykeep)
+    o.p4d_entry = <pgwalk_entry_fn>_entry_slot(ops.p4d_entry, <void *>_py_p4d, <void *>_py_p4d_batch,
+                                               &o.p4d_entry_ctx, <void **>&o.p4d_batch, &o.p4d_batch_ctx,
+                                               keep, pykeep)
+    o.pud_entry = <pgwalk_entry_fn>_entry_slot(ops.pud_entry, <void *>_py_pud, <void *>_py_pud_batch,
+                                               &o.pud_entry_ctx, <void **>&o.pud_batch, &o.pud_batch_ctx,
+                                               keep, pykeep)
+    o.pmd_entry = <pgwalk_entry_fn>_entry_slot(ops.pmd_entry, <void *>_py_pmd, <void *>_py_pmd_batch,
+                                               &o.pmd_entry_ctx, <void **>&o.pmd_batch, &o.pmd_batch_ctx,
+                                               keep, pykeep)
+    o.pte_entry = <pgwalk_entry_fn>_entry_slot(ops.pte_entry, <void *>_py_pte, <void *>_py_pte_batch,
+                                               &o.pte_entry_ctx, <void **>&o.pte_batch, &o.pte_batch_ctx,
+                                               keep, pykeep)
     o.pte_hole = <pgwalk_hole_fn>_slot(ops.pte_hole, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
     o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
                                                &o.hugetlb_entry_ctx, keep, pykeep)
@@ -1483,8 +1600,7 @@ cdef void _fill_stats(MMWalk walk, object stats, dict before):
     cdef int i
     if stats is None:
         return
-    names = SLOT_NAMES + ("pte_entry_batches",)
-    stats.calls = {names[i]: walk.c.calls[i] for i in range(12) if walk.c.calls[i]}
+    stats.calls = {SLOT_NAMES[i]: walk.c.calls[i] for i in range(11) if walk.c.calls[i]}
     stats.indirect_calls = sum(stats.calls.values())
     stats.tables = {("pgd", "p4d", "pud", "pmd", "pte")[i]: walk.c.tables[i]
                     for i in range(5) if walk.c.tables[i]}

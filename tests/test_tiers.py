@@ -112,11 +112,94 @@ def test_batch_with_install_pte_keeps_address_order():
                       ("B", B + 7 * 4096, B + 8 * 4096), ("I", B + 8 * 4096), ("I", B + 9 * 4096)]
 
 
-def test_batch_only_in_pte_entry():
-    with pytest.raises(ValueError, match="pte_entry only"):
-        pgwalk.MMWalkOps(pmd_entry=pgwalk.batch(lambda *a: 0))
+def test_batch_only_in_entry_slots():
+    for name in ("pte_hole", "install_pte", "test_walk", "hugetlb_entry"):
+        with pytest.raises(ValueError, match="entry slots"):
+            pgwalk.MMWalkOps(**{name: pgwalk.batch(lambda *a: 0)})
     with pytest.raises(TypeError):
         pgwalk.batch(3)
+
+
+def upper_trace(mm, start, end, level_name, batched, extra=None, install=False):
+    """(slot addr, value) for every slot handed to ``level_name``'s callback,
+    and the PTE addresses pte_entry saw, per-entry or batched."""
+    slots, ptes, calls = [], [], []
+
+    def per_entry(e, a, n, w):
+        slots.append((a, int(e)))
+        return 0
+
+    def batch_fn(entries, a, n, w):
+        calls.append((a, n, len(entries)))
+        size = {"pgd_entry": 1 << (39 if mm.levels == 4 else 48), "p4d_entry": 1 << 39,
+                "pud_entry": 1 << 30, "pmd_entry": 1 << 21}[level_name]
+        for i, v in enumerate(entries):
+            slots.append((a if i == 0 else (a & ~(size - 1)) + i * size, int(v)))
+        return 0
+
+    kw = {level_name: pgwalk.batch(batch_fn) if batched else per_entry,
+          "pte_entry": lambda e, a, n, w: ptes.append(a) or 0}
+    kw.update(extra or {})
+    ops = pgwalk.MMWalkOps(**kw)
+    with mm.mmap_read_lock():
+        rc = (walk_page_range_mm if install else pgwalk.walk_page_range)(mm, start, end, ops)
+    return rc, slots, ptes, calls
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+@pytest.mark.parametrize("level_name", ["pgd_entry", "p4d_entry", "pud_entry", "pmd_entry"])
+def test_upper_level_batch_hands_over_the_same_slots(levels, level_name):
+    """A batched upper-level entry slot sees exactly the slots, in order,
+    that per-entry calls see; the walk below is the same."""
+    start, end = B - (1 << 30), B + (8 << 21) + 4096
+    mm1, mm2 = populated(levels), populated(levels)
+    for m in (mm1, mm2):
+        m.add_vma(B - (1 << 30), B)
+        m.alloc_table(B - (1 << 21), PMD)
+        m.map(B - (2 << 21), PMD)
+    rc1, slots1, ptes1, _ = upper_trace(mm1, start, end, level_name, batched=False)
+    rc2, slots2, ptes2, calls = upper_trace(mm2, start, end, level_name, batched=True)
+    assert (rc1, slots1, ptes1) == (rc2, slots2, ptes2)
+    assert len(calls) <= len(slots2)
+    assert mm1.stats == mm2.stats
+
+
+def test_pmd_batch_runs_actions_and_read_only_view():
+    mm = populated()
+    calls = []
+
+    def fn(entries, a, n, w):
+        calls.append((a, n, len(entries)))
+        with pytest.raises(ValueError):
+            entries[0] = 0                       # upper-level views are read only
+        w.action = pgwalk.ACTION_CONTINUE        # applies to the whole run
+        return 0
+
+    ptes = []
+    ops = pgwalk.MMWalkOps(pmd_entry=pgwalk.batch(fn), pte_entry=lambda e, a, n, w: ptes.append(a) or 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 0
+    assert calls == [(B, B + (4 << 21), 4)]      # the 4 PTE tables: one run; then none slots
+    assert ptes == []
+    again = []
+
+    def fn2(entries, a, n, w):
+        again.append(a)
+        if len(again) == 1:
+            w.action = pgwalk.ACTION_AGAIN       # the run is handed over again
+        return 0
+
+    ops = pgwalk.MMWalkOps(pmd_entry=pgwalk.batch(fn2), pte_entry=lambda *a: 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 0
+    assert again == [B, B]                       # AGAIN: the same run, handed over once more
+
+    def stop(entries, a, n, w):
+        return 7
+
+    ops = pgwalk.MMWalkOps(pmd_entry=pgwalk.batch(stop), pte_entry=lambda *a: 1 / 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 7   # stops before any PTE
 
 
 def test_walk_stats_count_indirect_calls():
@@ -134,7 +217,7 @@ def test_walk_stats_count_indirect_calls():
     with mm.mmap_read_lock():
         pgwalk.walk_page_range(mm, B, B + (8 << 21), pgwalk.MMWalkOps(pte_entry=pgwalk.batch(lambda *a: 0)),
                                stats=st2)
-    assert st2.calls == {"pte_entry_batches": 4}
+    assert st2.calls == {"pte_entry": 4}                 # one call per PTE table
     st3 = pgwalk.WalkStats()
     with mm.mmap_read_lock():
         walk_page_range_mm(mm, B + (8 << 21) - 4096, B + (8 << 21), pgwalk.MMWalkOps(
