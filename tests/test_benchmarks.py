@@ -27,3 +27,20 @@ def test_suite_runs_and_reports_every_tier(tmp_path, capsys):
     assert dense["walk_stats"]["calls"] == {"pte_entry": 4096, "pmd_entry": 8}
     assert res[1]["walk_stats"]["calls"] == {"pmd_entry": 8}      # THPs seen whole, not split
     assert out["results"][0]["tiers"]["c-slot"]["median"] > 0
+
+
+def test_plot_is_written(tmp_path):
+    import importlib.util
+
+    import pytest
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("--plot needs matplotlib, the optional 'plot' extra")
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+        run.main(["--levels", "4", "--sizes", "0.015625", "--shapes", "sparse", "--samples", "1",
+                  "--min-time", "0.001", "--no-extra", "--plot", str(tmp_path / "p.png")])
+    finally:
+        sys.path.remove(str(BENCH))
+    png = (tmp_path / "p.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
