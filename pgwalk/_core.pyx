@@ -989,6 +989,7 @@ cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t
     cdef int err = 0
     cdef int i, n = pte_count(addr, end)
     cdef uint64_t first
+    cdef uint8_t *out
     cdef pgwalk_entry_fn fn
     cdef void *ctx
     c.entries += n
@@ -997,9 +998,14 @@ cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t
     elif c.inline_vec != NULL and ops.install_pte == NULL:
         # The benchmark baseline: MincoreOp's pte_entry, inlined.
         first = (addr - c.inline_start) >> 12
-        for i in range(n):
-            if first + i < c.inline_n:
-                c.inline_vec[first + i] = pte_present(pte[i])
+        if first + n <= c.inline_n:
+            out = c.inline_vec + first
+            for i in range(n):
+                out[i] = pte_present(pte[i])
+        else:
+            for i in range(n):
+                if first + i < c.inline_n:
+                    c.inline_vec[first + i] = pte_present(pte[i])
     elif ops.install_pte == NULL:
         # the common case, kept tight: slot and context in registers, the
         # call count added once
