@@ -342,8 +342,15 @@ class ProcessMixin:
                 b = min(end, (a & ~(PMD_SIZE - 1)) + PMD_SIZE)
                 chunks.append((a, b))
                 a = b
+        last = None
         if vma.vm_file is not None and not write:
-            self._fault_around(vma, start, end)
+            # fault-around only matters at the edges: every page inside the
+            # range gets mapped by the populate walk anyway
+            first_end = min(end, (start | (16 * PAGE_SIZE - 1)) + 1)
+            self._fault_around(vma, start, first_end)
+            last_start = max(first_end, (end - 1) & ~(16 * PAGE_SIZE - 1))
+            if last_start < end and self._has_empty(last_start, end):
+                last = last_start
         for a, b in chunks:
             if thp and self._thp_fault(vma, a, write, mark):
                 op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
@@ -353,9 +360,15 @@ class ProcessMixin:
                 return op.fault, op.fault_addr
             if rc < 0:
                 raise _err(-rc)
+        if last is not None:
+            self._fault_around(vma, last, end, check=False)
         return 0, None
 
-    def _fault_around(self, vma, start, end):
+    def _has_empty(self, start, end):
+        return any(self.entry(p, PTE) == 0 and not pmd_leaf(self.entry(p, PMD))
+                   for p in range(start, end, PAGE_SIZE))
+
+    def _fault_around(self, vma, start, end, check=True):
         """do_fault_around (read faults on shmem): map the object's pages
         already in the cache around the fault, 16 pages aligned in the PTE
         table, clamped to the VMA; empty PTEs only (markers stay)."""
@@ -364,8 +377,7 @@ class ProcessMixin:
         a = start
         while a < end:
             blk_end = min(end, (a | (16 * PAGE_SIZE - 1)) + 1)
-            if not any(self.entry(p, PTE) == 0 and not pmd_leaf(self.entry(p, PMD))
-                       for p in range(a, blk_end, PAGE_SIZE)):
+            if check and not self._has_empty(a, blk_end):
                 a = blk_end
                 continue               # nothing faults in this block
             pte_off = (a >> 12) & 511
