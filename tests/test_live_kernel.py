@@ -23,10 +23,10 @@ if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
 # Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "120"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "40"))
-SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "40"))
-CHUNK = 40
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "100"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "30"))
+SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "30"))
+CHUNK = 25
 
 
 def _thp_collapses():
