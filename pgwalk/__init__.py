@@ -20,6 +20,7 @@ from .entries import (
     swp_entry_to_pte, swp_offset, swp_type, table_index,
 )
 from .locks import vma_start_write
+from .image import ImageError, PhysImage
 from .lowlevel import LowLevelCallable, WalkStruct
 from .mm import MM, VMA, InvariantError, init_mm
 from .ops import MMWalkOps

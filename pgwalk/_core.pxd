@@ -111,6 +111,18 @@ ctypedef struct pgwalk_pool_t:
     int64_t nfail
     pgwalk_mm_stats_t stats
     void *self_obj               # the owning PageTables (borrowed), to grow
+    # Image mode (a physical-memory image as the table store): a table link
+    # is a frame number of the image, followed if the frame is in the image.
+    uint64_t *image_base         # NULL: the pool's own slabs
+    uint64_t image_pages         # frames of a flat image (used when nseg == 0)
+    uint64_t *seg_pfn            # ELF cores: first frame of each segment, sorted
+    uint64_t *seg_pages          # ...its length in frames
+    uint64_t *seg_file_page      # ...and where its first frame is in the mapping
+    int64_t nseg
+    int read_only                # bad entries are reported, never cleared; no writes
+    uint64_t *bad_addrs          # read-only pools: where bad entries were met
+    int64_t nbad
+    int64_t bad_cap
 
 
 cdef class CFunc:
@@ -142,6 +154,7 @@ cdef class PageTables:
 
 
 cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil
+cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil
 cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil
 cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil
 cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int level) noexcept nogil

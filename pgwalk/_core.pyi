@@ -73,6 +73,12 @@ class PageTables:
     @property
     def nr_tables(self) -> int:
         """Live tables, the top-level one included."""
+    def _attach_image(self, frames: NDArray[np.uint64], root_pfn: int,
+                      segments: Iterable[tuple[int, int, int]] = (), bad_cap: int = 65536) -> None:
+        """Make this a read-only image pool over ``frames``."""
+    @property
+    def bad_entries(self) -> tuple[int, NDArray[np.uint64]]:
+        """Bad entries met in a read-only image: (count, first addresses)."""
     def fail_table_alloc(self, at: Iterable[int] = ()) -> None:
         """Make the k-th counted table allocation from now on fail (1-based)."""
 

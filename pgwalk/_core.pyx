@@ -64,13 +64,46 @@ cdef inline uint64_t *table_base(pgwalk_pool_t *pool, uint64_t tid) noexcept nog
     return pool.slabs[tid // SLAB_TABLES] + (tid % SLAB_TABLES) * PTRS
 
 
+cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil:
+    """Frame ``pfn`` of an image pool, or NULL outside the image or in a hole."""
+    cdef int64_t lo = 0, hi = pool.nseg - 1, mid
+    if pool.nseg == 0:
+        if pfn >= pool.image_pages:
+            return NULL
+        return pool.image_base + pfn * PTRS
+    while lo <= hi:                       # the last segment starting at or before pfn
+        mid = (lo + hi) // 2
+        if pool.seg_pfn[mid] <= pfn:
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if hi < 0 or pfn - pool.seg_pfn[hi] >= pool.seg_pages[hi]:
+        return NULL
+    return pool.image_base + (pool.seg_file_page[hi] + pfn - pool.seg_pfn[hi]) * PTRS
+
+
 cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil:
     """The table a slot links to, or NULL when the link is not a live table
-    of this pool owned by exactly this slot (garbage is never followed)."""
+    of this pool owned by exactly this slot (garbage is never followed).  In
+    an image pool, any frame of the image is a table, as to the hardware."""
     cdef uint64_t tid = entry_index(slot[0])
+    if pool.image_base != NULL:
+        return image_frame(pool, tid)
     if tid >= <uint64_t>pool.ntables or pool.owner[tid] != slot:
         return NULL
     return table_base(pool, tid)
+
+
+cdef inline void bad_entry(pgwalk_pool_t *pool, uint64_t *slot, uint64_t addr) noexcept nogil:
+    """A bad entry met by the walker: cleared, as the kernel's *_clear_bad
+    does; in a read-only pool left alone and its address recorded."""
+    pool.stats.clear_bad += 1
+    if not pool.read_only:
+        slot[0] = 0
+        return
+    if pool.nbad < pool.bad_cap:
+        pool.bad_addrs[pool.nbad] = addr
+    pool.nbad += 1
 
 
 cdef inline int child_level(int levels, int level) noexcept nogil:
@@ -110,6 +143,10 @@ cdef class PageTables:
         self.pgd_ptr = table_base(&self.pool, <uint64_t>self.pgd_id)
 
     def __dealloc__(self):
+        free(self.pool.seg_pfn)
+        free(self.pool.seg_pages)
+        free(self.pool.seg_file_page)
+        free(self.pool.bad_addrs)
         free(self.pool.slabs)
         free(self.pool.owner)
         free(self.pool.level)
@@ -253,6 +290,9 @@ cdef class PageTables:
     def _locate(self, uint64_t addr, int level, bint alloc):
         """(table id, index) of the slot for ``addr`` at ``level``, or None."""
         cdef int err = 0
+        if self.pool.image_base != NULL:
+            raise PermissionError("the tables of a physical-memory image are read only "
+                                  "and not editable through the mm")
         cdef uint64_t *slot = self._slot(addr, level, alloc, &err)
         if err == -E_NOMEM:
             raise OSError(E_NOMEM, "page-table allocation failed")
@@ -293,6 +333,51 @@ cdef class PageTables:
         """Live tables, the top-level one included."""
         return self.pool.live
 
+    def _attach_image(self, cnp.ndarray frames not None, uint64_t root_pfn, segments=(),
+                      int64_t bad_cap=65536):
+        """Make this a read-only image pool over ``frames`` (a C-contiguous
+        uint64 array, 512 entries per frame; the caller keeps it alive):
+        frame ``pfn`` is ``frames[pfn]`` for a flat image, or found through
+        ``segments`` = sorted (first pfn, frames, first row in ``frames``)."""
+        cdef int64_t i, n = len(segments)
+        if frames.dtype != np.uint64 or not frames.flags.c_contiguous:
+            raise ValueError("frames must be a C-contiguous uint64 array")
+        self.pool.image_base = <uint64_t *>cnp.PyArray_DATA(frames)
+        self.pool.image_pages = frames.size // PTRS
+        if n:
+            self.pool.seg_pfn = <uint64_t *>malloc(n * sizeof(uint64_t))
+            self.pool.seg_pages = <uint64_t *>malloc(n * sizeof(uint64_t))
+            self.pool.seg_file_page = <uint64_t *>malloc(n * sizeof(uint64_t))
+            if not (self.pool.seg_pfn and self.pool.seg_pages and self.pool.seg_file_page):
+                raise MemoryError()
+            for i, (pfn, pages, row) in enumerate(segments):
+                if row + pages > self.pool.image_pages:
+                    raise ValueError(f"segment {i} runs past the mapped frames")
+                self.pool.seg_pfn[i] = pfn
+                self.pool.seg_pages[i] = pages
+                self.pool.seg_file_page[i] = row
+            self.pool.nseg = n
+        self.pool.read_only = 1
+        self.pool.bad_cap = bad_cap
+        self.pool.bad_addrs = <uint64_t *>malloc(bad_cap * sizeof(uint64_t))
+        if self.pool.bad_addrs == NULL:
+            raise MemoryError()
+        root = image_frame(&self.pool, root_pfn)
+        if root == NULL:
+            raise ValueError(f"the root table (frame {root_pfn:#x}) is not in the image")
+        self.pgd_ptr = root
+
+    @property
+    def bad_entries(self):
+        """Bad entries the walks met in a read-only image: (count, the first
+        addresses, as a uint64 array)."""
+        cdef int64_t n = min(self.pool.nbad, self.pool.bad_cap)
+        out = np.empty(n, dtype=np.uint64)
+        cdef int64_t i
+        for i in range(n):
+            out[i] = self.pool.bad_addrs[i]
+        return self.pool.nbad, out
+
     def fail_table_alloc(self, at=()):
         """Make the k-th page-table allocation from now on fail (1-based,
         every k in ``at``), as the kernel's fault injection would."""
@@ -312,9 +397,13 @@ cdef class PageTables:
             self.pool.nfail = len(ks)
 
     def _validate_tables(self):
-        """Structural check of the tree; returns a message or None."""
+        """Structural check of the tree; returns a message or None (image
+        tables are not ours to hold to invariants: their bad entries are
+        reported by the walks)."""
         cdef int64_t reached = 0
         cdef int64_t tid
+        if self.pool.image_base != NULL:
+            return None
         msg = self._check_table(self.pgd_ptr, L_PGD, &reached)
         if msg is not None:
             return msg
@@ -640,6 +729,8 @@ cdef class EntryRef:
         restructure the tree through an entry reference)."""
         cdef uint64_t v = _u64(value, "value")
         cdef uint64_t old = self._get()
+        if self.pt is not None and self.pt.pool.read_only:
+            raise PermissionError("entry.set: the page tables of a read-only image cannot be written")
         if self.level < L_PTE and v != old and self.pt is not None:
             if table_of(&self.pt.pool, self.ptr) != NULL:
                 raise ValueError("entry.set: this slot links a page table; "
@@ -847,8 +938,8 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
     try:
         view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
         cnp.set_array_base(view, <object>walk.c.pt)        # the pool outlives the view
-        if level != L_PTE:
-            # upper-level slots may link tables: read only (decision 8.3)
+        if level != L_PTE or (<PageTables>walk.c.pt).pool.read_only:
+            # upper-level slots may link tables (decision 8.3); images are read only
             cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
         return _ret((<object>ctx)(view, addr, next, walk), level)
     except BaseException as e:
@@ -919,8 +1010,7 @@ cdef uint64_t *pte_offset_map(WalkCtx *c, uint64_t *pmd, uint64_t addr) noexcept
         return NULL
     tbl = table_of(c.pool, pmd)
     if pmd_bad(v) or tbl == NULL:
-        pmd[0] = 0
-        c.pool.stats.clear_bad += 1
+        bad_entry(c.pool, pmd, addr)
         c.pool.stats.pte_map_null += 1
         return NULL
     c.pool.stats.pte_map_ok += 1
@@ -1300,24 +1390,22 @@ cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) 
     return err
 
 
-cdef inline bint p4d_none_or_clear_bad(WalkCtx *c, uint64_t *p4d) noexcept nogil:
+cdef inline bint p4d_none_or_clear_bad(WalkCtx *c, uint64_t *p4d, uint64_t addr) noexcept nogil:
     if pte_none(p4d[0]):
         return True
     if p4d_bad(p4d[0]) or table_of(c.pool, p4d) == NULL:
-        p4d[0] = 0
-        c.pool.stats.clear_bad += 1
+        bad_entry(c.pool, p4d, addr)
         return True
     return False
 
 
-cdef inline bint pgd_none_or_clear_bad(WalkCtx *c, uint64_t *pgd) noexcept nogil:
+cdef inline bint pgd_none_or_clear_bad(WalkCtx *c, uint64_t *pgd, uint64_t addr) noexcept nogil:
     if c.w.levels == 4:
         return False                  # folded: never none, never bad
     if pgd_none_l5(pgd[0]):
         return True
     if pgd_bad_l5(pgd[0]) or table_of(c.pool, pgd) == NULL:
-        pgd[0] = 0
-        c.pool.stats.clear_bad += 1
+        bad_entry(c.pool, pgd, addr)
         return True
     return False
 
@@ -1345,7 +1433,7 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
         p4d += (addr >> 39) & 511
     while True:
         next = end if folded else addr_end(addr, end, P4D_SIZE_)
-        if p4d_none_or_clear_bad(c, p4d):
+        if p4d_none_or_clear_bad(c, p4d, addr):
             if has_install:
                 err = pool_alloc(c.pool, p4d, L_PUD)
             elif ops.pte_hole != NULL:
@@ -1389,7 +1477,7 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
     c.tables[L_PGD] += 1
     while True:
         next = addr_end(addr, end, size)
-        if pgd_none_or_clear_bad(c, pgd):
+        if pgd_none_or_clear_bad(c, pgd, addr):
             if has_install:
                 err = pool_alloc(c.pool, pgd, L_P4D)
             elif ops.pte_hole != NULL:

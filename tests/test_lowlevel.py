@@ -5,6 +5,7 @@ the Cython one built against the installed package."""
 
 import ctypes
 import importlib.util
+import os
 import subprocess
 import sys
 import threading
@@ -138,7 +139,8 @@ def test_example_cython_builds_against_the_installed_package(tmp_path):
     """The Cython example cimports pgwalk's .pxd from the installed package,
     compiles into its own module and walks (about 10 s: a real compile)."""
     script = Path(pgwalk.__file__).parent / "_examples" / "cython" / "build.py"
+    env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))   # the pgwalk in use
     r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "present PTEs=128" in r.stdout

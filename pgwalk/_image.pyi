@@ -1,0 +1,23 @@
+"""C consumers for page tables in physical-memory images."""
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pgwalk._core import CFunc, PageTables
+
+MAPPING_DTYPE: np.dtype[Any]
+OTHER_DTYPE: np.dtype[Any]
+
+class MappingsOp:
+    """Walk ops recording present leaves and other non-none entries."""
+    @property
+    def pud_entry(self) -> CFunc: ...
+    @property
+    def pmd_entry(self) -> CFunc: ...
+    @property
+    def pte_entry(self) -> CFunc: ...
+    def result(self) -> tuple[NDArray[np.void], NDArray[np.void]]: ...
+
+def translate(pt: PageTables, vas: ArrayLike) -> NDArray[np.int64]: ...
