@@ -204,8 +204,13 @@ class ProcessMixin:
             return False
         if a.vm_flags & VM_SPECIAL:
             return False
-        if a.anon_vma is None or b.anon_vma is None:
+        if a.anon_vma is None and b.anon_vma is None:
             return True
+        if a.anon_vma is None or b.anon_vma is None:
+            # vma_had_uncowed_parents: a forked child's VMA (its anon_vma
+            # chain is not singular) only merges with the same anon_vma
+            other = a.anon_vma or b.anon_vma
+            return other.singular
         return a.anon_vma is b.anon_vma
 
     def _merge_pair(self, a, b):
@@ -596,6 +601,9 @@ class ProcessMixin:
                 b = min(end, vma.vm_end)
                 old = vma.vm_flags
                 new = (old & ~VM_ACCESS) | (prot & VM_ACCESS)
+                if new == old:
+                    a = b
+                    continue
                 if new & VM_WRITE:
                     if not old & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
                         new |= VM_ACCOUNT

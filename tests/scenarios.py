@@ -203,3 +203,42 @@ def shared_scenario(seed):
             st = ("child", st)
         steps.append(st)
     return steps, npages
+
+
+def fork_scenario(seed):
+    """Fork-heavy sequences: copy-on-write from either side (of 4K pages,
+    zero pages and THPs), guards installed and removed on either side,
+    WIPEONFORK ranges, mlock (not inherited), repeated forks."""
+    r = random.Random(seed)
+    npages = r.choice([4, 16, 64, 600, 1024])
+    thp = npages >= 512 and r.random() < 0.7
+    steps = [("mmap", 0, npages, RW, PRIV | P.MAP_FIXED),
+             ("madvise", 0, npages, P.MADV_HUGEPAGE if thp else P.MADV_NOHUGEPAGE)]
+    forked = False
+    for _ in range(r.randint(8, 30)):
+        off = r.randrange(npages)
+        n = max(1, min(npages - off, r.choice([1, 2, 5, 64, 512])))
+        k = r.random()
+        if k < 0.45:
+            st = ("touch", off, r.random() < 0.6)
+        elif k < 0.75:
+            st = ("madvise", off, n, r.choice([
+                P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_WIPEONFORK, P.MADV_KEEPONFORK,
+                P.MADV_DONTNEED, P.MADV_FREE, P.MADV_POPULATE_WRITE, P.MADV_POPULATE_READ,
+                P.MADV_PAGEOUT, P.MADV_COLLAPSE]))
+        elif k < 0.82:
+            st = ("mprotect", off, n, r.choice([P.PROT_READ, RW]))
+        elif k < 0.86:
+            st = (r.choice(["mlock", "munlock", "munmap"]), off, n)
+        else:
+            if forked and r.random() < 0.3:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+            continue
+        if forked and r.random() < 0.45:
+            st = ("child", st)
+        steps.append(st)
+    return steps, npages

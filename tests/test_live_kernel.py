@@ -26,6 +26,7 @@ if not _ok:
 SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "100"))
 THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "30"))
 SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "30"))
+FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "25"))
 CHUNK = 25
 
 
@@ -104,3 +105,15 @@ def test_shared_sequences_match_the_live_kernel(first):
         steps, npages = S.shared_scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"shared seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, FORK_SEEDS, CHUNK))
+def test_fork_sequences_match_the_live_kernel(first):
+    """Fork-heavy sequences with steps in the child: copy-on-write from
+    either side (4K pages, zero pages, THPs), guards on either side,
+    WIPEONFORK, mlock not inherited, VMA merging of a child's VMAs (whose
+    anon_vma chains are not singular)."""
+    for seed in range(first, min(first + CHUNK, FORK_SEEDS)):
+        steps, npages = S.fork_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"fork seed {seed} ({npages} pages):\n" + describe(steps, model, live)
