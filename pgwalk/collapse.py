@@ -1,8 +1,10 @@
 """MADV_COLLAPSE of the process model: each 2 MiB-aligned block of the range
 inside an eligible anonymous VMA becomes a PMD-mapped THP (the contents of
-its pages copied, empty and zero pages zero-filled).  A block holding a
-guard marker, a swap entry or another non-present entry fails with EINVAL,
-as on the live kernel; blocks already PMD-mapped are left alone."""
+its pages copied, empty and zero pages zero-filled).  A block without a PTE
+table, or holding a guard marker or another non-present entry, fails with
+EINVAL and ends the call, as on the live kernel; blocks already PMD-mapped
+are left alone.  Shared anonymous memory collapses into a huge page of its
+shmem object."""
 
 from . import constants as C
 from .constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
