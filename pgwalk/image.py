@@ -24,6 +24,7 @@ from ._args import check_range
 from .constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
 from .mm import MM
 from .ops import MMWalkOps
+from .ptdump import kernel_ptdump
 from .walker import walk_page_range_novma
 
 MAPPING_DTYPE = _image.MAPPING_DTYPE
@@ -140,6 +141,16 @@ class ImageMM(MM):
                     raise OSError(-rc, f"walk of [{lo:#x}, {hi:#x}) failed")
         maps, other = op.result()
         return (maps, other) if nonpresent else maps
+
+    def ptdump(self, start=None, end=None):
+        """The text of the kernel's page_tables dump of the image's tables
+        (default: both canonical halves, with the User/Kernel Space markers)."""
+        markers = []
+        if start is None and end is None:
+            half = 1 << (47 if self.levels == 4 else 56)
+            markers = [(0, "User Space"), ((1 << 64) - half, "Kernel Space")]
+        with self.mmap_read_lock():
+            return kernel_ptdump(self, self._halves(start, end), markers)
 
     def translate(self, vas):
         """Physical address of each virtual address (int64; -1 where unmapped)."""

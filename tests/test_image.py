@@ -250,3 +250,41 @@ def test_bad_images_get_clear_errors(tmp_path):
     img.tofile(tmp_path / "ok.raw")
     with pytest.raises(ValueError, match="cr3"):
         pgwalk.PhysImage.open(tmp_path / "ok.raw").mm(10 ** 6 << 12)
+
+
+def test_ptdump_text_and_command_line(tmp_path, capsys):
+    """The kernel's page_tables format: contiguous lines covering both halves,
+    each leaf inside a line of its level with its flags; the command line
+    prints it or writes the mappings."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))   # the pgwalk in use
+    img, root = make_image(3, 4)
+    img.tofile(tmp_path / "i.raw")
+    mm = pgwalk.PhysImage.open(tmp_path / "i.raw").mm(root << 12)
+    text = mm.ptdump()
+    lines = [ln for ln in text.splitlines() if ln.startswith("0x")]
+    assert text.splitlines()[0] == "---[ User Space ]---" and "---[ Kernel Space ]---" in text
+    spans = [(int(ln[:18], 16), int(ln[19:37], 16) or 1 << 64, ln) for ln in lines]
+    for (a, b, _), (c, _, _) in zip(spans, spans[1:]):
+        assert b == c or (b == 1 << 47 and c == (1 << 64) - (1 << 47))
+    assert spans[0][0] == 0 and spans[-1][1] == 1 << 64
+    for m in mm.mappings()[:40]:
+        va, level = int(m["va"]), int(m["level"])
+        ln = [s for a, b, s in spans if a <= va < b][0]
+        assert ln.endswith(("pgd", "p4d", "pud", "pmd", "pte")[level])
+        assert ("RW " in ln) == bool(int(m["entry"]) & RW)
+    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "i.raw"), "--cr3",
+                        hex(root << 12)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == text
+    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "i.raw"), "--cr3",
+                        hex(root << 12), "--csv", str(tmp_path / "m.csv")], capture_output=True, text=True,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 0
+    rows = (tmp_path / "m.csv").read_text().splitlines()
+    assert rows[0] == "va,pa,size,level,entry" and len(rows) == 1 + len(mm.mappings())
+    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "nope"), "--cr3", "0"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "nope" in r.stderr
