@@ -48,12 +48,12 @@ cdef inline int _push_map(MapState *s, uint64_t va, uint64_t pa, uint64_t size, 
                           uint64_t entry) noexcept nogil:
     cdef Mapping *m
     if s.nmaps == s.cap_maps:
-        m = <Mapping *>realloc(s.maps, (s.cap_maps * 2 + 1024) * sizeof(Mapping))
+        m = <Mapping *>realloc(s.maps, (s.cap_maps * 2 + 65536) * sizeof(Mapping))
         if m == NULL:
             s.failed = 1
             return -12
         s.maps = m
-        s.cap_maps = s.cap_maps * 2 + 1024
+        s.cap_maps = s.cap_maps * 2 + 65536
     s.maps[s.nmaps].va = va
     s.maps[s.nmaps].pa = pa
     s.maps[s.nmaps].size = size
@@ -133,6 +133,12 @@ cdef class MappingsOp:
     def __dealloc__(self):
         free(self.state.maps)
         free(self.state.other)
+
+    def reset(self):
+        """Forget the records, keep the buffers (already faulted in)."""
+        self.state.nmaps = 0
+        self.state.nother = 0
+        self.state.failed = 0
 
     def result(self):
         """(mappings, others) as numpy structured arrays, in walk order."""

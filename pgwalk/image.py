@@ -132,7 +132,10 @@ class ImageMM(MM):
         ``nonpresent=True`` also the non-present non-none entries (PROT_NONE,
         swap, markers: va, level, entry).  Default: both canonical halves
         (the range ends at 2**64 - 1: the last page is included)."""
-        op = _image.MappingsOp()
+        op = getattr(self, "_mappings_op", None)
+        if op is None:                  # kept: its buffers stay faulted in for the next call
+            op = self._mappings_op = _image.MappingsOp()
+        op.reset()
         ops = MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pmd_entry, pte_entry=op.pte_entry)
         with self.mmap_read_lock():
             for lo, hi in self._halves(start, end):

@@ -44,3 +44,15 @@ def test_plot_is_written(tmp_path):
         sys.path.remove(str(BENCH))
     png = (tmp_path / "p.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+
+
+def test_image_benchmark_runs_and_agrees_with_numpy():
+    """benchmarks/images.py on a 1 GiB image: it checks pgwalk's mappings
+    against its numpy walker itself (an assertion inside the script)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import images
+        res = images.main(["--gib", "1", "--samples", "1"])
+    finally:
+        sys.path.remove(str(BENCH))
+    assert set(res) >= {"pgwalk mappings() (user half)", "numpy vectorised walker"}
