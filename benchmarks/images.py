@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import pgwalk
+from pgwalk._builtin import MincoreOp
 
 TABLE = 0x67
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -85,7 +86,7 @@ def main(argv=None):
         res["numpy vectorised walker"] = measure(lambda: numpy_walk(img, 1), pages, a.samples)
         vas = (np.random.default_rng(1).integers(0, pages, 1 << 20, dtype=np.uint64) << np.uint64(12))
         res["pgwalk translate() (1M random VAs)"] = measure(lambda: mm.translate(vas), 1 << 20, a.samples)
-        op = pgwalk._builtin.MincoreOp(0, pages)
+        op = MincoreOp(0, pages)
         ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry, pmd_entry=op.pmd_entry, pte_hole=op.pte_hole)
 
         def c_tier():
@@ -111,5 +112,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    import pgwalk._builtin  # noqa: F401
     main()
