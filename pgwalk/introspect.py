@@ -112,14 +112,21 @@ class IntrospectMixin:
                 res.append(d)
         return res
 
-    def ptdump(self, start=0, end=None):
+    def ptdump(self, start=0, end=None, kernel_format=False):
         """A text dump of the page tables of [start, end) (default: the user
-        half), one line per run of like entries, as the kernel's ptdump
-        prints: address range, size, level and the entry's attributes."""
+        half), one line per run of like entries: address range, size, level
+        and the entry's attributes, with guard markers, other markers, swap
+        entries and zero pages named.  ``kernel_format=True``: exactly the
+        kernel's page_tables text (``pgwalk.ptdump``), where non-present
+        entries show no attributes."""
         from .ops import MMWalkOps
         from .walker import walk_page_range_novma
         if end is None:
             end = 1 << (47 if self.levels == 4 else 56)
+        if kernel_format:
+            from .ptdump import kernel_ptdump
+            with self.mmap_write_lock():
+                return kernel_ptdump(self, [(start, end)])
         runs = []
 
         def attrs(v, level):

@@ -161,6 +161,8 @@ def test_mincore_smaps_ptdump_formats():
     assert sm["Locked"] == sm["Rss"] == 8 and "lo" in sm["VmFlags"] and "gu" in sm["VmFlags"]
     text = mm.ptdump()
     assert "guard" in text and "pte" in text
+    ktext = mm.ptdump(kernel_format=True)
+    assert "USR RW" in ktext and " pte\n" in ktext
     s = mm.mmap(None, 4 * PS, RW, SHARED)
     mm.touch(s, write=True)
     mm.madvise(s, 4 * PS, P.MADV_DONTNEED)
