@@ -23,10 +23,10 @@ if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
 # Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "100"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "30"))
-SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "30"))
-FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "25"))
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "80"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "25"))
+SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "25"))
+FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
 CHUNK = 25
 
 
