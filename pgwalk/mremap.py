@@ -52,9 +52,7 @@ def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
         if flags & C.MREMAP_DONTUNMAP:
             dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
             return _move_to(mm, addr, old_len, dst, new_len, flags)
-        if old_len >= new_len:
-            if old_len > vma.vm_end - addr and old_len != new_len:
-                pass
+        if old_len >= new_len:         # shrink in place (the tail may span VMAs)
             if old_len > new_len:
                 mm._unmap(addr + new_len, addr + old_len)
             return addr
