@@ -8,7 +8,7 @@ shmem object."""
 
 from . import constants as C
 from .constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
-from .entries import pmd_leaf, pmd_pfn, pte_none, pte_present, pte_pfn
+from .entries import pmd_leaf, pte_none, pte_present, pte_pfn
 
 
 def collapse(mm, vma, s, e):

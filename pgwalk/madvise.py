@@ -4,7 +4,7 @@ ENOMEM), and one handler per advice.  Page-table work is done by walks
 (``MM._zap``, the ``lru`` op, the guard ops of ``pgwalk/guard.py``)."""
 
 from . import constants as C
-from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE
+from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE
 from .guard import guard_install, guard_remove
 from .process import _err, vma_is_anonymous
 from .walker import walk_page_range
@@ -171,4 +171,3 @@ def _unmap_object_range(self_mm, obj, lo, hi):
                         mm._zap(s, e)
 
 
-__all__ = ["madvise", "PMD_SIZE"]
