@@ -834,7 +834,13 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             e[0] = 0                 # MADV_FREE drops swap entries
         return 0
     pfn = (v & PGW_PFN_MASK) >> 12
-    if pfn == ZERO_PFN or s.ps.mapcount[pfn] > 1:
+    if pfn == ZERO_PFN:
+        return 0
+    if s.ps.mapcount[pfn] > 1 and not (s.write and not (s.ps.pflags[pfn] & (PF_LARGE | PF_SHMEM))):
+        # COLD/PAGEOUT leave pages mapped elsewhere alone; MADV_FREE marks a
+        # small anonymous page lazily free even when it is shared (an
+        # anonymous folio is not PG_dirty, so the kernel's mapcount test
+        # is skipped)
         return 0
     if s.ps.pflags[pfn] & PF_SHMEM:
         if s.pageout:
