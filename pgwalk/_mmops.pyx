@@ -547,6 +547,10 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         if thp_shared(s.ps, pfn):
             return 0                 # SUBTREE: split, then copy the 4K pages written
         e[0] = v | PGW_RW | PGW_DIRTY
+    else:
+        e[0] = v | PGW_DIRTY         # the write dirties the PMD (and so the whole folio)
+    for i in range(NR):
+        s.ps.pflags[pfn + i] &= ~PF_LAZYFREE
     a = addr
     while a < next:
         mark_data(s, pfn + ((a >> 12) & 511))
