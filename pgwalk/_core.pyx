@@ -689,6 +689,9 @@ cdef struct WalkCtx:
     uint64_t inline_start         # ...its first page's address
     uint64_t inline_n             # ...and its length in pages
     int main_thread               # the walk runs on Python's main thread
+    uint64_t *refused_pmd         # the PMD pte_offset_map last refused...
+    uint64_t refused_val          # ...its value then...
+    int refusals                  # ...and how many times in a row
 
 
 cdef class EntryRef:
@@ -1139,8 +1142,22 @@ cdef int walk_pte_range(WalkCtx *c, uint64_t *pmd, uint64_t addr, uint64_t end) 
     else:
         pte = pte_offset_map(c, pmd, addr)
     if pte == NULL:
+        # The kernel retries for ever when the PMD stays unmappable and
+        # unchanged (a devmap PMD without PS in a no-VMA walk); pgwalk moves
+        # on after the third refusal in a row of the same slot and value, where
+        # the golden corpus' driver stops too (docs/decisions.md, 17).
+        if pmd == c.refused_pmd and pmd[0] == c.refused_val:
+            c.refusals += 1
+        else:
+            c.refused_pmd = pmd
+            c.refused_val = pmd[0]
+            c.refusals = 1
+        if c.refusals >= 3:
+            c.refused_pmd = NULL
+            return 0
         c.w.action = ACT_AGAIN
         return 0
+    c.refused_pmd = NULL
     c.tables[L_PTE] += 1
     return walk_pte_range_inner(c, pte, addr, end)
 

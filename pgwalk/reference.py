@@ -110,6 +110,7 @@ class Walk:
         self._action = ACTION_SUBTREE
         # internal state of the walk
         self.tables = mm if pgd is None else pgd.tables
+        self.refused = (None, 0)          # ((pmd slot, value), refusals in a row)
         self.levels = mm.levels
         self.task_size = task_size(mm.levels)
 
@@ -237,8 +238,16 @@ def walk_pte_range(walk, pmd, addr, end):
     else:
         tid = pte_offset_map(walk, pmd)
     if tid is None:
+        # pgwalk's guard against the kernel's endless retry of an unmappable,
+        # unchanging PMD: the third refusal in a row moves on (decision 17).
+        key = (pmd, _get(walk, pmd))
+        count = walk.refused[1] + 1 if walk.refused[0] == key else 1
+        walk.refused = (None, 0) if count >= 3 else (key, count)
+        if count >= 3:
+            return 0
         walk._action = ACTION_AGAIN
         return 0
+    walk.refused = (None, 0)
     return walk_pte_range_inner(walk, tid, (addr >> 12) & 511, addr, end)
 
 

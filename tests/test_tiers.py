@@ -263,3 +263,21 @@ def test_pte_loop_never_leaves_its_table_at_address_zero(levels):
         assert pgwalk.walk_page_range_novma(mm, 0, 100, ops) == 0
         assert pgwalk.reference.walk_page_range_novma(mm, 0, 100, ops) == 0
     assert seen == [(0, 4096, mm.entry(0, PTE))] * 2
+
+
+@pytest.mark.parametrize("impl", ["cython", "reference"])
+def test_unmappable_pmd_is_not_retried_for_ever(impl):
+    """A devmap PMD without PS in a no-VMA walk of user addresses: the kernel
+    would retry it for ever; pgwalk calls pmd_entry three times and moves on
+    (docs/decisions.md 17; found by the garbage-table fuzzer)."""
+    walker = pgwalk if impl == "cython" else pgwalk.reference
+    mm = pgwalk.MM(4)
+    mm.set_entry(0x200000, PMD, (1 << 58) | 1)
+    mm.map(0x400000)
+    seen = []
+    ops = pgwalk.MMWalkOps(pmd_entry=lambda e, a, n, w: seen.append(("P", a)) or 0,
+                           pte_entry=lambda e, a, n, w: seen.append(("E", a)) or 0)
+    with mm.mmap_write_lock():
+        assert walker.walk_page_range_novma(mm, 0x200000, 0x401000, ops) == 0
+    assert seen == [("P", 0x200000)] * 3 + [("P", 0x400000), ("E", 0x400000)]
+    assert mm.entry(0x200000, PMD) == (1 << 58) | 1          # left as it was
