@@ -23,11 +23,11 @@ if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
 # Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "80"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "25"))
-SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "25"))
+SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "60"))
+THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "20"))
+SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "20"))
 FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
-CHUNK = 25
+CHUNK = 20
 
 
 def _thp_collapses():
