@@ -158,3 +158,5 @@ cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil
 cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil
 cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil
 cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int level) noexcept nogil
+cdef uint64_t *pool_slot(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t addr,
+                         int level, bint alloc, int *err) noexcept nogil

@@ -183,31 +183,8 @@ cdef class PageTables:
         return 0
 
     cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil:
-        """The slot for ``addr`` at ``level``; allocates missing tables above
-        it (counted) when ``alloc``.  NULL with *err 0: the chain is missing;
-        NULL with *err < 0: allocation failed or a non-table blocks the way."""
-        cdef uint64_t *slot = self.pgd_ptr + index_at(self.levels, L_PGD, addr)
-        cdef uint64_t *tbl
-        cdef int lvl = L_PGD, cl
-        err[0] = 0
-        if self.levels == 4 and level == L_P4D:
-            level = L_PGD
-        while lvl < level:
-            cl = child_level(self.levels, lvl)
-            tbl = table_of(&self.pool, slot)
-            if tbl == NULL:
-                if not alloc:
-                    return NULL
-                if not pte_none(slot[0]):
-                    err[0] = -17              # EEXIST: something else is there
-                    return NULL
-                if pool_alloc(&self.pool, slot, cl) < 0:
-                    err[0] = -E_NOMEM
-                    return NULL
-                tbl = table_of(&self.pool, slot)
-            slot = tbl + index_at(self.levels, cl, addr)
-            lvl = cl
-        return slot
+        """The slot for ``addr`` at ``level`` in this mm's tree (pool_slot)."""
+        return pool_slot(&self.pool, self.pgd_ptr, self.levels, addr, level, alloc, err)
 
     # --- Python-level primitives (the process model and the reference walker)
     cdef uint64_t *_live_slot(self, int64_t tid, int idx) except NULL:
@@ -446,6 +423,36 @@ cdef bint alloc_attempt_fails(pgwalk_pool_t *pool) noexcept nogil:
             pool.stats.alloc_failed += 1
             return True
     return False
+
+
+cdef uint64_t *pool_slot(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t addr,
+                         int level, bint alloc, int *err) noexcept nogil:
+    """The slot for ``addr`` at ``level`` in the tree under ``pgd``; with
+    ``alloc`` the missing tables above it are allocated (counted, as
+    __pud_alloc and friends).  NULL with *err 0: the chain is missing; NULL
+    with *err < 0: allocation failed (-ENOMEM) or a non-table blocks (-EEXIST)."""
+    cdef uint64_t *slot = pgd + index_at(levels, L_PGD, addr)
+    cdef uint64_t *tbl
+    cdef int lvl = L_PGD, cl
+    err[0] = 0
+    if levels == 4 and level == L_P4D:
+        level = L_PGD
+    while lvl < level:
+        cl = child_level(levels, lvl)
+        tbl = table_of(pool, slot)
+        if tbl == NULL:
+            if not alloc:
+                return NULL
+            if not pte_none(slot[0]):
+                err[0] = -17              # EEXIST: something else is there
+                return NULL
+            if pool_alloc(pool, slot, cl) < 0:
+                err[0] = -E_NOMEM
+                return NULL
+            tbl = table_of(pool, slot)
+        slot = tbl + index_at(levels, cl, addr)
+        lvl = cl
+    return slot
 
 
 cdef int _pool_grow(pgwalk_pool_t *pool) noexcept with gil:

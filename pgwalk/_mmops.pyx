@@ -22,7 +22,7 @@ import numpy as np
 cimport numpy as cnp
 
 from pgwalk._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
-                           PageTables, table_of, pool_alloc, pool_free_subtree,
+                           PageTables, table_of, pool_alloc, pool_free_subtree, pool_slot,
                            SLAB_TABLES)
 from pgwalk._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
@@ -193,41 +193,7 @@ cdef class Phys:
 # and the mremap move write entries at addresses the walk is not visiting.
 # ---------------------------------------------------------------------------
 
-cdef inline int child_level(int levels, int level) noexcept nogil:
-    if levels == 4 and level == L_PGD:
-        return L_PUD
-    return level + 1
-
-
-cdef inline int index_at(int levels, int level, uint64_t addr) noexcept nogil:
-    if level == L_PGD:
-        return (addr >> (39 if levels == 4 else 48)) & 511
-    return (addr >> (12 + 9 * (4 - level))) & 511
-
-
-cdef uint64_t *slot_alloc(pgwalk_pool_t *pool, uint64_t *pgd, int levels,
-                          uint64_t addr, int level, int *err) noexcept nogil:
-    """The slot for ``addr`` at ``level``, allocating missing tables above it
-    (counted allocations, as pte_alloc/pmd_alloc are).  NULL and *err < 0
-    when an allocation fails or a non-table entry is in the way."""
-    cdef uint64_t *slot = pgd + index_at(levels, L_PGD, addr)
-    cdef uint64_t *tbl
-    cdef int lvl = L_PGD, cl
-    err[0] = 0
-    while lvl < level:
-        cl = child_level(levels, lvl)
-        tbl = table_of(pool, slot)
-        if tbl == NULL:
-            if not pte_none(slot[0]):
-                err[0] = -17
-                return NULL
-            if pool_alloc(pool, slot, cl) < 0:
-                err[0] = -E_NOMEM
-                return NULL
-            tbl = table_of(pool, slot)
-        slot = tbl + index_at(levels, cl, addr)
-        lvl = cl
-    return slot
+# (the lookup itself is the core's pool_slot, with alloc set)
 
 
 # ---------------------------------------------------------------------------
@@ -602,7 +568,7 @@ cdef int fork_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
     cdef uint64_t *d
     cdef int err = 0, i
     if pmd_trans_huge(v):
-        d = slot_alloc(s.dpool, s.dpgd, s.levels, addr, L_PMD, &err)
+        d = pool_slot(s.dpool, s.dpgd, s.levels, addr, L_PMD, True, &err)
         if d == NULL:
             return err
         pfn = pmd_pfn(v)
@@ -618,7 +584,7 @@ cdef int fork_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
     if table_of(s.pool, e) == NULL:
         w.action = ACT_CONTINUE
         return 0
-    d = slot_alloc(s.dpool, s.dpgd, s.levels, addr, L_PTE, &err)
+    d = pool_slot(s.dpool, s.dpgd, s.levels, addr, L_PTE, True, &err)
     if d == NULL:
         return err
     s.dtbl = d - ((addr >> 12) & 511)
@@ -648,7 +614,7 @@ cdef uint64_t *dst_pte(OpState *s, uint64_t addr, int *err) noexcept nogil:
     cdef uint64_t dst = addr + s.delta
     cdef uint64_t *d
     if s.dtbl == NULL or (dst & PMD_MASK_) != s.dblock:
-        d = slot_alloc(s.pool, s.pgd, s.levels, dst, L_PTE, err)
+        d = pool_slot(s.pool, s.pgd, s.levels, dst, L_PTE, True, err)
         if d == NULL:
             return NULL
         s.dtbl = d - ((dst >> 12) & 511)
@@ -668,7 +634,7 @@ cdef int move_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
         return 0
     if not (pmd_trans_huge(v) or table_of(s.pool, e) != NULL):
         return 0
-    d = slot_alloc(s.pool, s.pgd, s.levels, addr + s.delta, L_PMD, &err)
+    d = pool_slot(s.pool, s.pgd, s.levels, addr + s.delta, L_PMD, True, &err)
     if d == NULL:
         return err
     if not pte_none(d[0]):
