@@ -51,6 +51,12 @@ def check_ops(ops):
         raise TypeError(f"ops must be a pgwalk.MMWalkOps, not {type(ops).__name__}")
 
 
+def check_stats(stats):
+    from ._core import WalkStats
+    if stats is not None and not isinstance(stats, WalkStats):
+        raise TypeError(f"stats must be a pgwalk.WalkStats or None, not {type(stats).__name__}")
+
+
 def check_vma(vma):
     from .mm import VMA
     if not isinstance(vma, VMA):

@@ -358,6 +358,11 @@ cdef class PageTables:
     def fail_table_alloc(self, at=()):
         """Make the k-th page-table allocation from now on fail (1-based,
         every k in ``at``), as the kernel's fault injection would."""
+        if isinstance(at, (str, bytes)) or not hasattr(at, "__iter__"):
+            raise TypeError(f"at must be an iterable of allocation numbers, not {type(at).__name__}")
+        for k in at:
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise TypeError(f"at: allocation numbers must be ints, not {type(k).__name__}")
         ks = sorted({int(k) for k in at})
         if any(k < 1 or k >= 1 << 63 for k in ks):
             raise ValueError("at: allocation numbers are 1-based and below 2**63")

@@ -193,6 +193,10 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
             raise ValueError(f"addr {addr:#x} is not aligned to the level's {size:#x} bytes")
         if pfn is None:
             pfn = self.alloc_pfn(size // PAGE_SIZE, size // PAGE_SIZE)
+        elif not isinstance(pfn, int) or isinstance(pfn, bool):
+            raise TypeError(f"pfn must be an int, not {type(pfn).__name__}")
+        elif not 0 <= pfn < 1 << 40:
+            raise ValueError(f"pfn must fit in the 40-bit PFN field: {pfn:#x}")
         value = {PTE: E.pfn_pte, PMD: E.pfn_pmd, PUD: E.pfn_pud}[level](pfn, prot)
         tid, idx = self._locate(addr, level, True)
         if self._child(tid, idx) >= 0:

@@ -7,7 +7,7 @@ per slot (the indirect calls made), tables and entries visited, and what the
 walk changed in the mm's counters (tables allocated, splits)."""
 
 from . import _core
-from ._args import check_mm, check_ops, check_pgd, check_range, check_vma
+from ._args import check_mm, check_ops, check_pgd, check_range, check_stats, check_vma
 from .constants import EINVAL
 
 
@@ -16,6 +16,7 @@ def walk_page_range(mm, start, end, ops, private=None, *, stats=None):
     non-zero callback result, or a negative errno.  Refuses ``install_pte``."""
     check_mm(mm)
     check_ops(ops)
+    check_stats(stats)
     check_range(mm, start, end)
     if ops.install_pte is not None:
         return -EINVAL
@@ -33,6 +34,7 @@ def walk_page_range_vma(vma, start, end, ops, private=None, *, stats=None):
     """Walk ``[start, end)`` inside one VMA; no ``test_walk``, no PFN-map skip."""
     check_vma(vma)
     check_ops(ops)
+    check_stats(stats)
     mm = vma.vm_mm
     check_range(mm, start, end)
     if start >= end or mm is None:
@@ -50,6 +52,7 @@ def walk_page_vma(vma, ops, private=None, *, stats=None):
     """Walk the whole of one VMA; no ``test_walk``, no PFN-map skip."""
     check_vma(vma)
     check_ops(ops)
+    check_stats(stats)
     mm = vma.vm_mm
     if mm is None or ops.install_pte is not None:
         return -EINVAL
@@ -63,6 +66,7 @@ def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, stats=
     tree's top-level table ``pgd``.  Huge leaves are never split."""
     check_mm(mm)
     check_ops(ops)
+    check_stats(stats)
     check_pgd(mm, pgd)
     check_range(mm, start, end)
     if start >= end or mm is None:

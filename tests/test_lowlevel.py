@@ -72,8 +72,8 @@ def test_capsule_named_with_the_signature(lib):
     f = fn(lib, "count_present")
     new = ctypes.pythonapi.PyCapsule_New
     new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-    name = ctypes.c_char_p(pgwalk.lowlevel.SIGNATURES["entry"].encode())
-    cap = new(ctypes.cast(f, ctypes.c_void_p).value, name.value, None)
+    name = pgwalk.lowlevel.SIGNATURES["entry"].encode()     # kept alive: the capsule keeps a pointer
+    cap = new(ctypes.cast(f, ctypes.c_void_p).value, name, None)
     counter = ctypes.c_int64(0)
     with mm.mmap_read_lock():
         pgwalk.walk_page_range(mm, B, B + (4 << 21), pgwalk.MMWalkOps(

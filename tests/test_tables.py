@@ -134,3 +134,21 @@ def test_type_stub_matches_the_compiled_module(tmp_path):
                         "--allowlist", str(allow)], capture_output=True, text=True,
                        cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout + r.stderr + str(root)
+
+
+def test_argument_checks_found_by_the_api_fuzzer():
+    """stats= must be a WalkStats; fail_table_alloc(at=) an iterable of ints;
+    map(pfn=) within the 40-bit PFN field (docs/robustness.md, findings 3-5)."""
+    mm = pgwalk.MM(4)
+    mm.add_vma(A, A + 4096)
+    ops = pgwalk.MMWalkOps(pte_entry=lambda *a: 0)
+    with mm.mmap_read_lock():
+        for bad in (5, pgwalk.WalkStats):
+            with pytest.raises(TypeError, match="stats"):
+                pgwalk.walk_page_range(mm, A, A + 4096, ops, stats=bad)
+    for bad in ("12", 3, [1.5], [True]):
+        with pytest.raises(TypeError, match="at"):
+            mm.fail_table_alloc(at=bad)
+    with pytest.raises(ValueError, match="pfn"):
+        mm.map(A, pfn=1 << 40)
+    mm.validate()
