@@ -22,6 +22,7 @@ import numpy as np
 import pgwalk
 from pgwalk import _builtin
 from pgwalk import entries as E
+from support import recording_callback
 from pgwalk.constants import (
     ACTION_AGAIN, ACTION_CONTINUE, P4D, PGD, PMD, PTE, PTE_MARKER_GUARD,
     PUD, VM_HUGETLB, VM_PFNMAP,
@@ -291,38 +292,18 @@ def py_ops(step, trace, mm):
         return cb["ret_at"].get(n, 0)
 
     def mk(name):
-        if name.endswith("_entry") and name != "hugetlb_entry":
-            def f(entry, addr, next, walk):
-                trace.append((name, addr, next, int(entry), walk.action))
-                return behave(name, walk, addr, entry)
-        elif name == "pte_hole":
-            def f(addr, next, depth, walk):
-                trace.append((name, addr, next, depth))
-                return behave(name, walk, addr)
-        elif name == "hugetlb_entry":
-            def f(entry, hmask, addr, next, walk):
-                trace.append((name, addr, next, hmask, int(entry)))
-                return behave(name, walk, addr)
-        elif name in ("test_walk", "pre_vma"):
-            def f(start, end, walk):
-                trace.append((name, start, end))
-                return behave(name, walk, start)
-        elif name == "post_vma":
-            def f(walk):
-                trace.append((name,))
-        else:
-            how, value = script[name]["how"], script[name]["value"]
+        if name != "install_pte":
+            return recording_callback(name, trace, behave)
+        how, value = script[name]["how"], script[name]["value"]
 
-            def f(addr, next, ptep, walk):
-                trace.append((name, addr, next, int(ptep)))
-                if how == "present":
-                    ptep.set(E.pfn_pte(addr >> 12 & ((1 << 40) - 1), PRESENT))
-                elif how == "guard":
-                    ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
-                elif how == "garbage":
-                    ptep.set(value)
-                return 0
-        return f
+        def install(addr, ptep):
+            if how == "present":
+                ptep.set(E.pfn_pte(addr >> 12 & ((1 << 40) - 1), PRESENT))
+            elif how == "guard":
+                ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
+            elif how == "garbage":
+                ptep.set(value)
+        return recording_callback(name, trace, lambda *a: 0, install)
 
     return pgwalk.MMWalkOps(**{n: mk(n) for n in script})
 

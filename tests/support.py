@@ -248,6 +248,40 @@ def scripted_ops(spec, trace, vma_index, levels_of):
     return pgwalk.MMWalkOps(walk_lock=LOCKS[spec.get("walk_lock", "PGWALK_RDLOCK")], **kw)
 
 
+def recording_callback(name, trace, behave, install=None, vma_key=None):
+    """A callback for slot ``name`` that appends its arguments (raw entry
+    values included) to ``trace`` and returns ``behave(name, walk, addr
+    [, entry])``; ``install(addr, ptep)`` writes install_pte's value;
+    ``vma_key(vma)``, when given, is recorded for the VMA-level callbacks."""
+    key = (lambda walk: (vma_key(walk.vma),)) if vma_key else (lambda walk: ())
+    if name in ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry"):
+        def f(entry, addr, next, walk):
+            trace.append((name, addr, next, int(entry), walk.action))
+            return behave(name, walk, addr, entry)
+    elif name == "pte_hole":
+        def f(addr, next, depth, walk):
+            trace.append((name, addr, next, depth) + key(walk))
+            return behave(name, walk, addr)
+    elif name == "hugetlb_entry":
+        def f(entry, hmask, addr, next, walk):
+            trace.append((name, addr, next, hmask, int(entry)))
+            return behave(name, walk, addr)
+    elif name in ("test_walk", "pre_vma"):
+        def f(start, end, walk):
+            trace.append((name, start, end) + key(walk))
+            return behave(name, walk, start)
+    elif name == "post_vma":
+        def f(walk):
+            trace.append((name,) + key(walk))
+    else:
+        def f(addr, next, ptep, walk):
+            trace.append((name, addr, next, int(ptep)))
+            r = behave(name, walk, addr)
+            install(addr, ptep)
+            return r
+    return f
+
+
 # --- the golden adapter ----------------------------------------------------------
 
 def load_golden():

@@ -21,7 +21,7 @@ from pgwalk.constants import (
     ACTION_AGAIN, ACTION_CONTINUE, PGD,
     PMD, PTE, PTE_MARKER_GUARD, PUD, VM_HUGETLB, VM_PFNMAP,
 )
-from support import CYTHON, PRESENT, REFERENCE, locked_for
+from support import CYTHON, PRESENT, REFERENCE, locked_for, recording_callback
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -242,36 +242,13 @@ def run(recipe, impl):
         return cb["ret_at"].get(addr, cb["ret"])
 
     def mk(name):
-        if name in ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry"):
-            def f(entry, addr, next, walk):
-                trace.append((name, addr, next, int(entry), walk.action))
-                return behave(name, walk, addr, entry)
-        elif name == "pte_hole":
-            def f(addr, next, depth, walk):
-                trace.append((name, addr, next, depth, index.get(id(walk.vma))))
-                return behave(name, walk, addr)
-        elif name == "hugetlb_entry":
-            def f(entry, hmask, addr, next, walk):
-                trace.append((name, addr, next, hmask, int(entry)))
-                return behave(name, walk, addr)
-        elif name in ("test_walk", "pre_vma"):
-            def f(start, end, walk):
-                trace.append((name, start, end, index.get(id(walk.vma))))
-                return behave(name, walk, start)
-        elif name == "post_vma":
-            def f(walk):
-                trace.append((name, index.get(id(walk.vma))))
-        else:
-            def f(addr, next, ptep, walk):
-                trace.append((name, addr, next, int(ptep)))
-                r = behave(name, walk, addr)
-                how = recipe["ops"][name]["install"]
-                if how == "present":
-                    ptep.set(E.pfn_pte(addr >> 12, PRESENT))
-                elif how == "guard":
-                    ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
-                return r
-        return f
+        def install(addr, ptep):
+            how = recipe["ops"][name]["install"]
+            if how == "present":
+                ptep.set(E.pfn_pte(addr >> 12, PRESENT))
+            elif how == "guard":
+                ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
+        return recording_callback(name, trace, behave, install, lambda vma: index.get(id(vma)))
 
     ops = pgwalk.MMWalkOps(walk_lock=recipe["walk_lock"],
                            **{n: mk(n) for n in recipe["ops"]})
