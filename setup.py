@@ -11,6 +11,7 @@ extensions = [
     Extension(
         f"pgwalk.{pyx.stem}",
         [str(pyx)],
+        depends=[str(h) for h in Path("pgwalk").glob("*.h")],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O3"],

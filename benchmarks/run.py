@@ -15,7 +15,9 @@ Every figure is per page (4 KiB) of the walked range, like the kernel's.
 
 Tiers (the op is mincore: one byte per page; THPs are not split)
   inline      MincoreOp's pte_entry inlined in the walker's PTE loop
-  c-slot      the built-in MincoreOp, through the pte_entry slot
+  c-pmd       the built-in MincoreOp in the kernel's own shape (mm/mincore.c): its
+              pmd_entry reads the PTE table, one indirect call per table
+  c-slot      the built-in MincoreOp, through the pte_entry slot (one call per page)
   lowlevel    the same pte_entry in C loaded through ctypes (pgwalk.LowLevelCallable)
   batch       pgwalk.batch with a numpy count_nonzero body (one call per table)
   python      a plain Python pte_entry with an empty body, one call per entry
@@ -150,6 +152,10 @@ def run_case(levels, shape, size, samples, min_time, q):
     tiers = res["tiers"]
     with mm.mmap_read_lock():
         tiers["c-slot"] = measure(lambda: pgwalk.walk_page_range(mm, BASE, end, slot_ops), n, samples, min_time)
+        op3 = MincoreOp(BASE, n)
+        kops = pgwalk.MMWalkOps(pmd_entry=op3.pte_range, pte_hole=op3.pte_hole)
+        tiers["c-pmd"] = measure(lambda: pgwalk.walk_page_range(mm, BASE, end, kops), n, samples, min_time)
+        assert (op3.vec == op.vec).all(), "kernel-shaped and per-PTE ops disagree"
         op2 = MincoreOp(BASE, n)          # its pmd_entry/pte_hole slots and the inlined PTE op share op2.vec
         ops2 = pgwalk.MMWalkOps(pte_entry=op2.pte_entry, pmd_entry=op2.pmd_entry, pte_hole=op2.pte_hole)
         tiers["inline"] = measure(lambda: _core._walk_inline_mincore(mm, BASE, end, ops2, op2.vec),
@@ -382,7 +388,7 @@ def plot(results, path):
         return
     fig, axes = plt.subplots(1, len(SHAPES), figsize=(4 * len(SHAPES), 4), sharey=True)
     for ax, shape in zip(axes, SHAPES):
-        for tier in ("inline", "c-slot", "lowlevel", "batch", "python"):
+        for tier in ("inline", "c-pmd", "c-slot", "lowlevel", "batch", "python"):
             for lv, style in ((4, "-o"), (5, "--s")):
                 pts = [(r["size_gib"], r["tiers"][tier]["median"]) for r in results
                        if r["shape"] == shape and r["levels"] == lv and tier in r["tiers"]]

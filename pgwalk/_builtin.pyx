@@ -12,8 +12,8 @@ from libc.string cimport memset
 
 import numpy as np
 
-from pgwalk._core cimport CFunc, make_cfunc, pgwalk_walk_t
-from pgwalk._entries cimport pte_none, pte_present, pmd_leaf, pmd_trans_huge
+from pgwalk._core cimport CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pte_offset_map
+from pgwalk._entries cimport pte_none, pte_present, pmd_leaf, pmd_trans_huge, PGW_P, PGW_PROTNONE
 
 cdef enum:
     C_PTE_PRESENT = 0
@@ -157,6 +157,40 @@ cdef int _mincore_pmd(uint64_t *entry, uint64_t addr, uint64_t next,
     return 0
 
 
+cdef extern from "_kernels.h":
+    void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
+
+cdef int _mincore_pte_range(uint64_t *entry, uint64_t addr, uint64_t next,
+                            pgwalk_walk_t *walk, void *ctx) noexcept nogil:
+    # The kernel's shape (mm/mincore.c, mincore_pte_range): a pmd_entry that
+    # reads the PTE table itself, so one indirect call covers 512 pages.
+    cdef MincoreState *s = <MincoreState *>ctx
+    cdef uint64_t *pte
+    cdef uint64_t lo, i, n, a
+    if pmd_trans_huge(entry[0]):
+        _mincore_fill(s, addr, next, 1)
+        walk.action = 1                     # ACTION_CONTINUE: never split
+        return 0
+    pte = pgwalk_pte_offset_map(walk, entry, addr)
+    if pte == NULL:
+        if pte_none(entry[0]):
+            walk.action = 2                 # ACTION_AGAIN, as the kernel: the PMD is now a hole
+        else:
+            _mincore_fill(s, addr, next, 0) # not a table (a migration entry): nothing present
+        return 0
+    n = (next - addr + 4095) >> 12
+    lo = (addr - s.start) >> 12
+    if addr >= s.start and lo + n <= s.n:
+        pgw_any_bits_u8(pte, s.vec + lo, <int>n, PGW_P | PGW_PROTNONE)
+    else:
+        for i in range(n):
+            a = addr + (i << 12)
+            if a >= s.start and ((a - s.start) >> 12) < s.n:
+                s.vec[(a - s.start) >> 12] = pte_present(pte[i])
+    walk.action = 1                         # ACTION_CONTINUE: the table is done
+    return 0
+
+
 cdef int _mincore_hole(uint64_t addr, uint64_t next, int depth,
                        pgwalk_walk_t *walk, void *ctx) noexcept nogil:
     _mincore_fill(<MincoreState *>ctx, addr, next, 0)
@@ -167,12 +201,18 @@ cdef class MincoreOp:
     """mincore(2)'s walk as C slots (pmd_entry, pte_entry, pte_hole): one
     byte per page of ``[start, start + 4096 * npages)`` into ``.vec``, 1 for
     a present page (a THP counts as 512 present pages; none, swap and
-    markers are 0).  Like the kernel's mincore it never splits a THP."""
+    markers are 0).  Like the kernel's mincore it never splits a THP.
+
+    Two shapes: ``pmd_entry`` + ``pte_entry`` (one call per PTE, the cost
+    the benchmark's c-slot tier measures), or ``pte_range`` as the
+    pmd_entry with no pte_entry -- the kernel's own shape, one call per PTE
+    table, which reads the table itself (``pgwalk_pte_offset_map``)."""
     cdef MincoreState state
     cdef readonly object vec
     cdef readonly CFunc pte_entry
     cdef readonly CFunc pmd_entry
     cdef readonly CFunc pte_hole
+    cdef readonly CFunc pte_range
 
     def __cinit__(self, uint64_t start, uint64_t npages):
         self.vec = np.zeros(npages, dtype=np.uint8)
@@ -182,6 +222,7 @@ cdef class MincoreOp:
         self.pte_entry = make_cfunc(<void *>_mincore_pte, &self.state, "entry", self)
         self.pmd_entry = make_cfunc(<void *>_mincore_pmd, &self.state, "entry", self)
         self.pte_hole = make_cfunc(<void *>_mincore_hole, &self.state, "hole", self)
+        self.pte_range = make_cfunc(<void *>_mincore_pte_range, &self.state, "entry", self)
 
 
 # --- bulk builders for large models (benchmarks, demos) ---------------------

@@ -154,6 +154,7 @@ cdef class PageTables:
 
 
 cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil
+cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_t addr) noexcept nogil
 cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil
 cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil
 cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil

@@ -210,6 +210,9 @@ def _walk_inline_mincore(
 ) -> int:
     """Benchmark baseline: MincoreOp's pte_entry inlined in the PTE loop."""
 
+def _int_rewrite_enabled() -> bool:
+    """Whether Python callbacks get addresses in reused int boxes here."""
+
 def _c_predicates(v: int) -> dict[str, int | bool]:
     """The walker's inline C predicates on one raw value (for tests)."""
 

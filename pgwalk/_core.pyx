@@ -14,10 +14,39 @@ slot), pgwalk does not follow the link; see docs/decisions.md for each place.
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_REFCNT
+from cpython.long cimport PyLong_AsLongAndOverflow
+from cpython.object cimport PyObject
+
 from libc.stdint cimport uint64_t, int64_t, int8_t, uint8_t
 from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
+
+
+cdef extern from "Python.h":
+    # the same functions on raw pointers, for the trampolines' hot path
+    PyObject *PyObject_Vectorcall_p "PyObject_Vectorcall" (PyObject *callable, PyObject **args,
+                                                           size_t nargsf, PyObject *kwnames)
+    long PyLong_AsLongAndOverflow_p "PyLong_AsLongAndOverflow" (PyObject *o, int *overflow)
+    bint PyLong_CheckExact_p "PyLong_CheckExact" (PyObject *o)
+    void Py_DECREF_p "Py_DECREF" (PyObject *o)
+    void PyErr_Fetch(PyObject **t, PyObject **v, PyObject **tb)
+    void PyErr_NormalizeException(PyObject **t, PyObject **v, PyObject **tb)
+    int PyException_SetTraceback(PyObject *exc, PyObject *tb)
+    void Py_XDECREF(PyObject *o)
+    Py_ssize_t Py_REFCNT_p "Py_REFCNT" (PyObject *o)
+    PyObject *PyList_GET_ITEM_p "PyList_GET_ITEM" (object lst, Py_ssize_t i)
+
+cdef extern from "_kernels.h":
+    void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
+
+cdef extern from "_pyint.h":
+    ctypedef struct pgw_boxes:
+        pass
+    int pgw_boxes_pair_p "pgw_boxes_pair" (pgw_boxes *b, uint64_t addr, uint64_t next,
+                                           PyObject **pa, PyObject **pn)
+    void pgw_boxes_clear(pgw_boxes *b)
+    int pgw_int_rewrite_enabled()
 
 import threading
 
@@ -803,8 +832,10 @@ cdef class MMWalk:
     cdef Scratch _scratch
     cdef tuple _keep
     cdef bint _py_slots             # some slot calls Python: walk holding the GIL
-    cdef object _next_obj           # the last ``next`` handed to Python, boxed...
-    cdef uint64_t _next_val         # ...and its value: the next call's ``addr``
+    cdef pgw_boxes _boxes           # addr/next as Python ints, reused (_pyint.h)
+
+    def __dealloc__(self):
+        pgw_boxes_clear(&self._boxes)
 
     @property
     def action(self):
@@ -837,11 +868,30 @@ cdef class MMWalk:
             self._refs[level] = ref
         return ref
 
+    cdef inline PyObject *_ref_borrowed(self, int level) noexcept:
+        """_ref as a borrowed pointer (the list keeps it), for the hot path;
+        NULL with an exception set if a fresh one could not be made."""
+        cdef PyObject *p = PyList_GET_ITEM_p(self._refs, level)
+        if Py_REFCNT_p(p) == 1:
+            return p
+        try:
+            self._ref(level)
+        except BaseException:
+            return NULL
+        return PyList_GET_ITEM_p(self._refs, level)
+
 
 cdef inline int _ret(object r, int slot) except? -1:
     """A callback's return value as a C int (an int, or an integer such as a
     numpy integer: anything with ``__index__``)."""
-    if type(r) is not int:
+    cdef long v
+    cdef int overflow = 0
+    if type(r) is int:
+        # the common case, without Python-level comparisons
+        v = PyLong_AsLongAndOverflow(r, &overflow)
+        if overflow == 0 and INT_MIN <= v <= INT_MAX:
+            return <int>v
+    else:
         if r is None or not hasattr(type(r), "__index__"):
             raise TypeError(f"{SLOT_NAMES[slot]} must return an int, not {type(r).__name__}")
         r = r.__index__()
@@ -858,24 +908,69 @@ cdef inline int _ret(object r, int slot) except? -1:
 
 cdef int _py_entry(uint64_t *entry, uint64_t addr, uint64_t next,
                    pgwalk_walk_t *w, void *ctx, int level) noexcept:
-    cdef MMWalk walk = <MMWalk>w.pywalk
-    cdef EntryRef ref = walk._ref(level)
-    cdef object a, nx
-    ref.ptr = entry
-    # one slot's ``next`` is the following slot's ``addr``: box it once
-    if walk._next_obj is not None and walk._next_val == addr:
-        a = walk._next_obj
+    # The hot path of the plain Python tier, kept free of Python-level
+    # try/except (whose entry saves and restores the exception state on
+    # every call): errors are fetched and parked by _park_pending.
+    # Borrowed pointers throughout: the walk outlives the call and owns
+    # the entry reference and the boxed ints.
+    cdef PyObject *walk = <PyObject *>w.pywalk
+    cdef PyObject *ref = (<MMWalk>walk)._ref_borrowed(level)
+    cdef PyObject *args[4]
+    cdef PyObject *r
+    if ref == NULL:
+        return _park_pending(<MMWalk>walk)
+    # one slot's ``next`` is the following slot's ``addr``: boxed once, in
+    # an int the walk rewrites when no one else holds it (_pyint.h)
+    if pgw_boxes_pair_p(&(<MMWalk>walk)._boxes, addr, next, &args[1], &args[2]) < 0:
+        return _park_pending(<MMWalk>walk)
+    args[0] = ref
+    args[3] = walk
+    (<EntryRef>ref).ptr = entry
+    r = PyObject_Vectorcall_p(<PyObject *>ctx, args, 4, NULL)
+    (<EntryRef>ref).ptr = NULL
+    if r == NULL:
+        return _park_pending(<MMWalk>walk)
+    return _ret_owned(r, level, <MMWalk>walk)
+
+
+cdef int _park_pending(MMWalk walk) noexcept:
+    """Park the exception being raised (a callback's) in the walk."""
+    cdef PyObject *t
+    cdef PyObject *v
+    cdef PyObject *tb
+    PyErr_Fetch(&t, &v, &tb)
+    PyErr_NormalizeException(&t, &v, &tb)
+    if v == NULL:
+        exc = SystemError("a Python callback failed without an exception")
     else:
-        a = addr
-    nx = next
-    walk._next_obj = nx
-    walk._next_val = next
+        if tb != NULL:
+            PyException_SetTraceback(v, tb)
+        exc = <object>v
+    Py_XDECREF(t)
+    Py_XDECREF(v)
+    Py_XDECREF(tb)
+    return walk._park(exc)
+
+
+cdef inline int _ret_owned(PyObject *r, int slot, MMWalk walk) noexcept:
+    """_ret for a new reference from a call, which it releases."""
+    cdef long v
+    cdef int overflow = 0
+    if PyLong_CheckExact_p(r):
+        v = PyLong_AsLongAndOverflow_p(r, &overflow)
+        if overflow == 0 and INT_MIN <= v <= INT_MAX:
+            Py_DECREF_p(r)
+            return <int>v
+    return _ret_slow(r, slot, walk)
+
+
+cdef int _ret_slow(PyObject *r, int slot, MMWalk walk) noexcept:
+    obj = <object>r
+    Py_DECREF_p(r)
     try:
-        return _ret((<object>ctx)(ref, a, nx, walk), level)
+        return _ret(obj, slot)
     except BaseException as e:
         return walk._park(e)
-    finally:
-        ref.ptr = NULL
 
 cdef int _py_pgd(uint64_t *e, uint64_t a, uint64_t n, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_entry(e, a, n, w, ctx, L_PGD)
@@ -1032,6 +1127,16 @@ cdef uint64_t *pte_offset_map(WalkCtx *c, uint64_t *pmd, uint64_t addr) noexcept
     return tbl + ((addr >> 12) & 511)
 
 
+cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_t addr) noexcept nogil:
+    """For C ops: pte_offset_map() from a pmd_entry, as the kernel's own
+    pmd_entry users (mincore, smaps, ...) read the PTE table themselves.  The
+    slot for ``addr`` in the table under ``pmd`` (slots up to the table's
+    end follow it), or NULL when ``pmd`` is not a PTE table (a bad one is
+    cleared first, as the walker does).  Only valid on the ``walk`` a slot
+    function was given: it is the first member of the walk's context."""
+    return pte_offset_map(<WalkCtx *>walk, pmd, addr)
+
+
 cdef inline int pte_count(uint64_t addr, uint64_t end) noexcept nogil:
     """How many slots the kernel's PTE loop visits from ``addr``: it stops
     after the slot at or past ``end - PAGE_SIZE``.  Bounded by the table's
@@ -1104,9 +1209,8 @@ cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t
         # The benchmark baseline: MincoreOp's pte_entry, inlined.
         first = (addr - c.inline_start) >> 12
         if first + n <= c.inline_n:
-            out = c.inline_vec + first
-            for i in range(n):
-                out[i] = pte_present(pte[i])
+            # pte_present() for each slot, as a vectorised loop
+            pgw_any_bits_u8(pte, c.inline_vec + first, n, PGW_P | PGW_PROTNONE)
         else:
             for i in range(n):
                 if first + i < c.inline_n:
@@ -1911,3 +2015,9 @@ def _c_predicates(uint64_t v):
         "swp_pte_offset": swp_pte_offset(v), "mk_table": mk_table(v & 0xFFFFFFFFFF),
         "mk_swp_pte": mk_swp_pte(v >> 59, v & 0xFFFFFFFFFF),
     }
+
+
+def _int_rewrite_enabled():
+    """Whether plain Python callbacks get addresses in reused int boxes
+    (pgwalk/_pyint.h) on this interpreter; otherwise each is a fresh int."""
+    return bool(pgw_int_rewrite_enabled())

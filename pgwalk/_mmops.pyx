@@ -23,11 +23,14 @@ cimport numpy as cnp
 
 from pgwalk._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
                            PageTables, table_of, pool_alloc, pool_free_subtree, pool_slot,
-                           SLAB_TABLES)
+                           SLAB_TABLES, pgwalk_pte_offset_map)
 from pgwalk._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
-                              PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER)
+                              PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE)
+
+cdef extern from "_kernels.h":
+    void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
 
 cnp.import_array()
 
@@ -949,13 +952,28 @@ cdef int mc_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void
 
 
 cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    # The kernel's shape (mm/mincore.c, mincore_pte_range): the pmd_entry
+    # answers for a THP and reads a PTE table itself, one call per table.
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t a = addr
-    if not pmd_trans_huge(e[0]):
+    cdef uint64_t *pte
+    cdef uint64_t i, n
+    if pmd_trans_huge(e[0]):
+        while a < next:
+            s.out8[(a - s.out_start) >> 12] = 1
+            a += 4096
+        w.action = ACT_CONTINUE
         return 0
-    while a < next:
-        s.out8[(a - s.out_start) >> 12] = 1
-        a += 4096
+    pte = pgwalk_pte_offset_map(w, e, addr)
+    if pte == NULL:
+        return 0                    # not a table: the walker goes on as without this op
+    n = (next - addr + 4095) >> 12
+    if not s.is_shmem:
+        # anonymous memory: resident = present (none, guard and swap are 0)
+        pgw_any_bits_u8(pte, s.out8 + ((addr - s.out_start) >> 12), <int>n, PGW_P | PGW_PROTNONE)
+    else:
+        for i in range(n):
+            mc_pte(&pte[i], addr + (i << 12), addr + ((i + 1) << 12), w, ctx)
     w.action = ACT_CONTINUE
     return 0
 

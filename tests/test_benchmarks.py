@@ -18,7 +18,7 @@ def test_suite_runs_and_reports_every_tier(tmp_path, capsys):
     finally:
         sys.path.remove(str(BENCH))
     text = capsys.readouterr().out
-    for tier in ("inline", "c-slot", "batch", "python", "[memory]", "[py-call]"):
+    for tier in ("inline", "c-pmd", "c-slot", "batch", "python", "[memory]", "[py-call]"):
         assert tier in text
     res = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [(r["shape"], r["pages"]) for r in res] == [("dense", 4096), ("thp", 4096)]

@@ -196,3 +196,44 @@ def test_four_and_five_level_paging_observe_the_same(gen):
             mm.exit()
             assert mm.nr_tables == 1
             mm.validate()
+
+
+from hypothesis import given, settings            # noqa: E402
+from hypothesis import strategies as st           # noqa: E402
+
+
+@given(st.lists(st.tuples(st.sampled_from(["touch", "write", "guard", "unguard", "dontneed", "thp"]),
+                          st.integers(0, 1023), st.integers(1, 600)), max_size=12),
+       st.sampled_from([4, 5]))
+@settings(max_examples=40, deadline=None)
+def test_mincore_of_anonymous_memory_is_pagemaps_present_bit(steps, levels):
+    """MM.mincore reads whole PTE tables in its pmd_entry (the kernel's
+    mincore_pte_range shape); for private anonymous memory its answer must be
+    pagemap's present bit page by page (THP, guard markers, zapped pages)."""
+    mm = P.MM(levels)
+    a = mm.mmap(None, 1024 * PS, RW, PRIV)
+    for op, i, n in steps:
+        n = min(n, 1024 - i)
+        if op in ("touch", "write"):
+            for k in range(i, i + n, 37):
+                try:
+                    mm.touch(a + k * PS, write=(op == "write"))
+                except P.SegmentationFault:
+                    pass
+        elif op == "guard":
+            mm.madvise(a + i * PS, n * PS, P.MADV_GUARD_INSTALL)
+        elif op == "unguard":
+            mm.madvise(a + i * PS, n * PS, P.MADV_GUARD_REMOVE)
+        elif op == "dontneed":
+            mm.madvise(a + i * PS, n * PS, P.MADV_DONTNEED)
+        else:
+            mm.madvise(a, 1024 * PS, P.MADV_HUGEPAGE)
+            try:
+                mm.touch(a + ((i * PS) & ~((2 << 20) - 1)), write=True)
+            except P.SegmentationFault:
+                pass
+    for lo, hi in ((0, 1024), (3, 700), (511, 513)):
+        got = mm.mincore(a + lo * PS, (hi - lo) * PS)
+        want = (mm.pagemap(a + lo * PS, a + hi * PS) & PRESENT) != 0
+        assert got.tolist() == want.astype(np.uint8).tolist()
+    mm.validate()

@@ -4,6 +4,8 @@ address space."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pgwalk
 from pgwalk import PMD, PTE
@@ -281,3 +283,64 @@ def test_unmappable_pmd_is_not_retried_for_ever(impl):
         assert walker.walk_page_range_novma(mm, 0x200000, 0x401000, ops) == 0
     assert seen == [("P", 0x200000)] * 3 + [("P", 0x400000), ("E", 0x400000)]
     assert mm.entry(0x200000, PMD) == (1 << 58) | 1          # left as it was
+
+
+def _mincore_both_shapes(mm, start, end, vec_start, n):
+    """MincoreOp per PTE (pmd_entry + pte_entry) and in the kernel's shape
+    (pte_range as the pmd_entry, no pte_entry): both vectors and stats."""
+    a, b = MincoreOp(vec_start, n), MincoreOp(vec_start, n)
+    a.vec[:] = b.vec[:] = 7
+    per_pte = pgwalk.MMWalkOps(pte_entry=a.pte_entry, pmd_entry=a.pmd_entry, pte_hole=a.pte_hole)
+    kernel = pgwalk.MMWalkOps(pmd_entry=b.pte_range, pte_hole=b.pte_hole)
+    sa, sb = pgwalk.WalkStats(), pgwalk.WalkStats()
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, start, end, per_pte, stats=sa) == 0
+        assert pgwalk.walk_page_range(mm, start, end, kernel, stats=sb) == 0
+    return a.vec, b.vec, sa, sb
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+@pytest.mark.parametrize("start,end,vec_off,n", [
+    (B, B + (8 << 21), 0, 8 * 512),                       # the whole range, vec exact
+    (B + 3 * 4096, B + (3 << 21) + 5 * 4096, 0, 8 * 512),  # unaligned ends inside tables
+    (B, B + (8 << 21), 100, 1000),                        # vec starts later, ends earlier
+    (B + 4096 * 509, B + 4096 * 515, 0, 600),             # across a table boundary
+])
+def test_kernel_shaped_mincore_gives_what_the_per_pte_op_gives(levels, start, end, vec_off, n):
+    """MincoreOp.pte_range reads each PTE table itself, as the kernel's
+    mincore_pte_range does (mm/mincore.c: a pmd_entry, no pte_entry, so the
+    walker never descends): same bytes as the per-PTE op, with one call per
+    table instead of one per PTE, and no THP split."""
+    mm = populated(levels)
+    mm.map(B + (5 << 21), PMD)                                  # THP: 512 ones
+    mm.set_entry(B + 9 * 4096, PTE, 0x7000 | (1 << 8))          # PROTNONE: present to mincore
+    va, vb, sa, sb = _mincore_both_shapes(mm, start, end, B + vec_off * 4096, n)
+    assert (va == vb).all()
+    lo = max(0, (start - B) // 4096 - vec_off)
+    hi = min(n, -(-(end - B) // 4096) - vec_off)
+    assert (vb[lo:hi] != 7).all() and (vb[:lo] == 7).all() and (vb[hi:] == 7).all()
+    tables = sum(1 for i in range(8) if i < 4 or i == 5)        # PTE tables and the THP
+    assert sa.calls.get("pte_entry", 0) > 0 and "pte_entry" not in sb.calls
+    assert sb.calls["pmd_entry"] <= tables
+    assert pgwalk.pmd_trans_huge(mm.entry(B + (5 << 21), PMD))
+
+
+@given(st.lists(st.sampled_from(["none", "present", "protnone", "swap", "marker"]),
+                min_size=512, max_size=512),
+       st.integers(0, 511), st.integers(1, 512))
+@settings(max_examples=60, deadline=None)
+def test_kernel_shaped_mincore_random_tables(kinds, lo, length):
+    mm = pgwalk.MM(4)
+    mm.add_vma(B, B + (1 << 21))
+    mm.alloc_table(B, PMD)
+    values = {"none": 0, "present": 0x5067, "protnone": 0x5000 | (1 << 8),
+              "swap": pgwalk.swp_entry_to_pte(pgwalk.swp_entry(1, 9)),
+              "marker": pgwalk.make_pte_marker(pgwalk.PTE_MARKER_GUARD)}
+    for i, k in enumerate(kinds):
+        if k != "none":
+            mm.set_entry(B + i * 4096, PTE, values[k])
+    end = B + min(512, lo + length) * 4096
+    va, vb, _, _ = _mincore_both_shapes(mm, B + lo * 4096, end, B, 512)
+    assert (va == vb).all()
+    want = [1 if k in ("present", "protnone") else 0 for k in kinds]
+    assert vb[lo:min(512, lo + length)].tolist() == want[lo:min(512, lo + length)]
