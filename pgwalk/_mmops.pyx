@@ -890,11 +890,8 @@ cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
 
 
 cdef int pm_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    cdef OpState *s = <OpState *>ctx
-    cdef uint64_t i = (addr - s.out_start) >> 12, j = (next - s.out_start) >> 12
-    while i < j:
-        s.out64[i] = 0
-        i += 1
+    # a hole's words are 0, and ``out`` starts zeroed (MM.pagemap makes it
+    # with np.zeros): leaving it untouched keeps its pages unfaulted
     return 0
 
 
@@ -917,18 +914,43 @@ cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
     return 0
 
 
+cdef int pm_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    # The kernel's shape (fs/proc/task_mmu.c, pagemap_pmd_range): the
+    # pmd_entry answers for a THP and reads a PTE table itself.
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t *pte
+    cdef uint64_t *out
+    cdef uint64_t i, n
+    if pmd_trans_huge(e[0]):
+        return pm_pmd(e, addr, next, w, ctx)
+    pte = pgwalk_pte_offset_map(w, e, addr)
+    if pte == NULL:
+        return 0                    # not a table: the walker goes on as without this op
+    n = (next - addr + 4095) >> 12
+    out = s.out64 + ((addr - s.out_start) >> 12)
+    for i in range(n):
+        if pte[i] != 0:             # out starts zeroed (see pm_hole)
+            out[i] = pm_word(s, pte[i])
+    w.action = ACT_CONTINUE
+    return 0
+
+
+cdef inline uint64_t pm_word(OpState *s, uint64_t v) noexcept nogil:
+    """The pagemap word of one PTE value."""
+    cdef uint64_t r
+    if pte_none(v):
+        return 0
+    if pte_present(v):
+        return pm_page(s, (v & PGW_PFN_MASK) >> 12)
+    r = PM_SWAP | ((swp_pte_type(v) | (swp_pte_offset(v) << 5)) & PM_PFN_MASK)
+    if is_guard(v):
+        r |= PM_GUARD
+    return r
+
+
 cdef int pm_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], r
-    if pte_none(v):
-        r = 0
-    elif pte_present(v):
-        r = pm_page(s, (v & PGW_PFN_MASK) >> 12)
-    else:
-        r = PM_SWAP | ((swp_pte_type(v) | (swp_pte_offset(v) << 5)) & PM_PFN_MASK)
-        if is_guard(v):
-            r |= PM_GUARD
-    s.out64[(addr - s.out_start) >> 12] = r
+    s.out64[(addr - s.out_start) >> 12] = pm_word(s, e[0])
     return 0
 
 
@@ -945,6 +967,8 @@ cdef inline uint8_t mc_unmapped(OpState *s, uint64_t addr) noexcept nogil:
 cdef int mc_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t a = addr
+    if not s.is_shmem:
+        return 0                    # anonymous: 0, and ``out`` starts zeroed (MM.mincore)
     while a < next:
         s.out8[(a - s.out_start) >> 12] = mc_unmapped(s, a)
         a += 4096
@@ -959,9 +983,7 @@ cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
     cdef uint64_t *pte
     cdef uint64_t i, n
     if pmd_trans_huge(e[0]):
-        while a < next:
-            s.out8[(a - s.out_start) >> 12] = 1
-            a += 4096
+        memset(s.out8 + ((addr - s.out_start) >> 12), 1, (next - addr + 4095) >> 12)
         w.action = ACT_CONTINUE
         return 0
     pte = pgwalk_pte_offset_map(w, e, addr)
@@ -1073,7 +1095,8 @@ cdef class MMOp:
               uint64_t vstart=0, uint64_t lo=0, uint64_t hi=0, bint zap_markers=False,
               bint pageout=False, bint around=False, object out=None, uint64_t out_start=0,
               PageTables dst=None, uint64_t delta=0):
-        """Set the per-call fields and clear the results."""
+        """Set the per-call fields and clear the results.  ``out`` (pagemap:
+        uint64, mincore: uint8) must start zeroed: holes are not written."""
         cdef cnp.ndarray arr
         self.s.prot = prot
         self.s.zprot = zprot
@@ -1198,7 +1221,7 @@ cdef dict _SPECS = {
     "zero_remap": {"pmd_entry": (<size_t><void *>guard_remove_leaf, "entry"),
                    "pte_entry": (<size_t><void *>zremap_pte, "entry")},
     "lru": {"pmd_entry": (<size_t><void *>lru_pmd, "entry"), "pte_entry": (<size_t><void *>lru_pte, "entry")},
-    "pagemap": {"pmd_entry": (<size_t><void *>pm_pmd, "entry"), "pte_entry": (<size_t><void *>pm_pte, "entry"),
+    "pagemap": {"pmd_entry": (<size_t><void *>pm_pte_range, "entry"), "pte_entry": (<size_t><void *>pm_pte, "entry"),
                 "pte_hole": (<size_t><void *>pm_hole, "hole")},
     "mincore": {"pmd_entry": (<size_t><void *>mc_pmd, "entry"), "pte_entry": (<size_t><void *>mc_pte, "entry"),
                 "pte_hole": (<size_t><void *>mc_hole, "hole")},
