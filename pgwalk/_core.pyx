@@ -733,6 +733,11 @@ cdef struct WalkCtx:
     uint64_t *refused_pmd         # the PMD pte_offset_map last refused...
     uint64_t refused_val          # ...its value then...
     int refusals                  # ...and how many times in a row
+    int64_t pte_map_ok            # pte_offset_map successes of a C-only walk, added
+                                  # to the pool's stats at every tick and at the end
+                                  # (no shared cache line written per table by
+                                  # concurrent walks); Python walks count directly
+    int py_slots                  # some slot runs Python (it may read mm.stats)
 
 
 cdef class EntryRef:
@@ -1084,6 +1089,8 @@ cdef inline int tick(WalkCtx *c, int64_t n) noexcept nogil:
     if c.budget > 0:
         return 0
     c.budget = CHECK_EVERY
+    c.pool.stats.pte_map_ok += c.pte_map_ok      # mm.stats current when a signal handler runs
+    c.pte_map_ok = 0
     if not c.main_thread:
         return 0        # Python runs signal handlers on the main thread only
     return _check_signals(c)
@@ -1123,7 +1130,10 @@ cdef uint64_t *pte_offset_map(WalkCtx *c, uint64_t *pmd, uint64_t addr) noexcept
         bad_entry(c.pool, pmd, addr)
         c.pool.stats.pte_map_null += 1
         return NULL
-    c.pool.stats.pte_map_ok += 1
+    if c.py_slots:
+        c.pool.stats.pte_map_ok += 1
+    else:
+        c.pte_map_ok += 1
     return tbl + ((addr >> 12) & 511)
 
 
@@ -1801,6 +1811,7 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk._exc = None
     memset(&walk.c, 0, sizeof(WalkCtx))
     walk._py_slots = _fill_ops(&walk.c.ops, ops, keep) > 0
+    walk.c.py_slots = walk._py_slots
     walk._keep = tuple(keep)
     walk.c.w.pywalk = <void *>walk
     walk.c.w.private = <void *><size_t>_private_pointer(private)
@@ -1838,6 +1849,8 @@ cdef void _fill_stats(MMWalk walk, object stats, dict before):
 
 
 cdef int _finish(MMWalk walk, int err, object stats=None, dict before=None) except? -1:
+    walk.c.pool.stats.pte_map_ok += walk.c.pte_map_ok
+    walk.c.pte_map_ok = 0
     _fill_stats(walk, stats, before)
     exc = walk._exc
     if exc is not None:
