@@ -82,6 +82,9 @@ ctypedef struct pgwalk_ops_t:
     pgwalk_batch_fn pmd_batch
     void *pmd_batch_ctx
     int walk_lock
+    pgwalk_batch_fn install_batch  # a batched install_pte (install_pte then holds a placeholder)
+    void *install_batch_ctx
+    int hole_batch                 # pte_hole is batched: each run of holes is one call
 
 # Counters an mm keeps about its tables (the kernel keeps similar ones).
 ctypedef struct pgwalk_mm_stats_t:

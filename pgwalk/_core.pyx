@@ -655,13 +655,19 @@ def check_slot(str name, object value):
     as ``__pgwalk_cfunc__``, such as a LowLevelCallable)."""
     value = getattr(value, "__pgwalk_cfunc__", value)
     if isinstance(value, Batch):
-        if SLOT_KINDS[name] != "entry":
-            raise ValueError(f"{name}: batched callbacks go in the entry slots "
-                             "(pgd_entry, p4d_entry, pud_entry, pmd_entry, pte_entry)")
+        if name == "hugetlb_entry":
+            raise ValueError("hugetlb_entry: batched callbacks go in the entry slots, "
+                             "install_pte, pte_hole and the per-VMA slots, not hugetlb_entry")
+        inner = getattr(value.fn, "__pgwalk_cfunc__", value.fn)
+        if isinstance(inner, CFunc):
+            want = "batch" if SLOT_KINDS[name] in ("entry", "install") else SLOT_KINDS[name]
+            if (<CFunc>inner).kind != want:
+                raise ValueError(f"{name}: batch() of a C function needs signature "
+                                 f"{SIGNATURES[want]!r}, not {(<CFunc>inner).signature!r}")
         return
     if isinstance(value, CFunc):
         want = SLOT_KINDS[name]
-        if want == "entry" and (<CFunc>value).kind == "batch":
+        if want in ("entry", "install") and (<CFunc>value).kind == "batch":
             return
         if (<CFunc>value).kind != want:
             raise ValueError(f"{name} takes a C function of signature {SIGNATURES[want]!r}, "
@@ -672,15 +678,20 @@ def check_slot(str name, object value):
 
 
 class Batch:
-    """``pgwalk.batch(fn)``: in ``pte_entry``, call ``fn(entries, addr, next,
-    walk)`` once per contiguous run of slots of one PTE table, ``entries`` a
-    writable numpy uint64 view of the live slots covering ``[addr, next)``."""
+    """``pgwalk.batch(fn)``: one call per run instead of one per entry.
+    Entry slots: ``fn(entries, addr, next, walk)`` per contiguous run of
+    slots of one table (``entries`` a numpy uint64 view of the live slots,
+    writable at PTE level).  install_pte: ``fn(ptes, addr, next, walk)`` per
+    run of none PTE slots, ``ptes`` zeroed scratch stored on return 0.
+    pte_hole: ``fn(addr, next, depth, walk)`` per run of holes of one table
+    at one depth.  Per-VMA slots (test_walk, pre_vma, post_vma): called as
+    ``fn`` itself, once per VMA.  See docs/decisions.md 14 and 18."""
 
     __slots__ = ("fn",)
 
     def __init__(self, fn):
-        if not callable(fn):
-            raise TypeError(f"batch() needs a callable, not {type(fn).__name__}")
+        if not callable(fn) and not isinstance(getattr(fn, "__pgwalk_cfunc__", fn), CFunc):
+            raise TypeError(f"batch() needs a callable or a C function, not {type(fn).__name__}")
         self.fn = fn
 
     def __repr__(self):
@@ -688,7 +699,8 @@ class Batch:
 
 
 def batch(fn):
-    """Wrap ``fn(entries, addr, next, walk) -> int`` as a batched pte_entry."""
+    """Wrap ``fn`` (a Python callable, or a C function of the slot's batch
+    signature) as a batched callback; see ``Batch`` for each slot."""
     return Batch(fn)
 
 
@@ -738,6 +750,11 @@ cdef struct WalkCtx:
                                   # (no shared cache line written per table by
                                   # concurrent walks); Python walks count directly
     int py_slots                  # some slot runs Python (it may read mm.stats)
+    uint64_t *iscratch            # a batched install_pte's scratch (512 slots)
+    int ph_on                     # a batched pte_hole's pending run...
+    int ph_depth
+    uint64_t ph_start
+    uint64_t ph_end
 
 
 cdef class EntryRef:
@@ -836,6 +853,7 @@ cdef class MMWalk:
     cdef list _refs
     cdef Scratch _scratch
     cdef tuple _keep
+    cdef object _iscratch           # a batched install_pte's scratch (numpy, 512 slots)
     cdef bint _py_slots             # some slot calls Python: walk holding the GIL
     cdef pgw_boxes _boxes           # addr/next as Python ints, reused (_pyint.h)
 
@@ -1060,6 +1078,21 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
     except BaseException as e:
         return walk._park(e)
 
+cdef int _py_install_batch(uint64_t *scratch, int n, uint64_t addr, uint64_t next,
+                           pgwalk_walk_t *w, void *ctx) noexcept:
+    """A batched install_pte: ``fn(ptes, addr, next, walk)`` with ``ptes`` a
+    writable view of the walk's scratch slots (zeros), stored on return 0."""
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    try:
+        view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>scratch)
+        cnp.set_array_base(view, walk._iscratch)        # the scratch outlives the view
+        return _ret((<object>ctx)(view, addr, next, walk), 10)
+    except BaseException as e:
+        return walk._park(e)
+
+
 cdef int _py_pte_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_batch(e, n, a, nx, w, ctx, L_PTE)
 
@@ -1176,6 +1209,46 @@ cdef inline int _install_one(WalkCtx *c, uint64_t *pte, uint64_t addr) noexcept 
     return 0
 
 
+cdef int _install_placeholder(uint64_t addr, uint64_t next, uint64_t *ptep,
+                              pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    # install_pte's slot when install_pte is batched: the walker calls
+    # install_batch instead and never this (a slot must be non-NULL for the
+    # walker's "has install_pte" tests)
+    return -22
+
+
+cdef inline int _none_run(uint64_t *pte, int i, int n) noexcept nogil:
+    """The end of the run of none slots from ``i`` (exclusive, at most n)."""
+    while i < n and pte_none(pte[i]):
+        i += 1
+    return i
+
+
+cdef int install_run(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexcept nogil:
+    """install_pte for ``n`` consecutive none slots: one call each, or one
+    call of a batched install_pte for all of them, whose scratch values are
+    stored when it returns 0 (nothing of the run is stored otherwise)."""
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef int i, err
+    if ops.install_batch == NULL:
+        for i in range(n):
+            err = _install_one(c, &pte[i], addr + (<uint64_t>i << 12))
+            if err:
+                return err
+        return 0
+    memset(c.iscratch, 0, n * sizeof(uint64_t))
+    c.calls[10] += 1
+    err = ops.install_batch(c.iscratch, n, addr, addr + (<uint64_t>n << 12), &c.w, ops.install_batch_ctx)
+    if err:
+        return err
+    for i in range(n):
+        pte[i] = c.iscratch[i]
+    c.pool.stats.set_pte_at += n
+    if not c.w.no_vma:
+        c.pool.stats.update_mmu_cache += n
+    return 0
+
+
 cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexcept nogil:
     """The PTE loop for a batched pte_entry: one call per run of slots (all
     of them; with install_pte, each run of non-none slots, none slots going
@@ -1187,10 +1260,11 @@ cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexc
         return ops.pte_batch(pte, n, addr, addr + (<uint64_t>n << 12), &c.w, ops.pte_batch_ctx)
     while i < n:
         if pte_none(pte[i]):
-            err = _install_one(c, &pte[i], addr + (<uint64_t>i << 12))
+            j = _none_run(pte, i, n) if ops.install_batch != NULL else i + 1
+            err = install_run(c, &pte[i], addr + (<uint64_t>i << 12), j - i)
             if err:
                 return err
-            i += 1
+            i = j
             continue
         j = i
         while j < n and not pte_none(pte[j]):
@@ -1207,7 +1281,7 @@ cdef int walk_pte_batches(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexc
 cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef int err = 0
-    cdef int i, n = pte_count(addr, end)
+    cdef int i, j, n = pte_count(addr, end)
     cdef uint64_t first
     cdef uint8_t *out
     cdef pgwalk_entry_fn fn
@@ -1239,17 +1313,23 @@ cdef int walk_pte_range_inner(WalkCtx *c, uint64_t *pte, uint64_t addr, uint64_t
             addr += 4096
         c.calls[4] += i
     else:
-        for i in range(n):
+        i = 0
+        while i < n:
             if pte_none(pte[i]):
-                err = _install_one(c, &pte[i], addr)
-            elif ops.pte_entry == NULL:
-                err = _null_pte_entry(c, addr)
+                j = _none_run(pte, i, n) if ops.install_batch != NULL else i + 1
+                err = install_run(c, &pte[i], addr, j - i)
+                addr += <uint64_t>(j - i) << 12
+                i = j
             else:
-                c.calls[4] += 1
-                err = ops.pte_entry(&pte[i], addr, addr + 4096, &c.w, ops.pte_entry_ctx)
+                if ops.pte_entry == NULL:
+                    err = _null_pte_entry(c, addr)
+                else:
+                    c.calls[4] += 1
+                    err = ops.pte_entry(&pte[i], addr, addr + 4096, &c.w, ops.pte_entry_ctx)
+                addr += 4096
+                i += 1
             if err:
                 break
-            addr += 4096
     if err == 0:
         err = tick(c, n)
     return err
@@ -1410,6 +1490,36 @@ cdef int call_entry(WalkCtx *c, int level, uint64_t *slot, uint64_t addr, uint64
     return err
 
 
+cdef int flush_holes(WalkCtx *c) noexcept nogil:
+    """Hand a batched pte_hole its pending run of holes."""
+    if not c.ph_on:
+        return 0
+    c.ph_on = 0
+    c.calls[5] += 1
+    return c.ops.pte_hole(c.ph_start, c.ph_end, c.ph_depth, &c.w, c.ops.pte_hole_ctx)
+
+
+cdef inline int hole_at(WalkCtx *c, uint64_t addr, uint64_t next, int depth) noexcept nogil:
+    """pte_hole for one none slot of a level loop: called at once, or (when
+    batched) added to the pending run, which is handed over before the loop
+    does anything else (the next non-none slot, the table's end)."""
+    cdef int err
+    if not c.ops.hole_batch:
+        c.calls[5] += 1
+        return c.ops.pte_hole(addr, next, depth, &c.w, c.ops.pte_hole_ctx)
+    if c.ph_on and c.ph_depth == depth and c.ph_end == addr:
+        c.ph_end = next
+        return 0
+    err = flush_holes(c)
+    if err:
+        return err
+    c.ph_on = 1
+    c.ph_depth = depth
+    c.ph_start = addr
+    c.ph_end = next
+    return 0
+
+
 cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef bint has_handler = ops.pte_entry != NULL or ops.pte_batch != NULL
@@ -1433,9 +1543,12 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
                 if has_install:
                     err = pool_alloc(c.pool, pmd, L_PTE)
                 elif ops.pte_hole != NULL:
-                    c.calls[5] += 1
-                    err = ops.pte_hole(addr, next, 3, &c.w, ops.pte_hole_ctx)
+                    err = hole_at(c, addr, next, 3)
                 if err or not has_install:
+                    break
+            if c.ph_on:
+                err = flush_holes(c)
+                if err:
                     break
             c.w.action = ACT_SUBTREE
             err = call_entry(c, L_PMD, pmd, addr, next, end, PMD_SIZE_, &run)
@@ -1468,6 +1581,8 @@ cdef int walk_pmd_range(WalkCtx *c, uint64_t *pud, uint64_t addr, uint64_t end) 
         addr = next
         if addr == end:
             break
+    if err == 0 and c.ph_on:
+        err = flush_holes(c)                          # a run ends with its table
     return err
 
 
@@ -1495,9 +1610,12 @@ cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) 
                 if has_install:
                     err = pool_alloc(c.pool, pud, L_PMD)
                 elif ops.pte_hole != NULL:
-                    c.calls[5] += 1
-                    err = ops.pte_hole(addr, next, 2, &c.w, ops.pte_hole_ctx)
+                    err = hole_at(c, addr, next, 2)
                 if err or not has_install:
+                    break
+            if c.ph_on:
+                err = flush_holes(c)
+                if err:
                     break
             c.w.action = ACT_SUBTREE
             err = call_entry(c, L_PUD, pud, addr, next, end, PUD_SIZE_, &run)
@@ -1530,6 +1648,8 @@ cdef int walk_pud_range(WalkCtx *c, uint64_t *p4d, uint64_t addr, uint64_t end) 
         addr = next
         if addr == end:
             break
+    if err == 0 and c.ph_on:
+        err = flush_holes(c)
     return err
 
 
@@ -1580,8 +1700,7 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
             if has_install:
                 err = pool_alloc(c.pool, p4d, L_PUD)
             elif ops.pte_hole != NULL:
-                c.calls[5] += 1
-                err = ops.pte_hole(addr, next, depth, &c.w, ops.pte_hole_ctx)
+                err = hole_at(c, addr, next, depth)
             if err:
                 break
             if not has_install:
@@ -1590,6 +1709,10 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
                 if addr == end:
                     break
                 continue
+        if c.ph_on:
+            err = flush_holes(c)
+            if err:
+                break
         err = call_entry(c, L_P4D, p4d, addr, next, end, P4D_SIZE_, &run)
         if err:
             break
@@ -1601,6 +1724,8 @@ cdef int walk_p4d_range(WalkCtx *c, uint64_t *pgd, uint64_t addr, uint64_t end) 
         addr = next
         if addr == end:
             break
+    if err == 0 and c.ph_on and not folded:
+        err = flush_holes(c)          # folded: the run goes on in the PGD table
     return err
 
 
@@ -1624,8 +1749,7 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
             if has_install:
                 err = pool_alloc(c.pool, pgd, L_P4D)
             elif ops.pte_hole != NULL:
-                c.calls[5] += 1
-                err = ops.pte_hole(addr, next, 0, &c.w, ops.pte_hole_ctx)
+                err = hole_at(c, addr, next, 0)
             if err:
                 break
             if not has_install:
@@ -1634,6 +1758,10 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
                 if addr == end:
                     break
                 continue
+        if c.ph_on and (c.w.levels == 5 or ops.pgd_entry != NULL or ops.pgd_batch != NULL):
+            err = flush_holes(c)      # (4-level: a run may go on in the next folded P4D)
+            if err:
+                break
         err = call_entry(c, L_PGD, pgd, addr, next, end, size, &run)
         if err:
             break
@@ -1645,6 +1773,8 @@ cdef int walk_pgd_range(WalkCtx *c, uint64_t addr, uint64_t end) noexcept nogil:
         addr = next
         if addr == end:
             break
+    if err == 0 and c.ph_on:
+        err = flush_holes(c)
     return err
 
 
@@ -1734,11 +1864,15 @@ cdef inline void *_entry_slot(object f, void *py_tramp, void *py_batch, void **c
     f = getattr(f, "__pgwalk_cfunc__", f)
     if isinstance(f, Batch):
         keep.append(f)
-        pykeep.append(f)
-        batch[0] = py_batch
-        batch_ctx[0] = <void *>f.fn
-        ctx[0] = NULL
-        return NULL
+        inner = getattr(f.fn, "__pgwalk_cfunc__", f.fn)
+        if isinstance(inner, CFunc):
+            f = inner                  # batch() of a C batch function: that function
+        else:
+            pykeep.append(f)
+            batch[0] = py_batch
+            batch_ctx[0] = <void *>f.fn
+            ctx[0] = NULL
+            return NULL
     if isinstance(f, CFunc) and (<CFunc>f).kind == "batch":
         keep.append(f)
         batch[0] = (<CFunc>f).fn
@@ -1746,6 +1880,11 @@ cdef inline void *_entry_slot(object f, void *py_tramp, void *py_batch, void **c
         ctx[0] = NULL
         return NULL
     return _slot(f, py_tramp, ctx, keep, pykeep)
+
+
+cdef inline object _unbatched(object f):
+    g = getattr(f, "__pgwalk_cfunc__", f)
+    return g.fn if isinstance(g, Batch) else f
 
 
 cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
@@ -1769,14 +1908,38 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
     o.pte_entry = <pgwalk_entry_fn>_entry_slot(ops.pte_entry, <void *>_py_pte, <void *>_py_pte_batch,
                                                &o.pte_entry_ctx, <void **>&o.pte_batch, &o.pte_batch_ctx,
                                                keep, pykeep)
-    o.pte_hole = <pgwalk_hole_fn>_slot(ops.pte_hole, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
+    f = getattr(ops.pte_hole, "__pgwalk_cfunc__", ops.pte_hole)
+    if isinstance(f, Batch):
+        keep.append(f)
+        o.hole_batch = 1
+        f = f.fn
+    o.pte_hole = <pgwalk_hole_fn>_slot(f, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
     o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
                                                &o.hugetlb_entry_ctx, keep, pykeep)
-    o.test_walk = <pgwalk_range_fn>_slot(ops.test_walk, <void *>_py_test_walk, &o.test_walk_ctx, keep, pykeep)
-    o.pre_vma = <pgwalk_range_fn>_slot(ops.pre_vma, <void *>_py_pre_vma, &o.pre_vma_ctx, keep, pykeep)
-    o.post_vma = <pgwalk_post_fn>_slot(ops.post_vma, <void *>_py_post_vma, &o.post_vma_ctx, keep, pykeep)
-    o.install_pte = <pgwalk_install_fn>_slot(ops.install_pte, <void *>_py_install,
-                                             &o.install_pte_ctx, keep, pykeep)
+    # per-VMA slots: one call per VMA, nothing to batch (a batch() is its fn)
+    o.test_walk = <pgwalk_range_fn>_slot(_unbatched(ops.test_walk), <void *>_py_test_walk,
+                                         &o.test_walk_ctx, keep, pykeep)
+    o.pre_vma = <pgwalk_range_fn>_slot(_unbatched(ops.pre_vma), <void *>_py_pre_vma, &o.pre_vma_ctx, keep, pykeep)
+    o.post_vma = <pgwalk_post_fn>_slot(_unbatched(ops.post_vma), <void *>_py_post_vma,
+                                       &o.post_vma_ctx, keep, pykeep)
+    f = getattr(ops.install_pte, "__pgwalk_cfunc__", ops.install_pte)
+    if isinstance(f, Batch) and isinstance(getattr(f.fn, "__pgwalk_cfunc__", f.fn), CFunc):
+        keep.append(f)
+        f = getattr(f.fn, "__pgwalk_cfunc__", f.fn)
+    if isinstance(f, Batch) or (isinstance(f, CFunc) and (<CFunc>f).kind == "batch"):
+        keep.append(f)
+        if isinstance(f, Batch):
+            pykeep.append(f)
+            o.install_batch = <pgwalk_batch_fn><void *>_py_install_batch
+            o.install_batch_ctx = <void *>f.fn
+        else:
+            o.install_batch = <pgwalk_batch_fn>(<CFunc>f).fn
+            o.install_batch_ctx = (<CFunc>f).ctx
+        o.install_pte = _install_placeholder
+        o.install_pte_ctx = NULL
+    else:
+        o.install_pte = <pgwalk_install_fn>_slot(ops.install_pte, <void *>_py_install,
+                                                 &o.install_pte_ctx, keep, pykeep)
     o.walk_lock = ops.walk_lock
     return len(pykeep)
 
@@ -1811,6 +1974,9 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk._exc = None
     memset(&walk.c, 0, sizeof(WalkCtx))
     walk._py_slots = _fill_ops(&walk.c.ops, ops, keep) > 0
+    if walk.c.ops.install_batch != NULL:
+        walk._iscratch = np.zeros(512, dtype=np.uint64)
+        walk.c.iscratch = <uint64_t *>cnp.PyArray_DATA(walk._iscratch)
     walk.c.py_slots = walk._py_slots
     walk._keep = tuple(keep)
     walk.c.w.pywalk = <void *>walk
