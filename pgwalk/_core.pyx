@@ -1175,9 +1175,23 @@ cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_
     pmd_entry users (mincore, smaps, ...) read the PTE table themselves.  The
     slot for ``addr`` in the table under ``pmd`` (slots up to the table's
     end follow it), or NULL when ``pmd`` is not a PTE table (a bad one is
-    cleared first, as the walker does).  Only valid on the ``walk`` a slot
-    function was given: it is the first member of the walk's context."""
-    return pte_offset_map(<WalkCtx *>walk, pmd, addr)
+    cleared first, as the walker does; kernel addresses of a no-VMA walk
+    take the walker's pte_offset_kernel() path, unvalidated but never
+    leaving the tree).  Counted as a PTE table visited.  Only valid on the
+    ``walk`` a slot function was given: it is the first member of the
+    walk's context."""
+    cdef WalkCtx *c = <WalkCtx *>walk
+    cdef uint64_t *tbl
+    if c.w.no_vma and (c.is_init_mm or addr >= c.task_size):
+        tbl = table_of(c.pool, pmd)
+        if tbl == NULL:
+            return NULL
+        tbl += (addr >> 12) & 511
+    else:
+        tbl = pte_offset_map(c, pmd, addr)
+    if tbl != NULL:
+        c.tables[L_PTE] += 1
+    return tbl
 
 
 cdef inline int pte_count(uint64_t addr, uint64_t end) noexcept nogil:

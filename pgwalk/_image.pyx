@@ -12,7 +12,8 @@ from libc.stdlib cimport malloc, realloc, free
 import numpy as np
 cimport numpy as cnp
 
-from pgwalk._core cimport CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t, table_of
+from pgwalk._core cimport (CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t, table_of,
+                           pgwalk_pte_offset_map)
 from pgwalk._entries cimport (
     PGW_P, PGW_PSE, PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_PUD_PAGE_MASK,
     pte_none, p4d_bad, pgd_bad_l5,
@@ -103,6 +104,59 @@ cdef int _map_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *walk
     return _leaf(<MapState *>ctx, e[0], addr, 1 << 21, PGW_PMD_PAGE_MASK, 3, walk)
 
 
+cdef int _map_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *walk,
+                        void *ctx) noexcept nogil:
+    """pmd_entry in the kernel's shape: a leaf or non-present PMD as
+    _map_pmd; a PTE table read here, in one loop (no call per PTE)."""
+    cdef MapState *s = <MapState *>ctx
+    cdef uint64_t v = e[0]
+    cdef uint64_t *pte
+    cdef uint64_t a, x
+    cdef int64_t i, n
+    cdef Mapping *m
+    if (v & PGW_PSE) or not (v & PGW_P):
+        return _leaf(s, v, addr, 1 << 21, PGW_PMD_PAGE_MASK, 3, walk)
+    pte = pgwalk_pte_offset_map(walk, e, addr)
+    if pte == NULL:
+        return 0                        # not followed: the walker goes on as without this op
+    n = <int64_t>((next - addr + 4095) >> 12)
+    if s.cap_maps - s.nmaps < n and _grow_maps(s, n) < 0:
+        return -12
+    m = s.maps + s.nmaps
+    a = addr & ~<uint64_t>4095
+    for i in range(n):
+        x = pte[i]
+        if x & PGW_P:
+            m.va = a
+            m.pa = x & PGW_PFN_MASK
+            m.size = 4096
+            m.level = 4
+            m.entry = x
+            m += 1
+        elif not pte_none(x):
+            s.nmaps = m - s.maps
+            if _push_other(s, a, 4, x) < 0:
+                return -12
+        a += 4096
+    s.nmaps = m - s.maps
+    walk.action = 1                     # ACTION_CONTINUE: the table is done
+    return 0
+
+
+cdef int _grow_maps(MapState *s, int64_t room) noexcept nogil:
+    cdef int64_t cap = s.cap_maps * 2 + 65536
+    cdef Mapping *m
+    while cap - s.nmaps < room:
+        cap *= 2
+    m = <Mapping *>realloc(s.maps, cap * sizeof(Mapping))
+    if m == NULL:
+        s.failed = 1
+        return -12
+    s.maps = m
+    s.cap_maps = cap
+    return 0
+
+
 cdef int _map_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *walk, void *ctx) noexcept nogil:
     cdef uint64_t v = e[0]
     if v & PGW_P:
@@ -114,11 +168,14 @@ cdef int _map_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *walk
 
 cdef class MappingsOp:
     """Walk ops recording every present leaf (``mappings``) and every
-    non-present, non-none entry (``others``) of a no-VMA walk."""
+    non-present, non-none entry (``others``) of a no-VMA walk: pud_entry,
+    pmd_entry and pte_entry; or, in the kernel's shape, ``pte_range`` as the
+    pmd_entry (it reads each PTE table itself; no pte_entry needed)."""
     cdef MapState state
     cdef readonly CFunc pud_entry
     cdef readonly CFunc pmd_entry
     cdef readonly CFunc pte_entry
+    cdef readonly CFunc pte_range
 
     def __cinit__(self):
         self.state.maps = NULL
@@ -128,6 +185,7 @@ cdef class MappingsOp:
         self.state.failed = 0
         self.pud_entry = make_cfunc(<void *>_map_pud, &self.state, "entry", self)
         self.pmd_entry = make_cfunc(<void *>_map_pmd, &self.state, "entry", self)
+        self.pte_range = make_cfunc(<void *>_map_pte_range, &self.state, "entry", self)
         self.pte_entry = make_cfunc(<void *>_map_pte, &self.state, "entry", self)
 
     def __dealloc__(self):

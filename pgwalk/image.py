@@ -136,7 +136,8 @@ class ImageMM(MM):
         if op is None:                  # kept: its buffers stay faulted in for the next call
             op = self._mappings_op = _image.MappingsOp()
         op.reset()
-        ops = MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pmd_entry, pte_entry=op.pte_entry)
+        # pte_range: the pmd_entry reads each PTE table in one loop
+        ops = MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pte_range)
         with self.mmap_read_lock():
             for lo, hi in self._halves(start, end):
                 rc = walk_page_range_novma(self, lo, hi, ops)

@@ -288,3 +288,31 @@ def test_ptdump_text_and_command_line(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "nope"), "--cr3", "0"],
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+@pytest.mark.parametrize("seed", range(6))
+def test_kernel_shaped_mappings_op_equals_the_per_pte_op(tmp_path, levels, seed):
+    """mm.mappings() uses MappingsOp.pte_range as its pmd_entry (each PTE
+    table read in one loop); the per-PTE shape (pmd_entry + pte_entry) gives
+    the same records, the same bad-entry report and the same order."""
+    from pgwalk import _image
+    img, root = make_image(seed, levels)
+    path = tmp_path / "img.raw"
+    img.tofile(path)
+    results = []
+    for shape in ("per-pte", "pte_range"):
+        mm = pgwalk.PhysImage.open(path).mm(root << 12, levels)
+        op = _image.MappingsOp()
+        if shape == "per-pte":
+            ops = pgwalk.MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pmd_entry, pte_entry=op.pte_entry)
+        else:
+            ops = pgwalk.MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pte_range)
+        with mm.mmap_read_lock():
+            for lo, hi in ((0, 1 << (47 if levels == 4 else 56)),
+                           ((1 << 64) - (1 << (47 if levels == 4 else 56)), (1 << 64) - 4096)):
+                assert pgwalk.walk_page_range_novma(mm, lo, hi, ops) == 0
+        maps, other = op.result()
+        count, addrs = mm.bad_entries
+        results.append((maps.tobytes(), other.tobytes(), count, sorted(int(a) for a in addrs)))
+    assert results[0] == results[1]
