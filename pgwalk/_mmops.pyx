@@ -897,7 +897,8 @@ cdef int pm_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void
 
 cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], pfn, a, flags
+    cdef uint64_t v = e[0], pfn, flags, i, j, n
+    cdef uint64_t *out
     if not pmd_trans_huge(v):
         return 0
     pfn = pmd_pfn(v)
@@ -906,10 +907,11 @@ cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
     flags = pm_page(s, pfn) & ~PM_PFN_MASK
     if pfn == HUGE_ZERO_PFN:
         flags = PM_PRESENT | PM_FILE
-    a = addr
-    while a < next:
-        s.out64[(a - s.out_start) >> 12] = flags | ((pfn + ((a >> 12) & 511)) & PM_PFN_MASK)
-        a += 4096
+    out = s.out64 + ((addr - s.out_start) >> 12)
+    j = (addr >> 12) & 511
+    n = (next - addr + 4095) >> 12
+    for i in range(n):                  # a plain indexed loop: vectorised
+        out[i] = flags | ((pfn + j + i) & PM_PFN_MASK)
     w.action = ACT_CONTINUE
     return 0
 
