@@ -260,6 +260,13 @@ cdef class PageTables:
         else:
             raise KeyError(name)
 
+    def _walk_enter(self):
+        """A walk of this tree starts (for walkers written in Python)."""
+        self.active_walks += 1
+
+    def _walk_exit(self):
+        self.active_walks -= 1
+
     def _next_alloc_fails(self):
         """Count one allocation attempt; True if fault injection fails it."""
         return alloc_attempt_fails(&self.pool)
@@ -949,6 +956,7 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
                    pgwalk_walk_t *w, void *ctx, int level) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray view = None
     dims[0] = n
     try:
         view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
@@ -959,6 +967,13 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
         return _ret((<object>ctx)(view, addr, next, walk), level)
     except BaseException as e:
         return walk._park(e)
+    finally:
+        # the view is valid only during its call: one kept beyond it could
+        # write into a table freed and handed out again later, so it turns
+        # read only (numpy refuses to make it writable again; views the
+        # callback derived from it keep their own flag)
+        if view is not None:
+            cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
 
 cdef int _py_pte_batch(uint64_t *e, int n, uint64_t a, uint64_t nx, pgwalk_walk_t *w, void *ctx) noexcept:
     return _py_batch(e, n, a, nx, w, ctx, L_PTE)
@@ -1825,6 +1840,15 @@ def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, priva
     """walk_page_range_mm() after its argument checks: the VMA loop."""
     cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
     cdef dict before = mm.stats if stats is not None else None
+    mm.active_walks += 1
+    try:
+        return _walk_range_vmas(walk, mm, start, end, ops, stats, before)
+    finally:
+        mm.active_walks -= 1
+
+
+cdef object _walk_range_vmas(MMWalk walk, PageTables mm, uint64_t start, uint64_t end, ops,
+                             object stats, dict before):
     cdef int err = 0
     cdef uint64_t next
     lock = ops.walk_lock
@@ -1863,8 +1887,13 @@ def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None):
         raise TypeError("vma.vm_mm must be a pgwalk.MM")
     cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
     cdef dict before = vma.vm_mm.stats if stats is not None else None
+    cdef PageTables tree = <PageTables>walk.c.pt
     _enter_vma(walk, vma)
-    return _finish(walk, _walk_vma_range(walk, vma, start, end), stats, before)
+    tree.active_walks += 1
+    try:
+        return _finish(walk, _walk_vma_range(walk, vma, start, end), stats, before)
+    finally:
+        tree.active_walks -= 1
 
 
 def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private,
@@ -1872,7 +1901,12 @@ def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageT
     """walk_page_range_novma() after its checks."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
     cdef dict before = (<PageTables>walk.c.pt).stats if stats is not None else None
-    return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+    cdef PageTables tree = <PageTables>walk.c.pt
+    tree.active_walks += 1
+    try:
+        return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+    finally:
+        tree.active_walks -= 1
 
 
 def _walk_inline_mincore(PageTables mm not None, uint64_t start, uint64_t end, ops,

@@ -243,6 +243,13 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
             raise ValueError(f"value must fit in 64 bits: {value}")
         tid, idx = self._locate(self._addr(addr), level, True)
         if level < PTE and self._child(tid, idx) >= 0 and int(self._table(tid)[idx]) != value:
+            if self.active_walks:
+                # a walk (a callback of it, or another thread) may hold a
+                # pointer into the tables below: freeing them would let it
+                # write into a table handed out again later
+                raise RuntimeError(f"set_entry: the slot at level {level} for {addr:#x} links "
+                                   "page tables, which cannot be freed while a walk of this "
+                                   "mm is running")
             self._free_below(tid, idx, level)
         self._table(tid)[idx] = value
 
