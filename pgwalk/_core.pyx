@@ -17,7 +17,7 @@ from cpython.ref cimport Py_REFCNT
 from libc.stdint cimport uint64_t, int64_t, int8_t, uint8_t
 from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 
 import threading
 
@@ -152,31 +152,54 @@ cdef class PageTables:
         free(self.pool.level)
         free(self.pool.free_ids)
         free(self.pool.fail_at)
+        if self._retired is not None:
+            for old in self._retired:
+                free(<void *><size_t>old)
 
     cdef int _grow(self) except -1:
+        """One more slab.  The per-id arrays grow by doubling into new
+        memory; the outgrown ones are kept until the pool goes (a walk
+        running without the GIL in another thread, under the read lock,
+        may still be reading them while a fault grows the pool)."""
         cdef int64_t n = self.pool.nslabs + 1
-        cdef int64_t cap = n * SLAB_TABLES
+        cdef int64_t ncap, i, old_ids
+        cdef uint64_t **slabs
+        cdef uint64_t **owner
+        cdef int8_t *lvl
+        cdef int64_t *fids
         cdef cnp.ndarray slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
-        cdef uint64_t **slabs = <uint64_t **>realloc(self.pool.slabs, n * sizeof(uint64_t *))
-        if slabs == NULL:
-            raise MemoryError()
-        self.pool.slabs = slabs
-        owner = <uint64_t **>realloc(self.pool.owner, cap * sizeof(uint64_t *))
-        if owner == NULL:
-            raise MemoryError()
-        self.pool.owner = owner
-        lvl = <int8_t *>realloc(self.pool.level, cap * sizeof(int8_t))
-        if lvl == NULL:
-            raise MemoryError()
-        self.pool.level = lvl
-        fids = <int64_t *>realloc(self.pool.free_ids, cap * sizeof(int64_t))
-        if fids == NULL:
-            raise MemoryError()
-        self.pool.free_ids = fids
-        cdef int64_t i
-        for i in range(self.pool.nslabs * SLAB_TABLES, cap):
-            self.pool.owner[i] = NULL
-            self.pool.level[i] = -1
+        if self._retired is None:
+            self._retired = []
+        if n > self._slab_cap:
+            ncap = max(8, 2 * self._slab_cap)
+            old_ids = self.pool.nslabs * SLAB_TABLES
+            slabs = <uint64_t **>malloc(ncap * sizeof(uint64_t *))
+            owner = <uint64_t **>malloc(ncap * SLAB_TABLES * sizeof(uint64_t *))
+            lvl = <int8_t *>malloc(ncap * SLAB_TABLES * sizeof(int8_t))
+            fids = <int64_t *>malloc(ncap * SLAB_TABLES * sizeof(int64_t))
+            if slabs == NULL or owner == NULL or lvl == NULL or fids == NULL:
+                free(slabs)
+                free(owner)
+                free(lvl)
+                free(fids)
+                raise MemoryError()
+            if self.pool.nslabs:
+                memcpy(slabs, self.pool.slabs, self.pool.nslabs * sizeof(uint64_t *))
+                memcpy(owner, self.pool.owner, old_ids * sizeof(uint64_t *))
+                memcpy(lvl, self.pool.level, old_ids * sizeof(int8_t))
+                memcpy(fids, self.pool.free_ids, self.pool.nfree * sizeof(int64_t))
+            for i in range(old_ids, ncap * SLAB_TABLES):
+                owner[i] = NULL
+                lvl[i] = -1
+            for old in (<size_t>self.pool.slabs, <size_t>self.pool.owner,
+                        <size_t>self.pool.level, <size_t>self.pool.free_ids):
+                if old:
+                    self._retired.append(old)
+            self.pool.slabs = slabs
+            self.pool.owner = owner
+            self.pool.level = lvl
+            self.pool.free_ids = fids
+            self._slab_cap = ncap
         self.pool.slabs[self.pool.nslabs] = <uint64_t *>cnp.PyArray_DATA(slab)
         self._slabs.append(slab)
         self.pool.nslabs = n

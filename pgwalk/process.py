@@ -11,6 +11,7 @@ protection change, fork copy, mremap move.  Guard regions are in
 """
 
 import os
+import threading
 
 import numpy as np
 
@@ -35,6 +36,7 @@ VM_ACCESS = VM_READ | VM_WRITE | VM_EXEC
 VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
 PF_ANON, PF_LARGE, PF_DATA = 16, 8, 1
 SHMEM = "shmem"                                      # vm_ops of MAP_SHARED|MAP_ANONYMOUS
+_FAULT_LOCK = threading.RLock()                      # see touch()
 
 
 class SegmentationFault(Exception):
@@ -410,7 +412,13 @@ class ProcessMixin:
                 raise SegmentationFault(addr, "VMA not writable")
             if not vma.vm_flags & VM_ACCESS:
                 raise SegmentationFault(addr, "PROT_NONE")
-            code, _ = self._fault_range(vma, page, page + PAGE_SIZE, bool(write), mark=bool(write))
+            # faults run under the read lock, so two threads may fault at
+            # once; the kernel orders their page-table updates with the page
+            # table locks, the model with one lock for all faults (the table
+            # pool and the physical pages are shared, with forked children too)
+            with _FAULT_LOCK:
+                code, _ = self._fault_range(vma, page, page + PAGE_SIZE, bool(write),
+                                            mark=bool(write))
         if code == 1:
             raise SegmentationFault(addr, "guard region")
         if code == 2:
