@@ -60,7 +60,11 @@ def check_map_counts(mm):
 
 
 class Stress:
-    """The shared mm, its regions, and what every thread saw."""
+    """The shared mm, its regions, and what every thread saw.
+
+    No region ever holds a THP (no MADV_HUGEPAGE; S and T are
+    MADV_NOHUGEPAGE): two read-lock walks splitting THPs at once race in
+    the table pool, open finding F9 in docs/robustness.md."""
 
     NR = 64                       # pages of R (DONTNEED / POPULATE_WRITE)
     NQ = 64                       # pages of Q (guard install / remove)
