@@ -235,7 +235,9 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
     def set_entry(self, addr, level, value):
         """Write a raw value (anything, garbage included) into the slot at
         ``level`` for ``addr``, allocating the tables above it.  Overwriting
-        a table link frees the tables below it first."""
+        a table link frees the tables below it first -- refused with
+        RuntimeError while a walk of this mm runs (from one of its callbacks
+        or another thread), as the walk may be inside those tables."""
         level = self._norm_level(level, (PGD, P4D, PUD, PMD, PTE))
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"value must be an int, not {type(value).__name__}")
