@@ -123,6 +123,7 @@ ctypedef struct pgwalk_pool_t:
     uint64_t *bad_addrs          # read-only pools: where bad entries were met
     int64_t nbad
     int64_t bad_cap
+    void *mutex                  # PyThread lock: taking, freeing and splitting tables
 
 
 cdef class CFunc:
