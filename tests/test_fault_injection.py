@@ -603,3 +603,37 @@ def test_walk_page_range_mm_install_pte_failure(impl):
         assert (has_table(mm, a, N)[:len(inst)]).all()
         mm.validate()
     assert n == 7      # a PUD table, two PMD tables (the range crosses 1 GiB), four PTE tables
+
+
+def test_shmem_collapse_table_failure_changes_nothing():
+    """MADV_COLLAPSE of shared anonymous memory in an mm that has no page
+    tables there yet (the pages are in the shmem object, mapped by a forked
+    child): the model allocates the tables down to the PMD to map the new
+    huge page.  Found here: when that allocation failed the object's pages
+    had already been replaced and unmapped everywhere, and the huge page was
+    counted as mapped 512 times while mapped nowhere.  Now the tables come
+    first: a failure changes nothing (the child still maps the old pages,
+    the map counts match) and the call fails with OSError(ENOMEM).  The
+    kernel itself installs the PMD only where the page tables exist
+    (collapse_pte_mapped_thp looks the PMD up without allocating), so it
+    has no allocation to fail here: the errno is the model's (F11)."""
+    def setup():
+        mm = P.MM()
+        s = mm.mmap(None, 2 * M2, RW, SHARED)
+        h = (s + M2 - 1) & ~(M2 - 1)
+        child = mm.fork()
+        for i in range(0, 512, 5):
+            child.touch(h + i * PS, write=True)
+        return {"mm": mm, "mms": [mm, child], "h": h, "child": child,
+                "child_pm": child.pagemap(h, h + M2)}
+
+    act = lambda c: c["mm"].madvise(c["h"], M2, P.MADV_COLLAPSE)  # noqa: E731
+    n_seen = 0
+    for k, n, ctx, out in each_failure(setup, act):
+        n_seen = n
+        mm, child, h = ctx["mm"], ctx["child"], ctx["h"]
+        assert out == ("errno", errno.ENOMEM), (k, out)
+        assert not P.pmd_leaf(mm.entry(h, P.PMD))
+        assert (child.pagemap(h, h + M2) == ctx["child_pm"]).all()
+        check_mm(mm, child)
+    assert n_seen == 2                                 # PUD and PMD tables
