@@ -67,6 +67,7 @@ class Stress:
     NQ = 64                       # pages of Q (guard install / remove)
     NS = 1024                     # pages of S (munmap / mmap MAP_POPULATE), 2 MiB aligned
     NT = 2048                     # pages of T (touched at random)
+    NU = 512                      # pages of U: a THP faulted in, split by the walks, unmapped
 
     def __init__(self):
         mm = self.mm = P.MM()
@@ -76,10 +77,12 @@ class Stress:
         self.T = mm.mmap(None, self.NT * PS, RW, PRIV)
         mm.madvise(self.S, self.NS * PS, P.MADV_NOHUGEPAGE)
         mm.madvise(self.T, self.NT * PS, P.MADV_NOHUGEPAGE)
+        self.U = mm.mmap(None, 2 * M2, RW, PRIV)   # 2 MiB aligned; U is its first half
         self.stop = threading.Event()
         self.errors = []
         self.iters = Counter()
-        self.seen = {"R": set(), "S": set(), "Q": set(), "Rpy": set(), "Rmincore": set()}
+        self.seen = {"R": set(), "S": set(), "Q": set(), "Rpy": set(), "Rmincore": set(),
+                     "U": set()}
 
     def run(self, name, body):
         def loop():
@@ -111,6 +114,15 @@ class Stress:
         mm.mprotect(self.Q, self.NQ * PS, P.PROT_READ)
         mm.mprotect(self.Q, self.NQ * PS, RW)
 
+    def w_u(self):
+        """A THP appears in one fault (read lock) and goes with munmap; the
+        CountOp walks split it meanwhile (under the read lock too)."""
+        mm = self.mm
+        mm.munmap(self.U, M2)
+        assert mm.mmap(self.U, M2, RW, PRIV | P.MAP_FIXED) == self.U
+        mm.madvise(self.U, M2, P.MADV_HUGEPAGE)
+        mm.touch(self.U + 5 * PS, write=True)
+
     def toucher(self, seed):
         rng = random.Random(seed)
 
@@ -122,7 +134,8 @@ class Stress:
     # --- readers -----------------------------------------------------------------
     def r_count(self):
         mm = self.mm
-        for name, base, n in (("R", self.R, self.NR), ("S", self.S, self.NS)):
+        for name, base, n in (("R", self.R, self.NR), ("S", self.S, self.NS),
+                              ("U", self.U, self.NU)):
             c = CountOp()
             ops = P.MMWalkOps(pte_entry=c.pte_entry, pmd_entry=c.pmd_entry, pte_hole=c.pte_hole)
             with mm.mmap_read_lock():
@@ -166,6 +179,7 @@ class Stress:
 def test_stress_walks_and_mutations_on_one_mm():
     st = Stress()
     threads = [st.run("w_r", st.w_r), st.run("w_s", st.w_s), st.run("w_q", st.w_q),
+               st.run("w_u", st.w_u),
                st.run("touch1", st.toucher(1)), st.run("touch2", st.toucher(2)),
                st.run("count", st.r_count), st.run("mincore", st.r_mincore),
                st.run("python", st.r_python)]
