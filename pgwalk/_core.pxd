@@ -126,6 +126,7 @@ ctypedef struct pgwalk_pool_t:
     uint64_t *bad_addrs          # read-only pools: where bad entries were met
     int64_t nbad
     int64_t bad_cap
+    void *mutex                  # PyThread lock: taking, freeing and splitting tables
 
 
 cdef class CFunc:
@@ -147,6 +148,9 @@ cdef class PageTables:
     cdef readonly int levels
     cdef readonly int64_t pgd_id # the top-level table
     cdef readonly bint is_init_mm
+    cdef readonly int active_walks  # walks of this tree running now (any thread)
+    cdef int64_t _slab_cap       # slabs the per-id arrays have room for
+    cdef list _retired           # addresses of outgrown arrays, freed with the pool
     cdef uint64_t *pgd_ptr
     cdef int _grow(self) except -1
     cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil

@@ -73,6 +73,9 @@ class PageTables:
     @property
     def nr_tables(self) -> int:
         """Live tables, the top-level one included."""
+    @property
+    def active_walks(self) -> int:
+        """Walks of this tree running now (``set_entry`` frees no table then)."""
     def _attach_image(self, frames: NDArray[np.uint64], root_pfn: int,
                       segments: Iterable[tuple[int, int, int]] = (), bad_cap: int = 65536) -> None:
         """Make this a read-only image pool over ``frames``."""
@@ -101,6 +104,8 @@ class PageTables:
         """Free every table below slot (tid, idx) and clear the slot."""
     def _stat_inc(self, name: _StatName) -> None:
         """Bump one counter (KeyError for an unknown name)."""
+    def _walk_enter(self) -> None: ...
+    def _walk_exit(self) -> None: ...
     def _next_alloc_fails(self) -> bool:
         """Count one allocation attempt; True if fault injection fails it."""
     @overload

@@ -16,11 +16,13 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_REFCNT
 from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.object cimport PyObject
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 
 from libc.stdint cimport uint64_t, int64_t, int8_t, uint8_t
 from libc.limits cimport INT_MAX, INT_MIN
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 
 
 cdef extern from "Python.h":
@@ -163,6 +165,9 @@ cdef class PageTables:
         self.is_init_mm = is_init_mm
         self._slabs = []
         memset(&self.pool, 0, sizeof(pgwalk_pool_t))
+        self.pool.mutex = <void *>PyThread_allocate_lock()
+        if self.pool.mutex == NULL:
+            raise MemoryError()
         self._grow()
         self.pool.ntables = 1                  # id 0 is never handed out
         self.pool.self_obj = <void *>self
@@ -181,34 +186,69 @@ cdef class PageTables:
         free(self.pool.level)
         free(self.pool.free_ids)
         free(self.pool.fail_at)
+        if self.pool.mutex != NULL:
+            PyThread_free_lock(<PyThread_type_lock>self.pool.mutex)
+        if self._retired is not None:
+            for old in self._retired:
+                free(<void *><size_t>old)
 
     cdef int _grow(self) except -1:
-        cdef int64_t n = self.pool.nslabs + 1
-        cdef int64_t cap = n * SLAB_TABLES
+        """One more slab.  The per-id arrays grow by doubling into new
+        memory; the outgrown ones are kept until the pool goes (a walk
+        running without the GIL in another thread, under the read lock,
+        may still be reading them while a fault grows the pool).  Runs
+        under the pool lock from the check on (two threads may both have
+        found the pool full); no Python code runs while it is held."""
+        cdef int64_t ncap, i, old_ids
+        cdef uint64_t **slabs = NULL
+        cdef uint64_t **owner = NULL
+        cdef int8_t *lvl = NULL
+        cdef int64_t *fids = NULL
         cdef cnp.ndarray slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
-        cdef uint64_t **slabs = <uint64_t **>realloc(self.pool.slabs, n * sizeof(uint64_t *))
-        if slabs == NULL:
-            raise MemoryError()
-        self.pool.slabs = slabs
-        owner = <uint64_t **>realloc(self.pool.owner, cap * sizeof(uint64_t *))
-        if owner == NULL:
-            raise MemoryError()
-        self.pool.owner = owner
-        lvl = <int8_t *>realloc(self.pool.level, cap * sizeof(int8_t))
-        if lvl == NULL:
-            raise MemoryError()
-        self.pool.level = lvl
-        fids = <int64_t *>realloc(self.pool.free_ids, cap * sizeof(int64_t))
-        if fids == NULL:
-            raise MemoryError()
-        self.pool.free_ids = fids
-        cdef int64_t i
-        for i in range(self.pool.nslabs * SLAB_TABLES, cap):
-            self.pool.owner[i] = NULL
-            self.pool.level[i] = -1
+        cdef size_t r0, r1, r2, r3
+        if self._retired is None:
+            self._retired = []
+        pool_lock(&self.pool)
+        if self.pool.nslabs + 1 > self._slab_cap:
+            ncap = max(8, 2 * self._slab_cap)
+            old_ids = self.pool.nslabs * SLAB_TABLES
+            slabs = <uint64_t **>malloc(ncap * sizeof(uint64_t *))
+            owner = <uint64_t **>malloc(ncap * SLAB_TABLES * sizeof(uint64_t *))
+            lvl = <int8_t *>malloc(ncap * SLAB_TABLES * sizeof(int8_t))
+            fids = <int64_t *>malloc(ncap * SLAB_TABLES * sizeof(int64_t))
+            if slabs == NULL or owner == NULL or lvl == NULL or fids == NULL:
+                pool_unlock(&self.pool)
+                free(slabs)
+                free(owner)
+                free(lvl)
+                free(fids)
+                raise MemoryError()
+            if self.pool.nslabs:
+                memcpy(slabs, self.pool.slabs, self.pool.nslabs * sizeof(uint64_t *))
+                memcpy(owner, self.pool.owner, old_ids * sizeof(uint64_t *))
+                memcpy(lvl, self.pool.level, old_ids * sizeof(int8_t))
+                memcpy(fids, self.pool.free_ids, self.pool.nfree * sizeof(int64_t))
+            for i in range(old_ids, ncap * SLAB_TABLES):
+                owner[i] = NULL
+                lvl[i] = -1
+            r0 = <size_t>self.pool.slabs
+            r1 = <size_t>self.pool.owner
+            r2 = <size_t>self.pool.level
+            r3 = <size_t>self.pool.free_ids
+            self.pool.slabs = slabs
+            self.pool.owner = owner
+            self.pool.level = lvl
+            self.pool.free_ids = fids
+            self._slab_cap = ncap
+            if r0:                                   # ints: no garbage collection here
+                self._retired.append(r0)
+                self._retired.append(r1)
+                self._retired.append(r2)
+                self._retired.append(r3)
         self.pool.slabs[self.pool.nslabs] = <uint64_t *>cnp.PyArray_DATA(slab)
-        self._slabs.append(slab)
-        self.pool.nslabs = n
+        self._slabs.append(slab)                     # same order as pool.slabs
+        self.pool.nslabs += 1
+        pool_unlock(&self.pool)
         return 0
 
     cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil:
@@ -288,6 +328,13 @@ cdef class PageTables:
             s.pte_map_null += 1
         else:
             raise KeyError(name)
+
+    def _walk_enter(self):
+        """A walk of this tree starts (for walkers written in Python)."""
+        self.active_walks += 1
+
+    def _walk_exit(self):
+        self.active_walks -= 1
 
     def _next_alloc_fails(self):
         """Count one allocation attempt; True if fault injection fails it."""
@@ -497,17 +544,29 @@ cdef int _pool_grow(pgwalk_pool_t *pool) noexcept with gil:
     return 0
 
 
-cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil:
-    """Hand out a zeroed table linked from ``owner_slot`` (not counted as an
-    allocation: the THP split uses this for the deposited table)."""
+cdef inline void pool_lock(pgwalk_pool_t *pool) noexcept nogil:
+    """Taking, freeing and splitting tables may happen in several threads at
+    once (walks under the read lock split THPs and run install_pte, without
+    the GIL).  Rule: nothing waits for the GIL while holding this lock, so
+    a thread holding the GIL may block on it."""
+    if pool.mutex != NULL:
+        PyThread_acquire_lock(<PyThread_type_lock>pool.mutex, WAIT_LOCK)
+
+
+cdef inline void pool_unlock(pgwalk_pool_t *pool) noexcept nogil:
+    if pool.mutex != NULL:
+        PyThread_release_lock(<PyThread_type_lock>pool.mutex)
+
+
+cdef int64_t _take_locked(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil:
+    """pool_take with the pool lock held; -2 when the pool must grow first."""
     cdef int64_t tid
     if pool.nfree > 0:
         pool.nfree -= 1
         tid = pool.free_ids[pool.nfree]
     else:
         if pool.ntables >= pool.nslabs * SLAB_TABLES:
-            if _pool_grow(pool) < 0:
-                return -E_NOMEM
+            return -2
         tid = pool.ntables
         pool.ntables += 1
     pool.owner[tid] = owner_slot
@@ -518,14 +577,30 @@ cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noe
     return tid
 
 
+cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil:
+    """Hand out a zeroed table linked from ``owner_slot`` (not counted as an
+    allocation: the THP split uses this for the deposited table)."""
+    cdef int64_t tid
+    while True:
+        pool_lock(pool)
+        tid = _take_locked(pool, owner_slot, level)
+        pool_unlock(pool)
+        if tid != -2:
+            return tid
+        if _pool_grow(pool) < 0:                # the GIL, without the pool lock
+            return -E_NOMEM
+
+
 cdef void pool_free_table(pgwalk_pool_t *pool, int64_t tid) noexcept nogil:
     memset(table_base(pool, <uint64_t>tid), 0, PTRS * sizeof(uint64_t))
+    pool_lock(pool)
     pool.stats.freed[pool.level[tid]] += 1
     pool.owner[tid] = NULL
     pool.level[tid] = -1
     pool.free_ids[pool.nfree] = tid
     pool.nfree += 1
     pool.live -= 1
+    pool_unlock(pool)
 
 
 cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int level) noexcept nogil:
@@ -544,12 +619,30 @@ cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int
 
 cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil:
     """A counted page-table allocation (__pud_alloc and friends): subject to
-    fault injection; links the new table into ``slot``."""
+    fault injection; links the new table into ``slot``.  A table another
+    thread linked there meanwhile is kept (as the kernel re-checks under
+    the page table lock) and nothing is counted."""
+    cdef int64_t tid
+    pool_lock(pool)
+    if table_of(pool, slot) != NULL:
+        pool_unlock(pool)
+        return 0
     if alloc_attempt_fails(pool):
+        pool_unlock(pool)
         return -E_NOMEM
-    if pool_take(pool, slot, level) < 0:
-        return -E_NOMEM
+    while True:
+        tid = _take_locked(pool, slot, level)
+        if tid != -2:
+            break
+        pool_unlock(pool)
+        if _pool_grow(pool) < 0:
+            return -E_NOMEM
+        pool_lock(pool)
+        if table_of(pool, slot) != NULL:
+            pool_unlock(pool)
+            return 0
     pool.stats.alloc[level] += 1
+    pool_unlock(pool)
     return 0
 
 
@@ -1067,6 +1160,7 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
                    pgwalk_walk_t *w, void *ctx, int level) noexcept:
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray view = None
     dims[0] = n
     try:
         view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
@@ -1077,6 +1171,13 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
         return _ret((<object>ctx)(view, addr, next, walk), level)
     except BaseException as e:
         return walk._park(e)
+    finally:
+        # the view is valid only during its call: one kept beyond it could
+        # write into a table freed and handed out again later, so it turns
+        # read only (numpy refuses to make it writable again; views the
+        # callback derived from it keep their own flag)
+        if view is not None:
+            cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
 
 cdef int _py_install_batch(uint64_t *scratch, int n, uint64_t addr, uint64_t next,
                            pgwalk_walk_t *w, void *ctx) noexcept:
@@ -1395,15 +1496,26 @@ cdef int split_huge_pmd(WalkCtx *c, uint64_t *pmd) noexcept nogil:
         return 0
     if not (pmd_trans_huge(v) or pmd_devmap(v) or is_pmd_migration_entry(v)):
         return 0
-    c.pool.stats.split_pmd += 1
     if not c.vma_anon:
+        c.pool.stats.split_pmd += 1
         pmd[0] = 0
         return 0
-    pmd[0] = 0
-    tid = pool_take(c.pool, pmd, L_PTE)
-    if tid < 0:
-        pmd[0] = v
-        return _no_memory(c)
+    # under the pool lock, as the kernel splits under the PMD lock: another
+    # walk (another thread, the read lock) may be splitting the same PMD;
+    # the new table is filled before the PMD links it, so a walk reading the
+    # PMD meanwhile sees the leaf or the whole table, never an empty slot
+    while True:
+        pool_lock(c.pool)
+        if pmd[0] != v:
+            pool_unlock(c.pool)                  # split (or changed) meanwhile
+            return 0
+        tid = _take_locked(c.pool, NULL, L_PTE)
+        if tid != -2:
+            break
+        pool_unlock(c.pool)
+        if _pool_grow(c.pool) < 0:
+            return _no_memory(c)
+    c.pool.stats.split_pmd += 1
     tbl = table_base(c.pool, <uint64_t>tid)
     if is_pmd_migration_entry(v):
         typ = swp_pte_type(v)
@@ -1419,6 +1531,9 @@ cdef int split_huge_pmd(WalkCtx *c, uint64_t *pmd) noexcept nogil:
         pfn = pmd_pfn(v)
         for i in range(PTRS):
             tbl[i] = (((pfn + i) << 12) & PGW_PFN_MASK) | flags
+    c.pool.owner[tid] = pmd
+    pmd[0] = mk_table(<uint64_t>tid)
+    pool_unlock(c.pool)
     return 0
 
 
@@ -2122,6 +2237,15 @@ def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, priva
     """walk_page_range_mm() after its argument checks: the VMA loop."""
     cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
     cdef dict before = mm.stats if stats is not None else None
+    mm.active_walks += 1
+    try:
+        return _walk_range_vmas(walk, mm, start, end, ops, stats, before)
+    finally:
+        mm.active_walks -= 1
+
+
+cdef object _walk_range_vmas(MMWalk walk, PageTables mm, uint64_t start, uint64_t end, ops,
+                             object stats, dict before):
     cdef int err = 0
     cdef uint64_t next
     lock = ops.walk_lock
@@ -2160,8 +2284,13 @@ def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None):
         raise TypeError("vma.vm_mm must be a pgwalk.MM")
     cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
     cdef dict before = vma.vm_mm.stats if stats is not None else None
+    cdef PageTables tree = <PageTables>walk.c.pt
     _enter_vma(walk, vma)
-    return _finish(walk, _walk_vma_range(walk, vma, start, end), stats, before)
+    tree.active_walks += 1
+    try:
+        return _finish(walk, _walk_vma_range(walk, vma, start, end), stats, before)
+    finally:
+        tree.active_walks -= 1
 
 
 def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private,
@@ -2169,7 +2298,12 @@ def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageT
     """walk_page_range_novma() after its checks."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
     cdef dict before = (<PageTables>walk.c.pt).stats if stats is not None else None
-    return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+    cdef PageTables tree = <PageTables>walk.c.pt
+    tree.active_walks += 1
+    try:
+        return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+    finally:
+        tree.active_walks -= 1
 
 
 def _walk_inline_mincore(PageTables mm not None, uint64_t start, uint64_t end, ops,

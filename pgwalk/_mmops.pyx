@@ -15,8 +15,8 @@ the Python side sets the state's per-call fields (``setup``) and builds an
 """
 
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
-from libc.stdlib cimport realloc, free
-from libc.string cimport memset
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset, memcpy
 
 import numpy as np
 cimport numpy as cnp
@@ -83,6 +83,8 @@ cdef struct PhysState:
     uint8_t *pflags          # per PFN: PF_* bits
     int64_t cap
     int64_t next_pfn
+    void **retired           # outgrown arrays, freed with the Phys (see phys_reserve)
+    int64_t nretired
 
 
 cdef int phys_reserve(PhysState *ps, int64_t need) noexcept nogil:
@@ -96,16 +98,32 @@ cdef int phys_reserve(PhysState *ps, int64_t need) noexcept nogil:
         cap = 1 << 21
     while cap < need:
         cap *= 2
-    mc = <int32_t *>realloc(ps.mapcount, cap * sizeof(int32_t))
-    if mc == NULL:
+    # new arrays, the old ones kept until the Phys goes: a walk running
+    # without the GIL in another thread (pagemap under the read lock) may
+    # still read them while a fault makes room for more PFNs
+    cdef void **ret = <void **>realloc(ps.retired, (ps.nretired + 2) * sizeof(void *))
+    if ret == NULL:
         return -E_NOMEM
+    ps.retired = ret
+    mc = <int32_t *>malloc(cap * sizeof(int32_t))
+    pf = <uint8_t *>malloc(cap * sizeof(uint8_t))
+    if mc == NULL or pf == NULL:
+        free(mc)
+        free(pf)
+        return -E_NOMEM
+    if ps.cap:
+        memcpy(mc, ps.mapcount, ps.cap * sizeof(int32_t))
+        memcpy(pf, ps.pflags, ps.cap * sizeof(uint8_t))
+    memset(mc + ps.cap, 0, (cap - ps.cap) * sizeof(int32_t))
+    memset(pf + ps.cap, 0, (cap - ps.cap) * sizeof(uint8_t))
+    if ps.mapcount != NULL:
+        ps.retired[ps.nretired] = <void *>ps.mapcount
+        ps.nretired += 1
+    if ps.pflags != NULL:
+        ps.retired[ps.nretired] = <void *>ps.pflags
+        ps.nretired += 1
     ps.mapcount = mc
-    pf = <uint8_t *>realloc(ps.pflags, cap * sizeof(uint8_t))
-    if pf == NULL:
-        return -E_NOMEM
     ps.pflags = pf
-    memset(ps.mapcount + ps.cap, 0, (cap - ps.cap) * sizeof(int32_t))
-    memset(ps.pflags + ps.cap, 0, (cap - ps.cap) * sizeof(uint8_t))
     ps.cap = cap
     return 0
 
@@ -142,8 +160,12 @@ cdef class Phys:
             raise MemoryError()
 
     def __dealloc__(self):
+        cdef int64_t i
         free(self.s.mapcount)
         free(self.s.pflags)
+        for i in range(self.s.nretired):
+            free(self.s.retired[i])
+        free(self.s.retired)
 
     def alloc(self, int64_t nr=1, int64_t align=1):
         """``nr`` fresh PFNs, the first aligned to ``align``."""

@@ -110,6 +110,9 @@ def _collapse_shmem(mm, vma, hs, he):
             result = result or EINVAL
             h += PMD_SIZE
             continue
+        # the tables down to the PMD first: if one cannot be allocated
+        # (OSError ENOMEM), nothing has been changed yet
+        mm._locate(h, PMD, True)
         new = mm._phys.alloc(512, 512)
         for i in range(512):
             old = int(pages[i])

@@ -7,18 +7,22 @@ the VMA's lock sequence with the mm's, which the write unlock bumps).
 """
 
 import threading
+from collections import deque
 from contextlib import contextmanager
 
 from ._core import LockAssertionError
 
 
 class MMapLock:
-    """A reader/writer lock that knows which threads hold it."""
+    """A reader/writer lock that knows which threads hold it, fair as the
+    kernel's rwsem: waiters are served in arrival order, consecutive
+    readers together."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._readers = {}          # thread ident -> recursion count
         self._writer = None
+        self._queue = deque()       # waiters in arrival order: (is_writer, ticket)
         self.seq = 0                # bumped by every write unlock
 
     @contextmanager
@@ -27,9 +31,18 @@ class MMapLock:
         with self._cond:
             if self._writer == me:
                 raise RuntimeError("mmap_read_lock while holding the write lock (would deadlock)")
-            while self._writer is not None:
-                self._cond.wait()
-            self._readers[me] = self._readers.get(me, 0) + 1
+            if me in self._readers:
+                # a thread that already reads goes on at once (the kernel
+                # would deadlock here if a writer were queued)
+                self._readers[me] += 1
+            else:
+                ticket = object()
+                self._queue.append((False, ticket))
+                while not self._may_read(ticket):
+                    self._cond.wait()
+                self._queue.remove((False, ticket))
+                self._readers[me] = 1
+                self._cond.notify_all()
         try:
             yield
         finally:
@@ -41,14 +54,37 @@ class MMapLock:
                     del self._readers[me]
                 self._cond.notify_all()
 
+    def _may_read(self, ticket):
+        """No writer holds the lock and only readers queued before us: like
+        the kernel's rwsem, a waiting writer holds off readers that come
+        after it (a stream of readers cannot starve writers), and readers
+        queued together get the lock together."""
+        if self._writer is not None:
+            return False
+        for is_writer, t in self._queue:
+            if t is ticket:
+                return True
+            if is_writer:
+                return False
+        return False
+
     @contextmanager
     def write(self):
         me = threading.get_ident()
         with self._cond:
             if self._writer == me or me in self._readers:
                 raise RuntimeError("mmap_write_lock while holding the mmap lock (would deadlock)")
-            while self._writer is not None or self._readers:
-                self._cond.wait()
+            ticket = object()
+            self._queue.append((True, ticket))
+            try:
+                while (self._writer is not None or self._readers
+                       or self._queue[0][1] is not ticket):
+                    self._cond.wait()
+            except BaseException:
+                self._queue.remove((True, ticket))
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
             self._writer = me
         try:
             yield

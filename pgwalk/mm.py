@@ -235,7 +235,9 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
     def set_entry(self, addr, level, value):
         """Write a raw value (anything, garbage included) into the slot at
         ``level`` for ``addr``, allocating the tables above it.  Overwriting
-        a table link frees the tables below it first."""
+        a table link frees the tables below it first -- refused with
+        RuntimeError while a walk of this mm runs (from one of its callbacks
+        or another thread), as the walk may be inside those tables."""
         level = self._norm_level(level, (PGD, P4D, PUD, PMD, PTE))
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"value must be an int, not {type(value).__name__}")
@@ -243,6 +245,13 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
             raise ValueError(f"value must fit in 64 bits: {value}")
         tid, idx = self._locate(self._addr(addr), level, True)
         if level < PTE and self._child(tid, idx) >= 0 and int(self._table(tid)[idx]) != value:
+            if self.active_walks:
+                # a walk (a callback of it, or another thread) may hold a
+                # pointer into the tables below: freeing them would let it
+                # write into a table handed out again later
+                raise RuntimeError(f"set_entry: the slot at level {level} for {addr:#x} links "
+                                   "page tables, which cannot be freed while a walk of this "
+                                   "mm is running")
             self._free_below(tid, idx, level)
         self._table(tid)[idx] = value
 

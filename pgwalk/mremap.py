@@ -125,6 +125,13 @@ def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
     op = mm._op().setup(delta=(new_addr - old_addr) & 0xFFFFFFFFFFFFFFFF)
     rc = walk_page_range(mm, old_addr, old_addr + old_len, mm._ops(op, "move"))
     if rc < 0:
+        # copy_vma_and_data: a table for the destination could not be
+        # allocated; what moved goes back (the source tables are still
+        # there, so this allocates nothing), then the new range is unmapped
+        # instead of the old one and mremap fails with the error
+        back = mm._op().setup(delta=(old_addr - new_addr) & 0xFFFFFFFFFFFFFFFF)
+        walk_page_range(mm, new_addr, new_addr + old_len, mm._ops(back, "move"))
+        mm._unmap(new_addr, new_addr + new_len)
         raise _err(-rc)
     if flags & C.MREMAP_DONTUNMAP:
         # the old VMA is not split: it loses VM_LOCKED* whole, and its

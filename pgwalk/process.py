@@ -11,6 +11,7 @@ protection change, fork copy, mremap move.  Guard regions are in
 """
 
 import os
+import threading
 
 import numpy as np
 
@@ -35,6 +36,7 @@ VM_ACCESS = VM_READ | VM_WRITE | VM_EXEC
 VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
 PF_ANON, PF_LARGE, PF_DATA = 16, 8, 1
 SHMEM = "shmem"                                      # vm_ops of MAP_SHARED|MAP_ANONYMOUS
+_FAULT_LOCK = threading.RLock()                      # see touch()
 
 
 class SegmentationFault(Exception):
@@ -410,7 +412,13 @@ class ProcessMixin:
                 raise SegmentationFault(addr, "VMA not writable")
             if not vma.vm_flags & VM_ACCESS:
                 raise SegmentationFault(addr, "PROT_NONE")
-            code, _ = self._fault_range(vma, page, page + PAGE_SIZE, bool(write), mark=bool(write))
+            # faults run under the read lock, so two threads may fault at
+            # once; the kernel orders their page-table updates with the page
+            # table locks, the model with one lock for all faults (the table
+            # pool and the physical pages are shared, with forked children too)
+            with _FAULT_LOCK:
+                code, _ = self._fault_range(vma, page, page + PAGE_SIZE, bool(write),
+                                            mark=bool(write))
         if code == 1:
             raise SegmentationFault(addr, "guard region")
         if code == 2:
@@ -564,7 +572,15 @@ class ProcessMixin:
                     return EINVAL
                 if not write and not vma.vm_flags & VM_READ:
                     return EINVAL
-            code, where = self._fault_range(vma, a, b, write)
+            try:
+                code, where = self._gup_range(vma, a, b, write)
+            except OSError as e:
+                if e.errno != ENOMEM:
+                    raise
+                if ignore_errors:          # __mm_populate: on at the next VMA
+                    a = b
+                    continue
+                return ENOMEM
             if code:
                 if ignore_errors:
                     a = b
@@ -572,6 +588,37 @@ class ProcessMixin:
                 return EFAULT
             a = b
         return 0
+
+    def _gup_range(self, vma, start, end, write):
+        """GUP over [start, end) of one VMA, as populate uses it: a page
+        table that cannot be allocated is VM_FAULT_OOM, which GUP reports
+        as ENOMEM only when it stops at the first page; after progress it
+        returns the pages done and its callers (__mm_populate,
+        madvise_populate) go on from the page that failed.  So the walk is
+        retried from there, and OSError(ENOMEM) is raised only when no
+        page of the retried range could be done."""
+        a = start
+        while True:
+            try:
+                return self._fault_range(vma, a, end, write)
+            except OSError as e:
+                if e.errno != ENOMEM:
+                    raise
+                stop = self._first_without_table(a, end)
+                if stop is None or stop <= a:
+                    raise
+                a = stop
+
+    def _first_without_table(self, start, end):
+        """The first page of [start, end) with neither a PTE table nor a
+        PMD leaf above it (where a populate walk stopped for want of a
+        table), or None."""
+        a = start
+        while a < end:
+            if self.entry(a, PMD) == 0:
+                return a
+            a = (a & ~(PMD_SIZE - 1)) + PMD_SIZE
+        return None
 
     # --- mprotect ---------------------------------------------------------------------------
     def mprotect(self, addr, length, prot):
@@ -615,7 +662,11 @@ class ProcessMixin:
                     op = self._setup(self._op(), part)
                     walk_page_range(self, a, b, self._ops(op, "mprotect"))
                     if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new & VM_WRITE:
-                        self._fault_range(part, a, b, True)
+                        try:               # populate_vma_page_range: result ignored
+                            self._fault_range(part, a, b, True)
+                        except OSError as e:
+                            if e.errno != ENOMEM:
+                                raise
                     self._merge_around(a, b)
                 a = b
             if err:
@@ -726,6 +777,10 @@ class ProcessMixin:
                 op = self._setup(self._op(), vma, dst=child)
                 rc = walk_page_vma(vma, self._ops(op, "fork"))
                 if rc < 0:
+                    # dup_mmap fails; the new mm is torn down (mmput), which
+                    # drops the map counts its copied entries took
+                    child._reindex()
+                    child.exit()
                     raise _err(-rc)
             child._reindex()
         return child

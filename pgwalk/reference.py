@@ -608,6 +608,14 @@ def _walk_page_range_mm(mm, start, end, ops, private):
         return -EINVAL
     lock = ops.walk_lock
     mm._process_mm_walk_lock(lock)
+    mm._walk_enter()              # raw edits may not free tables under a running walk
+    try:
+        return _walk_vmas(mm, start, end, ops, private, lock)
+    finally:
+        mm._walk_exit()
+
+
+def _walk_vmas(mm, start, end, ops, private, lock):
     walk = Walk(mm, ops, private)
     ops = walk.cbs
     vma = mm.find_vma(start)
@@ -665,7 +673,11 @@ def walk_page_range_vma(vma, start, end, ops, private=None):
     mm._process_vma_walk_lock(vma, ops.walk_lock)
     walk = Walk(mm, ops, private)
     walk.vma = vma
-    return _walk_vma_range(walk, start, end)
+    mm._walk_enter()
+    try:
+        return _walk_vma_range(walk, start, end)
+    finally:
+        mm._walk_exit()
 
 
 def walk_page_vma(vma, ops, private=None):
@@ -678,7 +690,11 @@ def walk_page_vma(vma, ops, private=None):
     mm._process_vma_walk_lock(vma, ops.walk_lock)
     walk = Walk(mm, ops, private)
     walk.vma = vma
-    return _walk_vma_range(walk, vma.vm_start, vma.vm_end)
+    mm._walk_enter()
+    try:
+        return _walk_vma_range(walk, vma.vm_start, vma.vm_end)
+    finally:
+        mm._walk_exit()
 
 
 def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None):
@@ -692,4 +708,9 @@ def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None):
         return -EINVAL
     mm._assert_novma_lock()
     walk = Walk(mm, ops, private, no_vma=True, pgd=pgd)
-    return walk_pgd_range(walk, start, end)
+    tree = mm if pgd is None else pgd.tables
+    tree._walk_enter()
+    try:
+        return walk_pgd_range(walk, start, end)
+    finally:
+        tree._walk_exit()
