@@ -35,6 +35,9 @@ class MincoreOp:
     @property
     def pmd_entry(self) -> CFunc: ...
     @property
+    def pte_range(self) -> CFunc:
+        """A pmd_entry in the kernel's shape: reads the PTE table itself."""
+    @property
     def pte_hole(self) -> CFunc: ...
 
 class FillOp:
