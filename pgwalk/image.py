@@ -78,20 +78,29 @@ class PhysImage:
                 "<IIQQQQQ", raw, i * phentsize)
             if p_type != PT_LOAD or filesz == 0:
                 continue
-            if off % PAGE_SIZE or paddr % PAGE_SIZE:
+            if paddr % PAGE_SIZE or filesz % PAGE_SIZE or off % 8:
                 raise ImageError(f"{path}: PT_LOAD #{i} is not 4 KiB aligned "
-                                 f"(offset {off:#x}, paddr {paddr:#x})")
+                                 f"(offset {off:#x}, paddr {paddr:#x}, size {filesz:#x})")
             if off + filesz > size:
                 raise ImageError(f"{path}: PT_LOAD #{i} ends at {off + filesz:#x}, past the file's "
                                  f"{size:#x} bytes (truncated?)")
-            segs.append((paddr >> PAGE_SHIFT, filesz >> PAGE_SHIFT, off >> PAGE_SHIFT))
-        segs.sort()
+            segs.append((paddr >> PAGE_SHIFT, filesz >> PAGE_SHIFT, off))
+        # QEMU's dump-guest-memory packs the segments right after the headers:
+        # their file offsets are not page aligned but all alike modulo 4 KiB,
+        # so the file is mapped from that remainder on, frame by frame.
+        bases = {off % PAGE_SIZE for _, _, off in segs}
+        if len(bases) > 1:
+            raise ImageError(f"{path}: PT_LOAD file offsets differ modulo 4 KiB "
+                             f"({', '.join(hex(b) for b in sorted(bases))})")
+        base = bases.pop() if bases else 0
+        segs = sorted((pfn, n, (off - base) >> PAGE_SHIFT) for pfn, n, off in segs)
         for (a, n, _), (b, _, _) in zip(segs, segs[1:]):
             if a + n > b:
                 raise ImageError(f"{path}: PT_LOAD segments overlap at frame {b:#x}")
         if not segs:
             raise ImageError(f"{path}: no PT_LOAD segment with contents")
-        frames = np.memmap(path, dtype=np.uint64, mode="r", shape=((size // PAGE_SIZE) * 512,))
+        frames = np.memmap(path, dtype=np.uint64, mode="r", offset=base,
+                           shape=(((size - base) // PAGE_SIZE) * 512,))
         return cls(path, frames, segs, "elf")
 
     def mm(self, cr3, levels=4):
