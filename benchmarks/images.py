@@ -2,7 +2,7 @@
 callback tiers and translate against a vectorised numpy walker and
 Volatility 3's Intel32e mapping(), per page, in one run.
 
-    python benchmarks/images.py [--gib 8] [--samples 5] [--vol-mib 256] [--no-fixture]
+    python benchmarks/images.py [--gib 8] [--samples 5] [--vol-mib 256] [--no-fixture] [--qemu DIR]
 
 Synthetic image: GIB GiB of 4 KiB mappings (one PTE table per 2 MiB) at the
 bottom of the user half, plus a copy at the start of the kernel half; the
@@ -23,7 +23,9 @@ The Python and batch tiers walk at most 1 GiB, Volatility VOL_MIB MiB of the
 same image: their ns/page is extrapolated to the whole range (cost per page
 is flat: every PTE table is alike).  The fixture rows repeat mappings() and
 Volatility on the random images of tests/image_gen.py (the comparison's own
-generator: 4K/2M/1G leaves, merged runs, equal tables), per leaf.
+generator: 4K/2M/1G leaves, merged runs, equal tables), per leaf; the QEMU
+rows do the same on the guest dump of tests/fixtures/make_qemu_image.sh
+(DIR/l4, when present: a real kernel's tables, kernel and PTI user CR3).
 
 Harness as run.py: median and min-max of --samples samples after one
 warm-up.  The load average before and after is printed (2 cores shared)."""
@@ -207,6 +209,28 @@ def fixture(a, d, res):
     return rows
 
 
+def qemu_guest(a, res):
+    """mappings() and Volatility on the QEMU guest dump of
+    tests/fixtures/make_qemu_image.sh (4-level, kernel and PTI user CR3)."""
+    d = Path(a.qemu) / "l4"
+    if not (d / "guest.raw").exists():
+        return {}
+    regs = dict(ln.split("=") for ln in (d / "cr3.txt").read_text().split())
+    rows = {}
+    for which in ("kernel_pgd", "user_pgd"):
+        cr3 = int(regs[which], 16)
+        for kind in ("guest.elf", "guest.raw"):
+            mm = pgwalk.PhysImage.open(d / kind).mm(cr3)
+            maps = mm.mappings()
+            pages = int(maps["size"].sum()) >> 12
+            rows[which] = (len(maps), pages)
+            res[f"qemu {which} {kind}: mappings()"] = measure(lambda: mm.mappings(), len(maps), a.samples)
+        if volatility_layer(d / "guest.raw", cr3) is not None:
+            res[f"qemu {which}: Volatility 3 mapping()"] = measure(
+                lambda: volatility_mapping(d / "guest.raw", cr3, 1 << 48), len(maps), 3)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=int, default=8)
@@ -214,18 +238,21 @@ def main(argv=None):
     ap.add_argument("--vol-mib", type=int, default=256, help="MiB of the image Volatility walks")
     ap.add_argument("--fixture-seeds", type=int, nargs="*", default=[0, 4])
     ap.add_argument("--no-fixture", dest="fixture_seeds", action="store_const", const=[])
+    ap.add_argument("--qemu", default=os.environ.get("PGWALK_QEMU_DIR", "/tmp/pgwalk-qemu"),
+                    help="directory of tests/fixtures/make_qemu_image.sh's dumps (skipped when absent)")
     a = ap.parse_args(argv)
     load0 = os.getloadavg()
     res = {}
     with tempfile.TemporaryDirectory() as d:
         pages = synthetic(a, d, res)
         fixture_leaves = fixture(a, d, res)
+    qemu_rows = qemu_guest(a, res)
     load1 = os.getloadavg()
     vol = res.get("Volatility 3 Intel32e mapping()")
     print(f"{a.gib} GiB of 4 KiB mappings ({pages:,} pages), ns per page, median (min-max); "
           f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     for k, (med, lo, hi) in res.items():
-        if k.startswith("fixture"):
+        if k.startswith(("fixture", "qemu")):
             continue
         ratio = f"   {vol[0] / med:9.0f}x Volatility" if vol else ""
         print(f"  {k:<38} {med:10.2f}  ({lo:.2f}-{hi:.2f})  {1e3 / med:9.2f} Mpages/s{ratio}")
@@ -243,6 +270,15 @@ def main(argv=None):
                 f"({m[0] * leaves / 1e6:.2f} ms)")
         if v:
             line += f", Volatility {v[0]:.0f} ns/leaf ({v[0] * leaves / 1e6:.1f} ms): {v[0] / m[0]:.0f}x"
+        print(line)
+    for which, (leaves, pages) in qemu_rows.items():
+        elf = res[f"qemu {which} guest.elf: mappings()"]
+        raw = res[f"qemu {which} guest.raw: mappings()"]
+        v = res.get(f"qemu {which}: Volatility 3 mapping()")
+        line = (f"  QEMU guest {which} ({leaves:,} leaves, {pages:,} pages): mappings() "
+                f"{elf[0] * leaves / 1e6:.2f} ms (ELF), {raw[0] * leaves / 1e6:.2f} ms (raw)")
+        if v:
+            line += f"; Volatility {v[0] * leaves / 1e6:.0f} ms: {v[0] / raw[0]:.0f}x"
         print(line)
     return res
 
