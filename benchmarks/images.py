@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-import pgwalk
-from pgwalk._builtin import MincoreOp
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))      # this checkout's pgwalk
+import pgwalk  # noqa: E402
+from pgwalk._builtin import MincoreOp  # noqa: E402
 
 TABLE = 0x67
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
