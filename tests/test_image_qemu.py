@@ -40,7 +40,7 @@ class Guest:
         self.cr3 = int(cr3["CR3"], 16)
         self.cr4 = int(cr3["CR4"], 16)
         self.user_pgd, self.kernel_pgd = int(cr3["user_pgd"], 16), int(cr3["kernel_pgd"], 16)
-        self.regions, self.pagemap, self.madv, self.cpu = {}, {}, {}, {}
+        self.regions, self.pagemap, self.madv, self.cpu, self.kbase = {}, {}, {}, {}, {}
         region = None
         for ln in (d / "console.log").read_text(errors="replace").splitlines():
             f = ln.split()
@@ -51,6 +51,8 @@ class Guest:
                 self.pagemap.setdefault(region, []).append((int(f[1], 16), int(f[2], 16)))
             elif ln.startswith("MADV "):
                 self.madv[f[1]] = (int(f[2]), int(f[3]))
+            elif ln.startswith("KBASE "):
+                self.kbase[f[1]] = int(f[2], 16)
             elif ln.startswith("CPU "):
                 self.cpu = {k: int(v) for k, v in (x.split("=") for x in f[1:])}
         self.image = pgwalk.PhysImage.open(d / "guest.elf")
@@ -200,17 +202,27 @@ def test_volatility_agrees_after_its_heuristics(g):
 
 
 def test_ptdump_follows_the_kernels_rules(g):
-    from test_ptdump_markers import check_kernel_rules
+    """With the bases KASLR chose (read by the guest from /proc/kcore), the
+    text follows the kernel's marker rules and each moved marker's header
+    comes where the kernel's own mappings of that region begin."""
+    from test_ptdump_markers import check_kernel_rules, lines_under
     mm = g.mm("kernel")
     maps = mm.mappings()
     half = 1 << (47 if g.levels == 4 else 56)
-    vmalloc = 0xFFFFC90000000000 if g.levels == 4 else 0xFFA0000000000000
-    # KASLR moved the direct map: its base is where physical 0 is mapped below vmalloc's range
-    direct = [int(m["va"]) for m in maps if int(m["pa"]) == 0 and half <= int(m["va"])]
-    page_offset = min(direct)
-    text = mm.ptdump(page_offset=page_offset)
-    markers = pgwalk.ptdump.x86_64_markers(g.levels, page_offset=page_offset)
+    bases = {k: g.kbase[k] for k in ("page_offset_base", "vmalloc_base", "vmemmap_base")}
+    # the direct map starts at page_offset_base: physical 0 is mapped there
+    assert min(int(m["va"]) for m in maps if int(m["pa"]) == 0 and half <= int(m["va"])) \
+        == bases["page_offset_base"]
+    kw = dict(page_offset=bases["page_offset_base"], vmalloc_start=bases["vmalloc_base"],
+              vmemmap_start=bases["vmemmap_base"])
+    text = mm.ptdump(**kw)
+    markers = pgwalk.ptdump.x86_64_markers(g.levels, **kw)
     where, items = check_kernel_rules(text, markers)
-    assert "High Kernel Mapping" in where
+    assert {"Low Kernel Mapping", "vmalloc() Area", "Vmemmap", "High Kernel Mapping"} <= set(where)
+    # struct pages of RAM from PFN 0 on: the vmemmap region's first leaf is at its base,
+    # and the first line under the "Vmemmap" header starts there (a PGD-aligned base)
+    vm = bases["vmemmap_base"]
+    assert min(int(m["va"]) for m in maps if int(m["va"]) >= vm) == vm
+    assert lines_under(items, "Vmemmap")[0][1] == vm
     assert re.search(r"^0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+[KMG] +ro +PSE +GLB x  pmd$", text, re.M), \
         "no read-only executable 2M kernel text line"
