@@ -229,7 +229,38 @@ def qemu_guest(a, res):
         if volatility_layer(d / "guest.raw", cr3) is not None:
             res[f"qemu {which}: Volatility 3 mapping()"] = measure(
                 lambda: volatility_mapping(d / "guest.raw", cr3, 1 << 48), len(maps), 3)
+        if which == "kernel_pgd":
+            qemu_tiers(a, mm, maps, res)
     return rows
+
+
+def qemu_tiers(a, mm, maps, res):
+    """translate() and the callback tiers over the guest's kernel tables,
+    per VA and per PTE entry the walk visits (both halves)."""
+    vas = maps["va"] + (np.random.default_rng(2).integers(0, 1 << 12, len(maps), dtype=np.uint64)
+                        % maps["size"])
+    res["qemu translate() (one VA per leaf, per VA)"] = measure(lambda: mm.translate(vas), len(vas), a.samples)
+    st = pgwalk.WalkStats()
+    halves = mm._halves(None, None)
+
+    def walk(ops, stats=None):
+        with mm.mmap_read_lock():
+            for lo, hi in halves:
+                assert pgwalk.walk_page_range_novma(mm, lo, hi, ops, stats=stats) == 0
+    walk(pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0), st)
+    ptes = st.calls.get("pte_entry", 0)
+    res["qemu Python pte_entry (per PTE)"] = measure(
+        lambda: walk(pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0)), ptes, 3)
+    res["qemu batch (per PTE)"] = measure(
+        lambda: walk(pgwalk.MMWalkOps(pte_entry=pgwalk.batch(lambda e, ad, n, w: np.count_nonzero(e) * 0))),
+        ptes, a.samples)
+    with tempfile.TemporaryDirectory() as d:
+        fn = low_level_counter(d)
+        if fn is not None:
+            counter = ctypes.c_int64(0)
+            ll = pgwalk.MMWalkOps(pte_entry=pgwalk.LowLevelCallable(fn, user_data=counter))
+            res["qemu low-level (per PTE)"] = measure(lambda: walk(ll), ptes, a.samples)
+    res["qemu_ptes"] = (ptes, ptes, ptes)
 
 
 def main(argv=None):
@@ -272,6 +303,12 @@ def main(argv=None):
         if v:
             line += f", Volatility {v[0]:.0f} ns/leaf ({v[0] * leaves / 1e6:.1f} ms): {v[0] / m[0]:.0f}x"
         print(line)
+    if "qemu_ptes" in res:
+        n = res.pop("qemu_ptes")[0]
+        print(f"  QEMU guest kernel tables ({n:,} PTE entries walked, both halves), ns per VA or PTE entry:")
+        for k in [k for k in res if k.startswith("qemu ") and k.endswith(("per PTE)", "per VA)"))]:
+            med, lo, hi = res[k]
+            print(f"    {k[5:]:<40} {med:8.2f} ns  ({lo:.2f}-{hi:.2f})")
     for which, (leaves, pages) in qemu_rows.items():
         elf = res[f"qemu {which} guest.elf: mappings()"]
         raw = res[f"qemu {which} guest.raw: mappings()"]
