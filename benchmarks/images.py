@@ -1,31 +1,60 @@
-"""Walking page tables in a physical-memory image: pgwalk against a
-vectorised numpy walker, per page, on a synthetic 4-level image.
+"""Walking page tables in a physical-memory image: pgwalk's image walk,
+callback tiers and translate against a vectorised numpy walker and
+Volatility 3's Intel32e mapping(), per page, in one run.
 
-    python benchmarks/images.py [--gib 8] [--samples 5]
+    python benchmarks/images.py [--gib 8] [--samples 5] [--vol-mib 256] [--no-fixture] [--qemu DIR]
 
-The image holds GIB GiB of 4 KiB mappings (one PTE table per 2 MiB) at the
-bottom of the user half, plus a copy at the start of the kernel half.  The
-numpy walker resolves all PTEs level by level with fancy indexing (gathers):
-the best a vectorised pure-numpy walk does.  Same harness as run.py (median,
-min-max over samples after a warm-up)."""
+Synthetic image: GIB GiB of 4 KiB mappings (one PTE table per 2 MiB) at the
+bottom of the user half, plus a copy at the start of the kernel half; the
+data frames follow the tables inside the (sparse) file, so that Volatility,
+which drops leaves outside the image, sees every page.  Rows:
+
+  mappings()      mm.mappings(0, 2**47): every leaf of the user half
+  translate()     1M random VAs of the mapped range
+  C op            the built-in MincoreOp in the pte_entry slot
+  low-level       count_present.c (pgwalk/_examples/ctypes) through ctypes
+  batch           pgwalk.batch, one numpy count_nonzero per PTE table
+  Python          a plain Python pte_entry, one call per PTE
+  numpy           all PTEs resolved level by level with numpy gathers
+  Volatility 3    Intel32e(...).mapping(0, VOL_MIB MiB, ignore_errors=True),
+                  a fresh layer per sample (its caches start cold)
+
+The Python and batch tiers walk at most 1 GiB, Volatility VOL_MIB MiB of the
+same image: their ns/page is extrapolated to the whole range (cost per page
+is flat: every PTE table is alike).  The fixture rows repeat mappings() and
+Volatility on the random images of tests/image_gen.py (the comparison's own
+generator: 4K/2M/1G leaves, merged runs, equal tables), per leaf; the QEMU
+rows do the same on the guest dump of tests/fixtures/make_qemu_image.sh
+(DIR/l4, when present: a real kernel's tables, kernel and PTI user CR3).
+
+Harness as run.py: median and min-max of --samples samples after one
+warm-up.  The load average before and after is printed (2 cores shared)."""
 
 import argparse
+import ctypes
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import pgwalk
-from pgwalk._builtin import MincoreOp
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))      # this checkout's pgwalk
+import pgwalk  # noqa: E402
+from pgwalk._builtin import MincoreOp  # noqa: E402
 
 TABLE = 0x67
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
+PY_CAP_PAGES = 1 << 18          # Python and batch tiers: 1 GiB at most
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 def build_image(gib):
-    """Frames: 0 unused, 1 pgd, 2 pud, 3.. pmd tables, then PTE tables, then data."""
+    """Frames: 0 unused, 1 pgd, 2 pud, 3.. pmd tables, then PTE tables; data
+    frames follow the tables (the file is extended, sparse, to hold them).
+    Returns (table frames, file size)."""
     n_pte_tables = gib * 512
     n_pmd_tables = gib
     first_pmd, first_pte = 3, 3 + n_pmd_tables
@@ -37,8 +66,14 @@ def build_image(gib):
     pmd = img[first_pmd * 512:(first_pmd + n_pmd_tables) * 512]
     pmd[:] = ((first_pte + np.arange(n_pte_tables, dtype=np.uint64)) << 12) | TABLE
     ptes = img[first_pte * 512:]
-    ptes[:] = ((np.arange(ptes.size, dtype=np.uint64) + (1 << 24)) << 12) | 0x63
-    return img
+    ptes[:] = ((np.arange(ptes.size, dtype=np.uint64) + nframes) << 12) | 0x63
+    return img, (nframes + ptes.size) * 4096
+
+
+def write_sparse(path, img, size):
+    with open(path, "wb") as f:
+        f.write(img.tobytes())
+        f.truncate(size)
 
 
 def numpy_walk(img, root):
@@ -61,6 +96,7 @@ def numpy_walk(img, root):
 
 
 def measure(fn, n, samples):
+    """ns per unit (n units per call): median, min, max."""
     fn()
     out = []
     for _ in range(samples):
@@ -70,44 +106,218 @@ def measure(fn, n, samples):
     return statistics.median(out), min(out), max(out)
 
 
+def volatility_layer(path, cr3):
+    """Volatility 3's Intel32e over a FileLayer of ``path`` (None when
+    volatility3 is not installed)."""
+    try:
+        from volatility3.framework import contexts
+        from volatility3.framework.layers import intel, physical
+    except ImportError:
+        return None
+    ctx = contexts.Context()
+    ctx.config["bench.phys.location"] = Path(path).resolve().as_uri()
+    ctx.layers.add_layer(physical.FileLayer(ctx, "bench.phys", "phys"))
+    ctx.config["bench.virt.memory_layer"] = "phys"
+    ctx.config["bench.virt.page_map_offset"] = cr3
+    layer = intel.Intel32e(ctx, "bench.virt", "virt")
+    ctx.layers.add_layer(layer)
+    return layer
+
+
+def volatility_mapping(path, cr3, end):
+    return list(volatility_layer(path, cr3).mapping(0, end, ignore_errors=True))
+
+
+def low_level_counter(tmpdir):
+    """count_present from pgwalk's ctypes example, compiled (None without a C compiler)."""
+    from pgwalk._examples.ctypes import count_present
+    try:
+        lib = count_present.build(tmpdir)
+    except (RuntimeError, OSError):
+        return None
+    fn = lib.count_present
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_uint64, ctypes.c_uint64,
+                   ctypes.POINTER(pgwalk.WalkStruct), ctypes.c_void_p]
+    return fn
+
+
+def synthetic(a, d, res):
+    img, size = build_image(a.gib)
+    path = Path(d) / "image.raw"
+    write_sparse(path, img, size)
+    mm = pgwalk.PhysImage.open(path).mm(1 << 12)
+    pages = a.gib << 18
+    end = a.gib << 30
+    res["mappings()"] = measure(lambda: mm.mappings(0, 1 << 47), pages, a.samples)
+    vas = (np.random.default_rng(1).integers(0, pages, 1 << 20, dtype=np.uint64) << np.uint64(12))
+    res["translate() (1M random VAs, per VA)"] = measure(lambda: mm.translate(vas), 1 << 20, a.samples)
+    op = MincoreOp(0, pages)
+    skip = {"pmd_entry": op.pmd_entry, "pte_hole": op.pte_hole}
+
+    def walk(ops, hi):
+        with mm.mmap_read_lock():
+            rc = pgwalk.walk_page_range_novma(mm, 0, hi, ops)
+        assert rc == 0
+    ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry, **skip)
+    res["C op (MincoreOp)"] = measure(lambda: walk(ops, end), pages, a.samples)
+    assert op.vec.all()
+    fn = low_level_counter(d)
+    if fn is not None:
+        counter = ctypes.c_int64(0)
+        llops = pgwalk.MMWalkOps(pte_entry=pgwalk.LowLevelCallable(fn, user_data=counter), **skip)
+        res["low-level (ctypes C function)"] = measure(lambda: walk(llops, end), pages, a.samples)
+        assert counter.value == pages * (a.samples + 1)
+    small = min(pages, PY_CAP_PAGES)
+    bops = pgwalk.MMWalkOps(pte_entry=pgwalk.batch(lambda e, ad, n, w: np.count_nonzero(e) * 0), **skip)
+    res["batch (numpy per PTE table)"] = measure(lambda: walk(bops, small << 12), small,
+                                                 max(3, a.samples // 2))
+    pops = pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0, **skip)
+    res["Python (per PTE)"] = measure(lambda: walk(pops, small << 12), small, max(3, a.samples // 2))
+    res["numpy vectorised walker"] = measure(lambda: numpy_walk(img, 1), pages, a.samples)
+    got = mm.mappings(0, 1 << 47)
+    va, pa = numpy_walk(img, 1)
+    assert (got["va"] == va).all() and (got["pa"] == pa).all(), "pgwalk and numpy disagree"
+    if volatility_layer(path, 1 << 12) is not None:
+        vend = min(end, a.vol_mib << 20)
+        vol = volatility_mapping(path, 1 << 12, vend)
+        want = int(got["pa"][0])
+        assert [(o, s, m) for o, s, m, _, _ in vol] == [(0, vend, want)], "Volatility disagrees"
+        res["Volatility 3 Intel32e mapping()"] = measure(
+            lambda: volatility_mapping(path, 1 << 12, vend), vend >> 12, max(3, a.samples // 2))
+    return pages
+
+
+def fixture(a, d, res):
+    """mappings() and Volatility on the comparison's random images, per leaf."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        from image_gen import make_vol_image, write_image
+    finally:
+        sys.path.remove(str(TESTS))
+    rows = {}
+    for seed in a.fixture_seeds:
+        img, root, size = make_vol_image(seed)
+        path = Path(d) / f"fixture{seed}.raw"
+        write_image(path, img, size)
+        mm = pgwalk.PhysImage.open(path).mm(root << 12)
+        leaves = len(mm.mappings())
+        rows[seed] = leaves
+        res[f"fixture {seed}: mappings() per leaf"] = measure(lambda: mm.mappings(), leaves, a.samples)
+        if volatility_layer(path, root << 12) is not None:
+            res[f"fixture {seed}: Volatility 3 mapping() per leaf"] = measure(
+                lambda: volatility_mapping(path, root << 12, 1 << 48), leaves, 3)
+    return rows
+
+
+def qemu_guest(a, res):
+    """mappings() and Volatility on the QEMU guest dump of
+    tests/fixtures/make_qemu_image.sh (4-level, kernel and PTI user CR3)."""
+    d = Path(a.qemu) / "l4"
+    if not (d / "guest.raw").exists():
+        return {}
+    regs = dict(ln.split("=") for ln in (d / "cr3.txt").read_text().split())
+    rows = {}
+    for which in ("kernel_pgd", "user_pgd"):
+        cr3 = int(regs[which], 16)
+        for kind in ("guest.elf", "guest.raw"):
+            mm = pgwalk.PhysImage.open(d / kind).mm(cr3)
+            maps = mm.mappings()
+            pages = int(maps["size"].sum()) >> 12
+            rows[which] = (len(maps), pages)
+            res[f"qemu {which} {kind}: mappings()"] = measure(lambda: mm.mappings(), len(maps), a.samples)
+        if volatility_layer(d / "guest.raw", cr3) is not None:
+            res[f"qemu {which}: Volatility 3 mapping()"] = measure(
+                lambda: volatility_mapping(d / "guest.raw", cr3, 1 << 48), len(maps), 3)
+        if which == "kernel_pgd":
+            qemu_tiers(a, mm, maps, res)
+    return rows
+
+
+def qemu_tiers(a, mm, maps, res):
+    """translate() and the callback tiers over the guest's kernel tables,
+    per VA and per PTE entry the walk visits (both halves)."""
+    vas = maps["va"] + (np.random.default_rng(2).integers(0, 1 << 12, len(maps), dtype=np.uint64)
+                        % maps["size"])
+    res["qemu translate() (one VA per leaf, per VA)"] = measure(lambda: mm.translate(vas), len(vas), a.samples)
+    st = pgwalk.WalkStats()
+    halves = mm._halves(None, None)
+
+    def walk(ops, stats=None):
+        with mm.mmap_read_lock():
+            for lo, hi in halves:
+                assert pgwalk.walk_page_range_novma(mm, lo, hi, ops, stats=stats) == 0
+    walk(pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0), st)
+    ptes = st.calls.get("pte_entry", 0)
+    res["qemu Python pte_entry (per PTE)"] = measure(
+        lambda: walk(pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0)), ptes, 3)
+    res["qemu batch (per PTE)"] = measure(
+        lambda: walk(pgwalk.MMWalkOps(pte_entry=pgwalk.batch(lambda e, ad, n, w: np.count_nonzero(e) * 0))),
+        ptes, a.samples)
+    with tempfile.TemporaryDirectory() as d:
+        fn = low_level_counter(d)
+        if fn is not None:
+            counter = ctypes.c_int64(0)
+            ll = pgwalk.MMWalkOps(pte_entry=pgwalk.LowLevelCallable(fn, user_data=counter))
+            res["qemu low-level (per PTE)"] = measure(lambda: walk(ll), ptes, a.samples)
+    res["qemu_ptes"] = (ptes, ptes, ptes)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=int, default=8)
     ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--vol-mib", type=int, default=256, help="MiB of the image Volatility walks")
+    ap.add_argument("--fixture-seeds", type=int, nargs="*", default=[0, 4])
+    ap.add_argument("--no-fixture", dest="fixture_seeds", action="store_const", const=[])
+    ap.add_argument("--qemu", default=os.environ.get("PGWALK_QEMU_DIR", "/tmp/pgwalk-qemu"),
+                    help="directory of tests/fixtures/make_qemu_image.sh's dumps (skipped when absent)")
     a = ap.parse_args(argv)
-    img = build_image(a.gib)
+    load0 = os.getloadavg()
+    res = {}
     with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "image.raw"
-        img.tofile(path)
-        mm = pgwalk.PhysImage.open(path).mm(1 << 12)
-        pages = a.gib << 18
-        res = {}
-        res["pgwalk mappings() (user half)"] = measure(lambda: mm.mappings(0, 1 << 47), pages, a.samples)
-        res["numpy vectorised walker"] = measure(lambda: numpy_walk(img, 1), pages, a.samples)
-        vas = (np.random.default_rng(1).integers(0, pages, 1 << 20, dtype=np.uint64) << np.uint64(12))
-        res["pgwalk translate() (1M random VAs)"] = measure(lambda: mm.translate(vas), 1 << 20, a.samples)
-        op = MincoreOp(0, pages)
-        ops = pgwalk.MMWalkOps(pte_entry=op.pte_entry, pmd_entry=op.pmd_entry, pte_hole=op.pte_hole)
-
-        def c_tier():
-            with mm.mmap_read_lock():
-                pgwalk.walk_page_range_novma(mm, 0, a.gib << 30, ops)
-        res["pgwalk C tier (MincoreOp)"] = measure(c_tier, pages, a.samples)
-        small = min(pages, 1 << 18)
-        pops = pgwalk.MMWalkOps(pte_entry=lambda e, ad, n, w: 0)
-
-        def py_tier():
-            with mm.mmap_read_lock():
-                pgwalk.walk_page_range_novma(mm, 0, small << 12, pops)
-        res["pgwalk Python tier (per PTE)"] = measure(py_tier, small, max(3, a.samples // 2))
-        got = mm.mappings(0, 1 << 47)
-        va, pa = numpy_walk(img, 1)
-        assert (got["va"] == va).all() and (got["pa"] == pa).all(), "pgwalk and numpy disagree"
-    print(f"{a.gib} GiB of 4 KiB mappings ({pages:,} pages), ns per page, median (min-max):")
+        pages = synthetic(a, d, res)
+        fixture_leaves = fixture(a, d, res)
+    qemu_rows = qemu_guest(a, res)
+    load1 = os.getloadavg()
+    vol = res.get("Volatility 3 Intel32e mapping()")
+    print(f"{a.gib} GiB of 4 KiB mappings ({pages:,} pages), ns per page, median (min-max); "
+          f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     for k, (med, lo, hi) in res.items():
-        print(f"  {k:<36} {med:8.2f}  ({lo:.2f}-{hi:.2f})   {1e3 / med:8.1f} Mpages/s")
+        if k.startswith(("fixture", "qemu")):
+            continue
+        ratio = f"   {vol[0] / med:9.0f}x Volatility" if vol else ""
+        print(f"  {k:<38} {med:10.2f}  ({lo:.2f}-{hi:.2f})  {1e3 / med:9.2f} Mpages/s{ratio}")
+    if vol is None:
+        print("  Volatility 3: not installed (pip install volatility3, or pgwalk[image])")
+    else:
+        print(f"  (Volatility walked the first {min(a.gib << 10, a.vol_mib)} MiB; Python and batch "
+              f"tiers the first {min(pages, PY_CAP_PAGES) >> 8} MiB: per page, extrapolated)")
     base = res["numpy vectorised walker"][0]
-    print(f"  mappings() is {base / res['pgwalk mappings() (user half)'][0]:.1f}x the numpy walker per page")
+    print(f"  mappings() is {base / res['mappings()'][0]:.1f}x the numpy walker per page")
+    for seed, leaves in fixture_leaves.items():
+        m = res[f"fixture {seed}: mappings() per leaf"]
+        v = res.get(f"fixture {seed}: Volatility 3 mapping() per leaf")
+        line = (f"  fixture seed {seed} ({leaves:,} leaves, 4K/2M/1G): mappings() {m[0]:.1f} ns/leaf "
+                f"({m[0] * leaves / 1e6:.2f} ms)")
+        if v:
+            line += f", Volatility {v[0]:.0f} ns/leaf ({v[0] * leaves / 1e6:.1f} ms): {v[0] / m[0]:.0f}x"
+        print(line)
+    if "qemu_ptes" in res:
+        n = res.pop("qemu_ptes")[0]
+        print(f"  QEMU guest kernel tables ({n:,} PTE entries walked, both halves), ns per VA or PTE entry:")
+        for k in [k for k in res if k.startswith("qemu ") and k.endswith(("per PTE)", "per VA)"))]:
+            med, lo, hi = res[k]
+            print(f"    {k[5:]:<40} {med:8.2f} ns  ({lo:.2f}-{hi:.2f})")
+    for which, (leaves, pages) in qemu_rows.items():
+        elf = res[f"qemu {which} guest.elf: mappings()"]
+        raw = res[f"qemu {which} guest.raw: mappings()"]
+        v = res.get(f"qemu {which}: Volatility 3 mapping()")
+        line = (f"  QEMU guest {which} ({leaves:,} leaves, {pages:,} pages): mappings() "
+                f"{elf[0] * leaves / 1e6:.2f} ms (ELF), {raw[0] * leaves / 1e6:.2f} ms (raw)")
+        if v:
+            line += f"; Volatility {v[0] * leaves / 1e6:.0f} ms: {v[0] / raw[0]:.0f}x"
+        print(line)
     return res
 
 

@@ -1,6 +1,8 @@
 """Command line: ``python -m pgwalk image IMAGE --cr3 ADDR [--levels 4|5]
-[--csv FILE | --npz FILE] [--start A --end B]``: print the image's page
-tables as the kernel's page_tables dump, or write its mappings."""
+[--csv FILE | --npz FILE] [--start A --end B] [--page-offset A]
+[--vmalloc-start A] [--vmemmap-start A] [--fixmap-start A]``: print the
+image's page tables as the kernel's page_tables dump (with its x86-64
+address markers), or write its mappings."""
 
 import argparse
 import sys
@@ -17,6 +19,12 @@ def main(argv=None):
     im.add_argument("--levels", type=int, choices=(4, 5), default=4)
     im.add_argument("--start", type=lambda s: int(s, 0))
     im.add_argument("--end", type=lambda s: int(s, 0))
+    for opt, what in (("page-offset", "page_offset_base (Low Kernel Mapping)"),
+                      ("vmalloc-start", "vmalloc_base (vmalloc() Area)"),
+                      ("vmemmap-start", "vmemmap_base (Vmemmap)"),
+                      ("fixmap-start", "FIXADDR_START (Fixmap Area; omitted without it)")):
+        im.add_argument(f"--{opt}", type=lambda s: int(s, 0),
+                        help=f"the dump's marker for {what}, as the booted kernel has it")
     out = im.add_mutually_exclusive_group()
     out.add_argument("--csv", help="write the mappings (va, pa, size, level, entry) as CSV")
     out.add_argument("--npz", help="write the mappings and the non-present entries as NPZ")
@@ -38,7 +46,13 @@ def main(argv=None):
         else:
             np.savez(a.npz, mappings=maps, nonpresent=other)
     else:
-        sys.stdout.write(mm.ptdump(a.start, a.end))
+        layout = {k: v for k, v in (("page_offset", a.page_offset), ("vmalloc_start", a.vmalloc_start),
+                                    ("vmemmap_start", a.vmemmap_start), ("fixmap_start", a.fixmap_start))
+                  if v is not None}
+        if layout and (a.start is not None or a.end is not None):
+            print("pgwalk: the marker options apply to the whole dump (no --start/--end)", file=sys.stderr)
+            return 2
+        sys.stdout.write(mm.ptdump(a.start, a.end, **layout))
     count, _ = mm.bad_entries
     if count:
         print(f"pgwalk: {count} bad entr{'y' if count == 1 else 'ies'} skipped", file=sys.stderr)

@@ -24,7 +24,7 @@ from ._args import check_range
 from .constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
 from .mm import MM
 from .ops import MMWalkOps
-from .ptdump import kernel_ptdump
+from .ptdump import guard_hole_end, kernel_ptdump, x86_64_markers
 from .walker import walk_page_range_novma
 
 MAPPING_DTYPE = _image.MAPPING_DTYPE
@@ -78,20 +78,29 @@ class PhysImage:
                 "<IIQQQQQ", raw, i * phentsize)
             if p_type != PT_LOAD or filesz == 0:
                 continue
-            if off % PAGE_SIZE or paddr % PAGE_SIZE:
+            if paddr % PAGE_SIZE or filesz % PAGE_SIZE or off % 8:
                 raise ImageError(f"{path}: PT_LOAD #{i} is not 4 KiB aligned "
-                                 f"(offset {off:#x}, paddr {paddr:#x})")
+                                 f"(offset {off:#x}, paddr {paddr:#x}, size {filesz:#x})")
             if off + filesz > size:
                 raise ImageError(f"{path}: PT_LOAD #{i} ends at {off + filesz:#x}, past the file's "
                                  f"{size:#x} bytes (truncated?)")
-            segs.append((paddr >> PAGE_SHIFT, filesz >> PAGE_SHIFT, off >> PAGE_SHIFT))
-        segs.sort()
+            segs.append((paddr >> PAGE_SHIFT, filesz >> PAGE_SHIFT, off))
+        # QEMU's dump-guest-memory packs the segments right after the headers:
+        # their file offsets are not page aligned but all alike modulo 4 KiB,
+        # so the file is mapped from that remainder on, frame by frame.
+        bases = {off % PAGE_SIZE for _, _, off in segs}
+        if len(bases) > 1:
+            raise ImageError(f"{path}: PT_LOAD file offsets differ modulo 4 KiB "
+                             f"({', '.join(hex(b) for b in sorted(bases))})")
+        base = bases.pop() if bases else 0
+        segs = sorted((pfn, n, (off - base) >> PAGE_SHIFT) for pfn, n, off in segs)
         for (a, n, _), (b, _, _) in zip(segs, segs[1:]):
             if a + n > b:
                 raise ImageError(f"{path}: PT_LOAD segments overlap at frame {b:#x}")
         if not segs:
             raise ImageError(f"{path}: no PT_LOAD segment with contents")
-        frames = np.memmap(path, dtype=np.uint64, mode="r", shape=((size // PAGE_SIZE) * 512,))
+        frames = np.memmap(path, dtype=np.uint64, mode="r", offset=base,
+                           shape=(((size - base) // PAGE_SIZE) * 512,))
         return cls(path, frames, segs, "elf")
 
     def mm(self, cr3, levels=4):
@@ -146,15 +155,28 @@ class ImageMM(MM):
         maps, other = op.result()
         return (maps, other) if nonpresent else maps
 
-    def ptdump(self, start=None, end=None):
-        """The text of the kernel's page_tables dump of the image's tables
-        (default: both canonical halves, with the User/Kernel Space markers)."""
-        markers = []
+    def ptdump(self, start=None, end=None, markers=None, **layout):
+        """The text of the kernel's page_tables dump of the image's tables.
+
+        Default: what the kernel walks, the user half and the kernel half
+        from the end of the hypervisor guard hole (0xffff880000000000;
+        5-level: 0xff10000000000000), with the kernel's x86-64 address
+        markers (``pgwalk.ptdump.x86_64_markers(levels, **layout)``: pass
+        e.g. ``page_offset=``, ``vmalloc_start=``, ``vmemmap_start=`` for a
+        kernel booted with KASLR's memory randomisation, ``fixmap_start=``,
+        ``kasan_shadow=``), or ``markers`` [(address, name[, max_lines])].
+        With ``start``/``end``: that range alone, without markers."""
         if start is None and end is None:
             half = 1 << (47 if self.levels == 4 else 56)
-            markers = [(0, "User Space"), ((1 << 64) - half, "Kernel Space")]
+            ranges = [(0, half), (guard_hole_end(self.levels), U64_MASK)]
+            if markers is None:
+                markers = x86_64_markers(self.levels, **layout)
+        else:
+            if markers is not None or layout:
+                raise TypeError("markers apply to the whole-space dump (no start/end)")
+            ranges, markers = self._halves(start, end), ()
         with self.mmap_read_lock():
-            return kernel_ptdump(self, self._halves(start, end), markers)
+            return kernel_ptdump(self, ranges, markers)
 
     def translate(self, vas):
         """Physical address of each virtual address (int64; -1 where unmapped)."""

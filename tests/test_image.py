@@ -150,11 +150,11 @@ def _raw(tmp_path, img):
     return path
 
 
-def write_elf(path, img, layout):
+def write_elf(path, img, layout, data_off=4096):
     """An ELF core holding the frames of ``img`` in PT_LOAD segments
-    ``layout`` = [(first frame, frames)], at shuffled file positions."""
+    ``layout`` = [(first frame, frames)], at shuffled file positions, the
+    first at ``data_off`` (QEMU's dump-guest-memory: right after the headers)."""
     phnum = len(layout)
-    data_off = 4096
     ph = b""
     body = b""
     for first, n in layout:
@@ -184,6 +184,30 @@ def test_elf_core_gives_the_same_walk_with_holes_absent(tmp_path, levels):
     raw_mm = pgwalk.PhysImage.open(_raw(tmp_path, holed)).mm(root << 12, levels)
     raw_mm.mappings()
     assert count >= raw_mm.bad_entries[0]
+
+
+def test_elf_core_with_segments_packed_after_the_headers(tmp_path):
+    """QEMU's dump-guest-memory writes the first PT_LOAD at offset 0x508 and
+    the rest right after it: offsets alike modulo 4 KiB, not page aligned."""
+    img, root = make_image(7, 4)
+    n = img.size // 512
+    write_elf(tmp_path / "qemu-like", img, [(0, 30), (40, n - 40)], data_off=0x508)
+    holed = img.copy()
+    holed[30 * 512:40 * 512] = 0
+    mm = pgwalk.PhysImage.open(tmp_path / "qemu-like").mm(root << 12)
+    want_maps, want_other, _ = reference_mappings(holed, root, 4)
+    maps, other = mm.mappings(nonpresent=True)
+    assert as_tuples(maps) == want_maps and as_tuples(other) == want_other
+    write_elf(tmp_path / "odd", img, [(0, n)], data_off=0x50c)             # not 8-byte aligned
+    with pytest.raises(pgwalk.ImageError, match="aligned"):
+        pgwalk.PhysImage.open(tmp_path / "odd")
+    data = bytearray((tmp_path / "qemu-like").read_bytes())             # second segment moved by 8
+    import struct as st
+    off = st.unpack_from("<Q", data, 64 + 56 + 8)[0]
+    st.pack_into("<Q", data, 64 + 56 + 8, off + 8)
+    (tmp_path / "skew").write_bytes(bytes(data) + bytes(8))
+    with pytest.raises(pgwalk.ImageError, match="modulo 4 KiB"):
+        pgwalk.PhysImage.open(tmp_path / "skew")
 
 
 def test_every_tier_walks_an_image_and_writes_are_refused(tmp_path):
