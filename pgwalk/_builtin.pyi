@@ -1,10 +1,13 @@
 """Built-in walk ops (C slot functions run without the GIL)."""
 
+from typing_extensions import Self, disjoint_base
+
 import numpy as np
 from numpy.typing import NDArray
 
 from pgwalk._core import CFunc, PageTables
 
+@disjoint_base
 class CountOp:
     """Counts what a walk meets, in C."""
     @property
@@ -17,6 +20,7 @@ class CountOp:
     def counts(self) -> dict[str, int]: ...
     def reset(self) -> None: ...
 
+@disjoint_base
 class CountPresentOp:
     """Counts present PTEs through the pte_entry slot (the benchmark's op)."""
     @property
@@ -25,9 +29,10 @@ class CountPresentOp:
     def value(self) -> int: ...
     def reset(self) -> None: ...
 
+@disjoint_base
 class MincoreOp:
     """mincore(2)'s walk as C slots: one byte per page into ``vec``."""
-    def __init__(self, start: int, npages: int) -> None: ...
+    def __new__(cls, start: int, npages: int) -> Self: ...
     @property
     def vec(self) -> NDArray[np.uint8]: ...
     @property
@@ -40,9 +45,10 @@ class MincoreOp:
     @property
     def pte_hole(self) -> CFunc: ...
 
+@disjoint_base
 class FillOp:
     """install_pte op mapping one page every ``stride`` bytes."""
-    def __init__(self, stride: int = 4096, pfn_base: int = ..., prot: int = 0x67) -> None: ...
+    def __new__(cls, stride: int = 4096, pfn_base: int = ..., prot: int = 0x67) -> Self: ...
     @property
     def install_pte(self) -> CFunc: ...
 

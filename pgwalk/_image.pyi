@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from typing_extensions import Self, disjoint_base
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -10,6 +12,7 @@ from pgwalk._core import CFunc, PageTables
 MAPPING_DTYPE: np.dtype[Any]
 OTHER_DTYPE: np.dtype[Any]
 
+@disjoint_base
 class MappingsOp:
     """Walk ops recording present leaves and other non-none entries."""
     @property
