@@ -1,18 +1,25 @@
 """pgwalk on the physical memory of a real guest: a QEMU (TCG) guest running
-a Debian kernel with PTI, dumped by tests/fixtures/make_qemu_image.sh.
+a Debian kernel (6.18 from trixie-backports by default) with PTI, dumped by
+tests/fixtures/make_qemu_image.sh.
 
-The dump is 2 GiB and not committed; these tests run when it is present in
+The dump is 3 GiB and not committed; these tests run when it is present in
 $PGWALK_QEMU_DIR (default /tmp/pgwalk-qemu), l4/ and l5/ for the two paging
 modes, and skip with the command that makes it otherwise.  The guest's /init
 (tests/fixtures/qemu_helper.c) maps 4K pages, THPs, the huge zero page,
-hugetlb pages, PROT_NONE pages and a gap, prints what the kernel says of
-them (/proc/self/pagemap) and spins in user mode while the host records CR3
-and dumps memory.  Checked here, for the user (PTI) and kernel page tables:
+hugetlb pages, PROT_NONE pages, guard regions (MADV_GUARD_INSTALL over
+written and never-touched pages, and over two pages of a THP) and a gap,
+prints what the kernel says of them (/proc/self/pagemap) and spins in user
+mode while the host records CR3 and dumps memory.  Checked here, for the
+user (PTI) and kernel page tables:
 
 * every page the kernel's pagemap calls present translates to its PFN;
   PROT_NONE pages are non-present entries whose inverted PFN is that PFN;
 * THPs and hugetlb pages are 2M (1G) leaves, the huge zero page is one
   read-only 2M frame mapped twice;
+* guard pages are non-present PTE markers in the x86-64 swap-entry layout
+  (type SWP_PTE_MARKER, offset PTE_MARKER_GUARD: the entry pgwalk's own
+  make_pte_marker(PTE_MARKER_GUARD) stands for), translate() gives -1 for
+  them, and the guest's pagemap says the same (bit 58, Linux 6.15 on);
 * mappings() equals the independent reference walker of tests/test_image.py;
 * the PTI user tables share the user half and map little of the kernel half;
 * Volatility 3's Intel32e agrees after its documented heuristics (4-level);
@@ -31,6 +38,35 @@ QEMU_DIR = Path(os.environ.get("PGWALK_QEMU_DIR", "/tmp/pgwalk-qemu"))
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
 P, RW, PSE, PROTNONE = 1, 2, 0x80, 0x100
 HALF4 = 1 << 47
+U64 = (1 << 64) - 1
+# /proc/pid/pagemap (Documentation/admin-guide/mm/pagemap.rst)
+PM_PRESENT, PM_SWAP, PM_GUARD_REGION = 1 << 63, 1 << 62, 1 << 58
+PM_FRAME = (1 << 55) - 1          # swap entries: type in bits 0-4, offset above
+EINVAL = 22
+
+# The x86-64 swap-entry layout of a non-present PTE (arch/x86/include/asm/pgtable_64.h,
+# the L1TF layout of Linux 4.18 on): type in the top 5 bits (59-63), the offset
+# inverted in bits 9-58, bits 0-8 for P (0), the swap flags and PROTNONE (0).
+X86_SWP_TYPE_SHIFT, X86_SWP_OFFSET_SHIFT, X86_SWP_OFFSET_BITS = 59, 9, 50
+
+
+def x86_swp_type(pte):
+    return pte >> X86_SWP_TYPE_SHIFT
+
+
+def x86_swp_offset(pte):
+    return ((~pte & U64) >> X86_SWP_OFFSET_SHIFT) & ((1 << X86_SWP_OFFSET_BITS) - 1)
+
+
+def x86_swp_pte(type, offset):
+    return (type << X86_SWP_TYPE_SHIFT) \
+        | ((~offset & ((1 << X86_SWP_OFFSET_BITS) - 1)) << X86_SWP_OFFSET_SHIFT)
+
+
+def release(uname):
+    """(major, minor) of a kernel release string such as 6.18.15+deb13-cloud-amd64."""
+    m = re.match(r"(\d+)\.(\d+)", uname)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 class Guest:
@@ -41,6 +77,7 @@ class Guest:
         self.cr4 = int(cr3["CR4"], 16)
         self.user_pgd, self.kernel_pgd = int(cr3["user_pgd"], 16), int(cr3["kernel_pgd"], 16)
         self.regions, self.pagemap, self.madv, self.cpu, self.kbase = {}, {}, {}, {}, {}
+        self.guards, self.unguards, self.uname = [], [], None
         region = None
         for ln in (d / "console.log").read_text(errors="replace").splitlines():
             f = ln.split()
@@ -51,6 +88,12 @@ class Guest:
                 self.pagemap.setdefault(region, []).append((int(f[1], 16), int(f[2], 16)))
             elif ln.startswith("MADV "):
                 self.madv[f[1]] = (int(f[2]), int(f[3]))
+            elif ln.startswith("GUARD "):        # region, first page, pages, populated, rc, errno
+                self.guards.append((f[1], int(f[2], 16), int(f[3]), int(f[4]), int(f[5]), int(f[6])))
+            elif ln.startswith("UNGUARD "):      # region, first page, pages, rc, errno
+                self.unguards.append((f[1], int(f[2], 16), int(f[3]), int(f[4]), int(f[5])))
+            elif ln.startswith("UNAME "):
+                self.uname = f[1]
             elif ln.startswith("KBASE "):
                 self.kbase[f[1]] = int(f[2], 16)
             elif ln.startswith("CPU "):
@@ -85,6 +128,8 @@ def test_the_guest_is_what_the_fixture_says(g):
     assert g.cr3 & 0x1000                                      # stopped in user mode: the PTI user PGD
     assert g.kernel_pgd == g.user_pgd - 0x1000
     assert {"small", "thp", "zero", "hugetlb2m", "protnone", "guard", "gap"} <= set(g.regions)
+    if g.uname is not None:                                    # the kernel the script booted
+        assert g.uname == (g.dir / "meta.txt").read_text().split("kernel_release=")[1].split()[0]
 
 
 @pytest.mark.parametrize("which", ["user", "kernel"])
@@ -129,20 +174,110 @@ def test_huge_pages_are_leaves_of_their_size(g):
     assert list(small["size"]) == [4096] * 16
 
 
-def test_gap_and_guard_regions(g):
+def test_gap(g):
     maps, other = g.mm("kernel").mappings(nonpresent=True)
     start, length = g.regions["gap"]
     assert len(leaves_in(maps, start, length)) == 0
     assert not ((other["va"] >= np.uint64(start)) & (other["va"] < np.uint64(start + length))).any()
-    start, length = g.regions["guard"]
-    rc, err = g.madv["guard_install"]
-    guard_other = [int(o["entry"]) for o in other if start <= int(o["va"]) < start + length]
-    if rc == 0:                  # Linux 6.13 on: two guard markers after the one written page
-        assert len(leaves_in(maps, start, length)) == 1
-        assert len(guard_other) == 2 and all(pgwalk.is_guard_marker(pgwalk.pte_to_swp_entry(e))
-                                             for e in guard_other)
-    else:                        # the kernel has no MADV_GUARD_INSTALL
-        assert err == 22 and guard_other == []
+
+
+def test_the_x86_swap_layout_of_a_guard_marker():
+    """The x86-64 layout above against pgwalk's model (docs/encodings.md): the
+    model stores type and offset in a format of its own (type in bits 52-56),
+    but both stand for the same arch-independent swp_entry_t."""
+    model = pgwalk.make_pte_marker(pgwalk.PTE_MARKER_GUARD)
+    swp = pgwalk.pte_to_swp_entry(model)
+    assert (pgwalk.swp_type(swp), pgwalk.swp_offset(swp)) == (pgwalk.SWP_PTE_MARKER, pgwalk.PTE_MARKER_GUARD)
+    x86 = x86_swp_pte(pgwalk.SWP_PTE_MARKER, pgwalk.PTE_MARKER_GUARD)
+    assert x86 == 0xFFFFFFFFFFFFF600          # type 31 in 59-63; ~4 in 9-58: all set but bit 11
+    assert (x86_swp_type(x86), x86_swp_offset(x86)) == (31, 4)
+    assert not x86 & (P | PSE | PROTNONE)     # neither present nor PROT_NONE for the kernel
+    for t, o in [(0, 0), (5, 0x123456789), (24, 1), (31, 1), (31, (1 << 50) - 1)]:
+        e = x86_swp_pte(t, o)
+        assert (x86_swp_type(e), x86_swp_offset(e)) == (t, o) and not e & 0x1FF
+
+
+def guard_pages(g):
+    """The page VAs of the helper's guard regions after its removes; None when
+    the kernel has no MADV_GUARD_INSTALL."""
+    if not g.guards:
+        pytest.skip(f"the dump in {g.dir} was made by an older qemu_helper.c (no GUARD lines): "
+                    "rerun tests/fixtures/make_qemu_image.sh")
+    if any(rc for *_, rc, _ in g.guards):
+        # before Linux 6.13 every install fails with EINVAL
+        assert all((rc, err) == (-1, EINVAL) for *_, rc, err in g.guards)
+        assert g.uname is None or release(g.uname) < (6, 13)
+        return None
+    pages = set()
+    for _, va, n, _, _, _ in g.guards:
+        pages |= {va + i * 4096 for i in range(n)}
+    for _, va, n, rc, _ in g.unguards:
+        assert rc == 0
+        pages -= {va + i * 4096 for i in range(n)}
+    return pages
+
+
+@pytest.mark.parametrize("which", ["user", "kernel"])
+def test_guard_regions(g, which):
+    """Guard pages are PTE markers (x86-64 layout) in the non-present list, no
+    leaf, translate() -1; the guest's pagemap says guard region (bit 58, from
+    Linux 6.15) and swap (bit 62) with the same type and offset; written
+    pages that were guarded were zapped first; a removed guard leaves none."""
+    pages = guard_pages(g)
+    mm = g.mm(which)
+    maps, other = mm.mappings(nonpresent=True)
+    regions = [g.regions["guard"], g.regions["guardthp"]]
+    in_regions = np.zeros(len(other), dtype=bool)
+    for start, length in regions:
+        in_regions |= (other["va"] >= np.uint64(start)) & (other["va"] < np.uint64(start + length))
+    found = {int(o["va"]): (int(o["level"]), int(o["entry"])) for o in other[in_regions]}
+    if pages is None:                          # no guard regions in this kernel
+        assert found == {}
+        return
+    assert len(pages) == 11 and [w for *_, w, _, _ in g.guards] == [1, 0, 1, 0, 1]
+    assert set(found) == set(pages)
+    marker = x86_swp_pte(pgwalk.SWP_PTE_MARKER, pgwalk.PTE_MARKER_GUARD)
+    model = pgwalk.pte_to_swp_entry(pgwalk.make_pte_marker(pgwalk.PTE_MARKER_GUARD))
+    for va, (level, entry) in found.items():
+        assert level == pgwalk.PTE and entry == marker, (hex(va), hex(entry))
+        swp = pgwalk.swp_entry(x86_swp_type(entry), x86_swp_offset(entry))
+        assert swp == model and pgwalk.is_guard_marker(pgwalk.swp_entry_to_pte(swp))
+    vas = np.array(sorted(pages), dtype=np.uint64)
+    assert (mm.translate(vas) == -1).all()
+    for start, length in regions:
+        for m in leaves_in(maps, start, length):
+            assert not any(int(m["va"]) <= va < int(m["va"]) + int(m["size"]) for va in pages)
+
+    pm = {va: e for r in ("guard", "guardthp") for va, e in g.pagemap[r]}
+    assert set(pages) <= set(pm)
+    new_pagemap = release(g.uname) >= (6, 15)
+    for va, e in pm.items():
+        if va in pages:
+            assert e & PM_SWAP and not e & PM_PRESENT, hex(e)
+            assert bool(e & PM_GUARD_REGION) == new_pagemap, hex(e)
+            # pagemap's swap fields (root sees them) = the entry's type and offset
+            assert (e & 31, (e & PM_FRAME) >> 5) == (x86_swp_type(marker), x86_swp_offset(marker))
+        else:
+            assert not e & (PM_GUARD_REGION | PM_SWAP), hex(e)
+
+    # the "guard" region: written pages 0-5 and 20-23, installs over 4-9, 12-13,
+    # 21 and 31, page 9 removed again; page 11 written after the installs
+    start, _ = g.regions["guard"]
+    page = {i: pm[start + i * 4096] for i in range(32)}
+    present = {i for i, e in page.items() if e & PM_PRESENT}
+    assert present == {0, 1, 2, 3, 11, 20, 22, 23}
+    guarded = {(va - start) // 4096 for va in pages if start <= va < start + 32 * 4096}
+    assert guarded == {4, 5, 6, 7, 8, 12, 13, 21, 31}
+    assert start + 9 * 4096 not in found and not page[9] & PM_PRESENT   # the removed guard: none
+
+    # the "guardthp" region: a written THP, pages 1-2 guarded: the PMD leaf was
+    # split into a PTE table whose other 510 entries still map the THP's frames
+    start, length = g.regions["guardthp"]
+    thp = leaves_in(maps, start, length)
+    assert len(thp) == 510 and set(thp["size"]) == {4096}
+    assert set(int(v) for v in thp["va"]) == {start + i * 4096 for i in range(512)} - set(pages)
+    base = int(thp["pa"][0])
+    assert base % (2 << 20) == 0 and all(int(m["pa"]) - base == int(m["va"]) - start for m in thp)
 
 
 class FramesOfImage:
@@ -179,7 +314,16 @@ def test_pti_user_tables(g):
     assert as_set(user[user["va"] < half]) == as_set(kernel[kernel["va"] < half])
     ku, kk = user[user["va"] >= half], kernel[kernel["va"] >= half]
     assert 0 < len(ku) < len(kk) // 10            # entry text, CPU entry area: little of the kernel
-    assert as_set(ku) - as_set(kk) == set() or all(int(v) >> 39 == 0x1FFFFFC for v in ku["va"])
+    # each page the user tables map in the kernel half, the kernel tables map to
+    # the same frame, though not always with a leaf of the same size: PTI maps
+    # the first page of each CPU's TSS at its per-CPU address (in the direct
+    # map) with a 4K PTE; the 6.12 guest's kernel tables had that part of the
+    # direct map in 4K pages too, the 6.18 guest's cover it with a 2M page
+    kmm = g.mm("kernel")
+    for m in ku:
+        va, pa, size = int(m["va"]), int(m["pa"]), int(m["size"])
+        ends = kmm.translate(np.array([va, va + size - 1], dtype=np.uint64))
+        assert list(ends) == [pa, pa + size - 1], hex(va)
 
 
 def as_set(a):
