@@ -85,6 +85,8 @@ ctypedef struct pgwalk_ops_t:
     pgwalk_batch_fn install_batch  # a batched install_pte (install_pte then holds a placeholder)
     void *install_batch_ctx
     int hole_batch                 # pte_hole is batched: each run of holes is one call
+    pgwalk_batch_fn hugetlb_batch  # a batched hugetlb_entry (Python only; see decisions 18)
+    void *hugetlb_batch_ctx
 
 # Counters an mm keeps about its tables (the kernel keeps similar ones).
 ctypedef struct pgwalk_mm_stats_t:

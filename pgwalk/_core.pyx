@@ -748,10 +748,10 @@ def check_slot(str name, object value):
     as ``__pgwalk_cfunc__``, such as a LowLevelCallable)."""
     value = getattr(value, "__pgwalk_cfunc__", value)
     if isinstance(value, Batch):
-        if name == "hugetlb_entry":
-            raise ValueError("hugetlb_entry: batched callbacks go in the entry slots, "
-                             "install_pte, pte_hole and the per-VMA slots, not hugetlb_entry")
         inner = getattr(value.fn, "__pgwalk_cfunc__", value.fn)
+        if name == "hugetlb_entry" and isinstance(inner, CFunc):
+            raise ValueError("hugetlb_entry: a batch there is Python only "
+                             "(fn(entries, hmask, addr, next, walk)); use a per-entry C function")
         if isinstance(inner, CFunc):
             want = "batch" if SLOT_KINDS[name] in ("entry", "install") else SLOT_KINDS[name]
             if (<CFunc>inner).kind != want:
@@ -777,8 +777,10 @@ class Batch:
     writable at PTE level).  install_pte: ``fn(ptes, addr, next, walk)`` per
     run of none PTE slots, ``ptes`` zeroed scratch stored on return 0.
     pte_hole: ``fn(addr, next, depth, walk)`` per run of holes of one table
-    at one depth.  Per-VMA slots (test_walk, pre_vma, post_vma): called as
-    ``fn`` itself, once per VMA.  See docs/decisions.md 14 and 18."""
+    at one depth.  hugetlb_entry (Python only): ``fn(entries, hmask, addr,
+    next, walk)`` per run of huge pages in one table, ``entries`` read only.
+    Per-VMA slots (test_walk, pre_vma, post_vma): called as ``fn`` itself,
+    once per VMA.  See docs/decisions.md 14 and 18."""
 
     __slots__ = ("fn",)
 
@@ -844,6 +846,7 @@ cdef struct WalkCtx:
                                   # concurrent walks); Python walks count directly
     int py_slots                  # some slot runs Python (it may read mm.stats)
     uint64_t *iscratch            # a batched install_pte's scratch (512 slots)
+    uint64_t hmask                # the hugetlb range being walked: its page mask
     int ph_on                     # a batched pte_hole's pending run...
     int ph_depth
     uint64_t ph_start
@@ -1178,6 +1181,28 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
         # callback derived from it keep their own flag)
         if view is not None:
             cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
+
+cdef int _hugetlb_placeholder(uint64_t *entry, uint64_t hmask, uint64_t addr, uint64_t next,
+                              pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    # hugetlb_entry's slot when it is batched: the walker calls hugetlb_batch
+    return -22
+
+
+cdef int _py_hugetlb_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
+                           pgwalk_walk_t *w, void *ctx) noexcept:
+    """A batched hugetlb_entry: ``fn(entries, hmask, addr, next, walk)`` with
+    ``entries`` a read-only view of the run's slots (leaves or none)."""
+    cdef MMWalk walk = <MMWalk>w.pywalk
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    try:
+        view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
+        cnp.set_array_base(view, <object>walk.c.pt)
+        cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
+        return _ret((<object>ctx)(view, (<WalkCtx *>w).hmask, addr, next, walk), 6)
+    except BaseException as e:
+        return walk._park(e)
+
 
 cdef int _py_install_batch(uint64_t *scratch, int n, uint64_t addr, uint64_t next,
                            pgwalk_walk_t *w, void *ctx) noexcept:
@@ -1939,12 +1964,60 @@ cdef uint64_t *hugetlb_walk(WalkCtx *c, uint64_t addr, uint64_t sz) noexcept nog
     return tbl + ((addr >> 21) & 511)
 
 
+cdef int walk_hugetlb_batches(WalkCtx *c, uint64_t addr, uint64_t end, uint64_t sz) noexcept nogil:
+    """walk_hugetlb_range for a batched hugetlb_entry: one call per run of
+    huge pages whose slots follow each other in one table; a page whose
+    table is missing is a hole (-1), as without batching."""
+    cdef pgwalk_ops_t *ops = &c.ops
+    cdef uint64_t hmask = ~(sz - 1)
+    cdef int shift = 30 if sz == PUD_SIZE_ else 21
+    cdef uint64_t next, boundary, run_next, nb
+    cdef uint64_t *pte
+    cdef uint64_t *p2
+    cdef int err = 0, n, room
+    c.hmask = hmask
+    while True:
+        boundary = (addr & hmask) + sz
+        next = boundary if boundary < end else end
+        pte = hugetlb_walk(c, addr & hmask, sz)
+        if pte == NULL:
+            if ops.pte_hole != NULL:
+                c.calls[5] += 1
+                err = ops.pte_hole(addr, next, -1, &c.w, ops.pte_hole_ctx)
+            n = 1
+        else:
+            room = 512 - <int>(((addr & hmask) >> shift) & 511)
+            n = 1
+            run_next = next
+            while run_next != end and n < room:
+                nb = run_next                          # the next huge page's start
+                p2 = hugetlb_walk(c, nb, sz)
+                if p2 != pte + n:
+                    break
+                n += 1
+                run_next = nb + sz if nb + sz < end else end
+            next = run_next
+            c.calls[6] += 1
+            err = ops.hugetlb_batch(pte, n, addr, next, &c.w, ops.hugetlb_batch_ctx)
+        if err:
+            break
+        addr = next
+        if addr == end:
+            break
+        err = tick(c, n)
+        if err:
+            break
+    return err
+
+
 cdef int walk_hugetlb_range(WalkCtx *c, uint64_t addr, uint64_t end, uint64_t sz) noexcept nogil:
     cdef pgwalk_ops_t *ops = &c.ops
     cdef uint64_t hmask = ~(sz - 1)
     cdef uint64_t next, boundary
     cdef uint64_t *pte
     cdef int err = 0
+    if ops.hugetlb_batch != NULL:
+        return walk_hugetlb_batches(c, addr, end, sz)
     while True:
         boundary = (addr & hmask) + sz
         next = boundary if boundary < end else end
@@ -2043,8 +2116,17 @@ cdef int _fill_ops(pgwalk_ops_t *o, object ops, list keep) except -1:
         o.hole_batch = 1
         f = f.fn
     o.pte_hole = <pgwalk_hole_fn>_slot(f, <void *>_py_hole, &o.pte_hole_ctx, keep, pykeep)
-    o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
-                                               &o.hugetlb_entry_ctx, keep, pykeep)
+    f = getattr(ops.hugetlb_entry, "__pgwalk_cfunc__", ops.hugetlb_entry)
+    if isinstance(f, Batch):
+        keep.append(f)
+        pykeep.append(f)
+        o.hugetlb_batch = <pgwalk_batch_fn><void *>_py_hugetlb_batch
+        o.hugetlb_batch_ctx = <void *>f.fn
+        o.hugetlb_entry = _hugetlb_placeholder       # non-NULL: the VMA's range is walked
+        o.hugetlb_entry_ctx = NULL
+    else:
+        o.hugetlb_entry = <pgwalk_hugetlb_fn>_slot(ops.hugetlb_entry, <void *>_py_hugetlb,
+                                                   &o.hugetlb_entry_ctx, keep, pykeep)
     # per-VMA slots: one call per VMA, nothing to batch (a batch() is its fn)
     o.test_walk = <pgwalk_range_fn>_slot(_unbatched(ops.test_walk), <void *>_py_test_walk,
                                          &o.test_walk_ctx, keep, pykeep)

@@ -1,7 +1,9 @@
 """pgwalk.batch() beyond the entry slots (docs/decisions.md 18): a batched
 install_pte (one call per run of none PTE slots, scratch stored on return 0),
 a batched pte_hole (one call per run of holes of one table at one depth), and
-the per-VMA slots (test_walk, pre_vma, post_vma: the function itself).  Each
+a batched hugetlb_entry (Python: one call per run of huge pages in one
+table), and the per-VMA slots (test_walk, pre_vma, post_vma: the function
+itself).  Each
 is checked against the per-entry walk of the same tables: the batch calls
 must be exactly the per-entry calls grouped into runs, and the tables the
 same afterwards."""
@@ -252,11 +254,6 @@ def test_per_vma_slots_take_a_batch_as_the_function_itself(slot):
     assert calls == want
 
 
-def test_hugetlb_entry_refuses_a_batch():
-    with pytest.raises(ValueError, match="hugetlb_entry"):
-        pgwalk.MMWalkOps(hugetlb_entry=pgwalk.batch(lambda *a: 0))
-
-
 def test_batch_of_a_c_function_of_the_wrong_signature_is_refused():
     from pgwalk._builtin import MincoreOp
     op = MincoreOp(0, 1)
@@ -265,3 +262,76 @@ def test_batch_of_a_c_function_of_the_wrong_signature_is_refused():
     with pytest.raises(ValueError, match="install_pte"):
         pgwalk.MMWalkOps(install_pte=pgwalk.batch(op.pte_hole))
     pgwalk.MMWalkOps(pte_hole=pgwalk.batch(op.pte_hole))        # a hole function: fine
+
+
+def group_hugetlb(trace, shift):
+    """Consecutive hugetlb calls whose slots follow each other in one table."""
+    out = []
+    for ev in trace:
+        if (ev[0] == "T" and out and out[-1][0] == "T" and out[-1][2] == ev[1]
+                and (out[-1][1] >> (shift + 9)) == ((ev[2] - 1) >> (shift + 9))):
+            out[-1] = ("T", out[-1][1], ev[2], out[-1][3], out[-1][4] + ev[4])
+        else:
+            out.append(ev)
+    return out
+
+
+@st.composite
+def hugetlb_layout(draw):
+    levels = draw(st.sampled_from([4, 5]))
+    size = draw(st.sampled_from([2 * MiB, GiB]))
+    npages = 40 if size == 2 * MiB else 6
+    base = draw(st.sampled_from([GiB - 8 * size, (1 << 39) - 3 * size])) if size == 2 * MiB else \
+        draw(st.sampled_from([(1 << 39) - 3 * size, 8 * GiB]))
+    leaves = draw(st.lists(st.integers(0, npages - 1), max_size=npages, unique=True))
+    tables = draw(st.lists(st.integers(0, npages - 1), max_size=4))
+    lo = draw(st.integers(0, npages * size // 4096 - 1))
+    hi = draw(st.integers(lo + 1, npages * size // 4096))
+    return levels, size, npages, base, leaves, tables, lo, hi
+
+
+@given(hugetlb_layout())
+@settings(max_examples=80, deadline=None)
+def test_batched_hugetlb_is_the_per_entry_calls_grouped(lay):
+    """A batched hugetlb_entry gets, per call, the slots that per-entry calls
+    would get one by one, grouped while they follow each other in one table
+    (a page whose tables are missing stays a hole)."""
+    levels, size, npages, base, leaves, tables, lo, hi = lay
+    level = PMD if size == 2 * MiB else pgwalk.PUD
+    start, end = base + lo * 4096, base + hi * 4096
+
+    def build():
+        mm = pgwalk.MM(levels)
+        mm.add_vma(base, base + npages * size, pgwalk.VM_HUGETLB, hugepage_size=size)
+        above = pgwalk.PUD if size == 2 * MiB else pgwalk.PGD
+        for t in tables:                                 # tables above some pages only
+            mm.alloc_table(base + t * size, above)
+        for i in leaves:
+            if i in tables or not tables:
+                mm.map(base + i * size, level=level, pfn=(i + 1) * (size >> 12))
+        return mm
+
+    per, bat = [], []
+    ops_per = pgwalk.MMWalkOps(
+        hugetlb_entry=lambda e, h, a, n, w: per.append(("T", a, n, h, [int(e)])) or 0,
+        pte_hole=lambda a, n, d, w: per.append(("H", a, n, d)) or 0)
+
+    def fn(entries, h, a, n, w):
+        assert not entries.flags.writeable
+        bat.append(("T", a, n, h, [int(x) for x in entries]))
+        return 0
+
+    ops_bat = pgwalk.MMWalkOps(hugetlb_entry=pgwalk.batch(fn),
+                               pte_hole=lambda a, n, d, w: bat.append(("H", a, n, d)) or 0)
+    for ops in (ops_per, ops_bat):
+        mm = build()
+        with mm.mmap_read_lock():
+            assert pgwalk.walk_page_range(mm, start, end, ops) == 0
+    shift = 21 if size == 2 * MiB else 30
+    assert bat == group_hugetlb(per, shift)
+
+
+def test_hugetlb_batch_is_python_only():
+    from pgwalk._builtin import MincoreOp
+    with pytest.raises(ValueError, match="Python only"):
+        pgwalk.MMWalkOps(hugetlb_entry=pgwalk.batch(MincoreOp(0, 1).pte_entry))

@@ -114,13 +114,11 @@ def test_batch_with_install_pte_keeps_address_order():
                       ("B", B + 7 * 4096, B + 8 * 4096), ("I", B + 8 * 4096), ("I", B + 9 * 4096)]
 
 
-def test_batch_in_every_slot_but_hugetlb_entry():
-    """decisions.md 18: every slot takes a batch except hugetlb_entry (see
-    tests/test_batch_slots.py for what each does with it)."""
-    for name in ("pte_hole", "install_pte", "test_walk", "pre_vma", "post_vma"):
+def test_batch_in_every_slot():
+    """decisions.md 18: every slot takes a batch (see tests/test_batch_slots.py
+    for what each does with it); hugetlb_entry a Python one only."""
+    for name in ("pte_hole", "install_pte", "test_walk", "pre_vma", "post_vma", "hugetlb_entry"):
         pgwalk.MMWalkOps(**{name: pgwalk.batch(lambda *a: 0)})
-    with pytest.raises(ValueError, match="entry slots"):
-        pgwalk.MMWalkOps(hugetlb_entry=pgwalk.batch(lambda *a: 0))
     with pytest.raises(TypeError):
         pgwalk.batch(3)
 
