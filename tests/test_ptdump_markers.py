@@ -234,13 +234,15 @@ def test_command_line_marker_options(tmp_path):
     b.map(po, 2 << 20, P | RW | NX | G)
     b.map(0xFFFFFFFFFF5F8000, 4096, P | RW | NX | G)            # notes up to the fixmap
     mm = b.mm(tmp_path)
+    # the pgwalk in use, run from elsewhere (python -m puts the working
+    # folder first on the path: an unbuilt checkout there would shadow it)
     env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))
     args = [sys.executable, "-m", "pgwalk", "image", str(mm.image.path), "--cr3", "0x1000"]
     r = subprocess.run(args + ["--page-offset", hex(po), "--fixmap-start", "0xffffffffff5f9000"],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == mm.ptdump(page_offset=po, fixmap_start=0xFFFFFFFFFF5F9000)
     assert "---[ Fixmap Area ]---" in r.stdout
     r = subprocess.run(args + ["--page-offset", hex(po), "--start", "0", "--end", "0x1000"],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 2 and "whole dump" in r.stderr
