@@ -431,13 +431,20 @@ def test_operations_that_allocate_no_table(op):
 NM = 2 * 512 + 40
 
 
-def _mremap_setup():
+def _small_pages(step, guard, nguard):
+    """An mm with NM pages of 4 KiB (no THP), every step-th one written, and
+    nguard guard pages from page ``guard``."""
     mm = P.MM()
     a = mm.mmap(None, NM * PS, RW, PRIV)
     mm.madvise(a, NM * PS, P.MADV_NOHUGEPAGE)
-    for i in range(0, NM, 3):
+    for i in range(0, NM, step):
         mm.touch(a + i * PS, write=True)
-    mm.madvise(a + 10 * PS, 5 * PS, P.MADV_GUARD_INSTALL)
+    mm.madvise(a + guard * PS, nguard * PS, P.MADV_GUARD_INSTALL)
+    return mm, a
+
+
+def _mremap_setup():
+    mm, a = _small_pages(3, 10, 5)
     return {"mm": mm, "a": a, "before": mm.pagemap(a, a + NM * PS),
             "vmas": [(v.vm_start, v.vm_end, v.vm_flags) for v in mm.vmas]}
 
@@ -499,12 +506,7 @@ def test_mremap_grow_in_place_of_a_locked_vma_ignores_populate_failures():
 # --- fork ------------------------------------------------------------------------------
 
 def _fork_parent():
-    mm = P.MM()
-    a = mm.mmap(None, NM * PS, RW, PRIV)
-    mm.madvise(a, NM * PS, P.MADV_NOHUGEPAGE)
-    for i in range(0, NM, 2):
-        mm.touch(a + i * PS, write=True)
-    mm.madvise(a + 4 * PS, 2 * PS, P.MADV_GUARD_INSTALL)
+    mm, a = _small_pages(2, 4, 2)
     b = mm.mmap(None, 2 * M2, RW, PRIV)
     mm.madvise(b, 2 * M2, P.MADV_HUGEPAGE)
     mm.touch(b, write=True)                             # a THP: fork copies the PMD
