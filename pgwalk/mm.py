@@ -361,24 +361,23 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
         uint64 arrays (addresses, values)."""
         upper, pte_addr, pte_val = [], [], []
         levels = self.levels
-
-        def visit(tid, level, base):
+        stack = [(self.pgd_id, PGD, 0)]         # no recursive closure: it would be a
+        while stack:                            # reference cycle holding the mm
+            tid, level, base = stack.pop()
             table = np.asarray(self._table(tid))
             nz = np.flatnonzero(table)
             if level == PTE:
                 pte_addr.append(base + (nz.astype(np.uint64) << np.uint64(12)))
                 pte_val.append(table[nz])
-                return
+                continue
             shift = (39 if levels == 4 else 48) if level == PGD else 12 + 9 * (4 - level)
             for i in nz.tolist():
                 addr = base + (i << shift)
                 child = self._child(tid, i)
                 if child >= 0:
-                    visit(child, PUD if (levels == 4 and level == PGD) else level + 1, addr)
+                    stack.append((child, PUD if (levels == 4 and level == PGD) else level + 1, addr))
                 else:
                     upper.append((level, addr, int(table[i])))
-
-        visit(self.pgd_id, PGD, 0)
         empty = np.zeros(0, dtype=np.uint64)
         return (upper, np.concatenate(pte_addr) if pte_addr else empty,
                 np.concatenate(pte_val) if pte_val else empty)

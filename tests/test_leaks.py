@@ -212,6 +212,8 @@ def test_dropped_mm_is_freed_without_the_cycle_collector():
         child.mremap(s, 16 * 4096, 32 * 4096, MREMAP_MAYMOVE)
         mm.smaps()
         mm.pagemap(a, a + 4 * MiB)
+        mm.validate()
+        child.validate()
         vma = mm.vmas[0]
         assert vma.vm_mm is mm
         refs = [weakref.ref(mm), weakref.ref(child)]

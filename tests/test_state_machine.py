@@ -81,10 +81,12 @@ def clone(mm):
     mm are built alike, so their tables get the same pool ids."""
     c = pgwalk.MM(mm.levels)
     levels = mm.levels
-
-    def visit(tid, level, base):
+    stack = [(mm.pgd_id, PGD, 0)]       # depth first, in slot order, without a recursive
+    while stack:                        # closure (a cycle that would keep ``c`` alive)
+        tid, level, base = stack.pop()
         table = np.asarray(mm._table(tid))
         shift = (39 if levels == 4 else 48) if level == PGD else 12 + 9 * (4 - level)
+        todo = []
         for i in np.flatnonzero(table).tolist():
             addr = base + (i << shift)
             child = mm._child(tid, i) if level < PTE else -1
@@ -96,9 +98,8 @@ def clone(mm):
             if cl == PTE:
                 np.asarray(c._table(new.index))[:] = np.asarray(mm._table(child))
             else:
-                visit(child, cl, addr)
-
-    visit(mm.pgd_id, PGD, 0)
+                todo.append((child, cl, addr))
+        stack.extend(reversed(todo))
     for v in mm.vmas:
         n = c.add_vma(v.vm_start, v.vm_end, v.vm_flags)
         n.vm_ops, n.vm_pgoff = v.vm_ops, v.vm_pgoff
