@@ -401,3 +401,25 @@ def test_kernel_mms_are_not_process_model_mms():
     mm = pgwalk.MM(4)
     mm._table(mm.pgd_id)[300] = 0x67 | (5 << 12)
     broken(mm, "above TASK_SIZE")
+
+
+@pytest.mark.xfail(strict=True, raises=InvariantError,
+                   reason="open finding 7 (docs/robustness.md): a walk that splits a PMD-mapped "
+                          "shmem THP clears the PMD without the process model's map-count bookkeeping")
+def test_walk_splitting_a_shmem_thp_keeps_the_map_counts():
+    """The kernel's split of a non-anonymous huge PMD zaps it and removes
+    its rmap (the folio's map count falls); pgwalk's generic walker clears
+    the PMD but cannot reach the process model's per-PFN counts.  Strict
+    xfail: when the finding is fixed this test passes and must lose its mark."""
+    mm = pgwalk.MM(4)
+    a = mm.mmap(0x7F0000000000, 4 * MiB, RW, MAP_SHARED | MAP_ANONYMOUS | 0x10)   # MAP_FIXED
+    mm.madvise(a, 4 * MiB, MADV_HUGEPAGE)
+    mm.touch(a, write=True)
+    mm.madvise(a, 2 * MiB, 25)                      # MADV_COLLAPSE: a shmem THP
+    assert pgwalk.pmd_leaf(mm.entry(a, PMD))
+    mm.validate()
+    ops = pgwalk.MMWalkOps(pte_entry=lambda e, addr, next, walk: 0)
+    with mm.mmap_read_lock():
+        assert pgwalk.walk_page_range(mm, a, a + PAGE_SIZE, ops) == 0
+    assert mm.entry(a, PMD) == 0                    # split: the PMD was cleared
+    mm.validate()                                   # InvariantError: map count 1, mapped 0 times
