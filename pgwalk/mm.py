@@ -29,7 +29,8 @@ DEFAULT_PROT = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DI
 GUARD_MARKER = E.make_pte_marker(PTE_MARKER_GUARD)
 C_PTE_PFN_MASK = PTE_PFN_MASK
 C_PMD_PFN_MASK = PHYSICAL_PMD_PAGE_MASK
-PF_SHMEM = 4                   # Phys flag of a shmem (page cache) page (pgwalk/_mmops.pyx)
+PF_SHMEM = 4                   # Phys flags (pgwalk/_mmops.pyx): a shmem (page cache) page,
+PF_ANON = 16                   # an anonymous page
 LEVEL_SIZES = {PTE: PAGE_SIZE, PMD: PMD_SIZE, PUD: PUD_SIZE}
 
 
@@ -334,9 +335,11 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
         huge pages wholly inside one VMA and guard markers; present bits and
         write bits as the VMA's protection allows; a writable private page
         mapped once; a shmem page being the object's page at that offset;
-        and every PFN's map count equal to the mappings of it in the group's
-        live mms (a PMD counting once per subpage), a page nobody maps being
-        free (no flags) unless it is a shmem page."""
+        a page mapped in an anonymous VMA being an anonymous page and one in
+        a shmem VMA a shmem page; and every PFN's map count equal to the
+        mappings of it in the group's live mms (a PMD counting once per
+        subpage), a page nobody maps being free (no flags) unless it is a
+        shmem page."""
         msg = self._validate_tables()
         if msg is not None:
             raise InvariantError(msg)
@@ -488,6 +491,14 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
                                           (vp[w][:, None] + np.arange(npages)).ravel()))
                 for k in range(npages):
                     count(vp + k, va[0])
+                kind, other = ((PF_SHMEM, PF_ANON) if vma.vm_file is not None else (PF_ANON, PF_SHMEM))
+                pflags = self._phys.flags
+                for m, p in enumerate(vp.tolist()):
+                    for k in range(npages):
+                        fl = pflags(p + k)
+                        if not fl & kind or fl & other:
+                            fail(va[m], vv[m], f"maps PFN {p + k:#x} with page flags {fl:#x}: not "
+                                 f"{'a shmem' if kind == PF_SHMEM else 'an anonymous'} page")
 
         pmd = []
         for level, addr, v in upper:

@@ -327,8 +327,8 @@ def test_map_count_matches_the_tables():
 def test_thp_counts_once_per_subpage():
     mm, a, s = process()
     pfn = E.pmd_pfn(mm.entry(a, PMD))
-    mm._phys.add_map(pfn + 511, 1, -1)
-    broken(mm, f"PFN {pfn + 511:#x}: map count 0, but the group's tables map it 1")
+    mm._phys.add_map(pfn + 511, 1, 1)
+    broken(mm, f"PFN {pfn + 511:#x}: map count 2, but the group's tables map it 1")
 
 
 def test_fork_shares_counted_in_both():
@@ -423,3 +423,18 @@ def test_walk_splitting_a_shmem_thp_keeps_the_map_counts():
         assert pgwalk.walk_page_range(mm, a, a + PAGE_SIZE, ops) == 0
     assert mm.entry(a, PMD) == 0                    # split: the PMD was cleared
     mm.validate()                                   # InvariantError: map count 1, mapped 0 times
+
+
+def test_page_kind_follows_the_vma():
+    mm, a, s = process()
+    pfn = E.pte_pfn(mm.entry(a + 2 * MiB, PTE))
+    mm._phys.set_flags(pfn, 4)                      # PF_SHMEM on an anonymous page
+    broken(mm, "not an anonymous page")
+    mm, a, s = process()
+    pfn = E.pte_pfn(mm.entry(s, PTE))
+    mm._phys.set_flags(pfn, 16, 4)                  # the shmem page made anonymous
+    broken(mm, "not a shmem page")
+    mm, a, s = process()
+    pfn = E.pmd_pfn(mm.entry(a, PMD))
+    mm._phys.set_flags(pfn + 300, 0, 16)            # one subpage of the THP
+    broken(mm, f"PFN {pfn + 300:#x} with page flags .* not an anonymous page")
