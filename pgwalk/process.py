@@ -761,6 +761,11 @@ class ProcessMixin:
                 op = self._setup(self._op(), vma, dst=child)
                 rc = walk_page_vma(vma, self._ops(op, "fork"))
                 if rc < 0:
+                    # a failed fork tears the half-built child down (the
+                    # kernel's mmput of the new mm): the pages it mapped
+                    # get their map counts back
+                    child._reindex()
+                    child.exit()
                     raise _err(-rc)
             child._reindex()
         return child

@@ -438,3 +438,29 @@ def test_page_kind_follows_the_vma():
     pfn = E.pmd_pfn(mm.entry(a, PMD))
     mm._phys.set_flags(pfn + 300, 0, 16)            # one subpage of the THP
     broken(mm, f"PFN {pfn + 300:#x} with page flags .* not an anonymous page")
+
+
+def test_failed_fork_gives_the_map_counts_back(monkeypatch):
+    """A fork whose copy fails (a page-table allocation in the child) tears
+    the half-built child down, as the kernel's failed fork drops the new
+    mm: the parent's pages are mapped once again and the group stays
+    checked."""
+    mm, a, s = process()
+    pfn = E.pmd_pfn(mm.entry(a, PMD))                # the THP is copied before the failure
+    join = pgwalk.MM._join_group
+
+    def failing_join(self, group):
+        join(self, group)
+        if group is mm._phys_group:
+            self.fail_table_alloc(at=[3])           # inside the copy of the first VMA
+    monkeypatch.setattr(pgwalk.MM, "_join_group", failing_join)
+    with pytest.raises(OSError) as exc:
+        mm.fork()
+    assert exc.value.errno == 12
+    monkeypatch.undo()
+    del exc                                         # its traceback holds the child
+    gc.collect()
+    assert len(mm._phys_group.live()) == 1
+    assert mm._phys_group.inexact is None
+    assert mm._phys.mapcount(pfn) == mm._phys.mapcount(pfn + 511) == 1
+    mm.validate()
