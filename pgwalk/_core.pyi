@@ -112,7 +112,7 @@ class PageTables:
         counters; a message naming the first broken invariant, or None."""
     def _pool_poke(self, what: str, tid: int = 0, value: int = 0) -> None:
         """Test hook: corrupt the pool's bookkeeping on purpose (``what``:
-        ``live``, ``level``, ``owner_null``, ``owner_of``, ``free_word``,
+        ``live``, ``ntables``, ``level``, ``owner_null``, ``owner_of``, ``free_word``,
         ``push_free``, ``stat_alloc``, ``stat_freed``)."""
 
 @disjoint_base

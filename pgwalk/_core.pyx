@@ -446,6 +446,15 @@ cdef class PageTables:
         if what == "live":
             self.pool.live += value
             return
+        if what == "ntables":
+            self.pool.ntables += value
+            return
+        if what == "push_free":             # list ``tid`` (any number) among the free ids
+            if self.pool.nfree >= self.pool.nslabs * SLAB_TABLES:
+                raise ValueError("the free list is full")
+            self.pool.free_ids[self.pool.nfree] = tid
+            self.pool.nfree += 1
+            return
         if tid <= 0 or tid >= self.pool.ntables:
             raise ValueError(f"no table {tid}")
         if what == "level":
@@ -456,9 +465,6 @@ cdef class PageTables:
             self.pool.owner[tid] = self.pool.owner[value]
         elif what == "free_word":            # write into a table (free ones included)
             table_base(&self.pool, <uint64_t>tid)[0] = <uint64_t>value
-        elif what == "push_free":            # list ``tid`` among the free ids once more
-            self.pool.free_ids[self.pool.nfree] = tid
-            self.pool.nfree += 1
         else:
             raise KeyError(what)
 

@@ -10,8 +10,8 @@ import pytest
 import pgwalk
 from pgwalk import entries as E
 from pgwalk.constants import (
-    FIRST_DATA_PFN, MADV_GUARD_INSTALL, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE,
-    MAP_SHARED, PAGE_SIZE, PGD, PMD, PROT_NONE, PROT_READ, PROT_WRITE, PTE, PUD,
+    FIRST_DATA_PFN, MADV_COLD, MADV_COLLAPSE, MADV_FREE, MADV_GUARD_INSTALL, MADV_HUGEPAGE,
+    MADV_PAGEOUT, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PGD, PMD, PROT_NONE, PROT_READ, PROT_WRITE, PTE, PUD,
     _PAGE_PRESENT, _PAGE_RW,
 )
 from pgwalk.mm import InvariantError
@@ -68,6 +68,26 @@ def test_pool_live_count():
     mm = tree()
     mm._pool_poke("live", value=1)
     broken(mm, "live .* free tables, but ids")
+
+
+def test_pool_ids_within_the_slabs():
+    mm = tree()
+    mm._pool_poke("ntables", value=512)             # more ids than one slab holds
+    broken(mm, "table ids for 1 slab")
+
+
+def test_pool_free_list_length():
+    mm = pgwalk.MM(4)                               # ids handed out: the top-level table only
+    mm._pool_poke("push_free", 5)
+    mm._pool_poke("push_free", 6)
+    broken(mm, "2 free ids among 1")
+
+
+def test_pool_free_id_never_handed_out():
+    mm = tree()
+    mm._pool_poke("push_free", 10_000)
+    mm._pool_poke("live", value=-1)
+    broken(mm, "free id 10000 was never handed out")
 
 
 def test_pool_free_id_twice():
@@ -412,10 +432,10 @@ def test_walk_splitting_a_shmem_thp_keeps_the_map_counts():
     the PMD but cannot reach the process model's per-PFN counts.  Strict
     xfail: when the finding is fixed this test passes and must lose its mark."""
     mm = pgwalk.MM(4)
-    a = mm.mmap(0x7F0000000000, 4 * MiB, RW, MAP_SHARED | MAP_ANONYMOUS | 0x10)   # MAP_FIXED
+    a = mm.mmap(0x7F0000000000, 4 * MiB, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
     mm.madvise(a, 4 * MiB, MADV_HUGEPAGE)
     mm.touch(a, write=True)
-    mm.madvise(a, 2 * MiB, 25)                      # MADV_COLLAPSE: a shmem THP
+    mm.madvise(a, 2 * MiB, MADV_COLLAPSE)           # a shmem THP
     assert pgwalk.pmd_leaf(mm.entry(a, PMD))
     mm.validate()
     ops = pgwalk.MMWalkOps(pte_entry=lambda e, addr, next, walk: 0)
@@ -463,4 +483,24 @@ def test_failed_fork_gives_the_map_counts_back(monkeypatch):
     assert len(mm._phys_group.live()) == 1
     assert mm._phys_group.inexact is None
     assert mm._phys.mapcount(pfn) == mm._phys.mapcount(pfn + 511) == 1
+    mm.validate()
+
+
+@pytest.mark.parametrize("advice", [MADV_COLD, MADV_PAGEOUT, MADV_FREE])
+def test_folio_split_remaps_with_each_vmas_protection(advice):
+    """Found by the state machine (docs/robustness.md): a THP covered in
+    part by MADV_COLD/PAGEOUT/FREE is split and its never-written subpages
+    become the zero page -- in the neighbouring VMA too, whose protection
+    the zero-page PTE must take (the kernel builds it from the protection
+    of the VMA mapping it), not the advised VMA's."""
+    mm = pgwalk.MM(4)
+    a = mm.mmap(0x7F0000000000, 4 * MiB, RW, ANON | MAP_FIXED)
+    mm.madvise(a, 4 * MiB, MADV_HUGEPAGE)
+    mm.touch(a, write=True)                         # a THP; only its first page written
+    mm.mprotect(a + MiB, MiB, PROT_NONE)            # PMD split, the folio stays large
+    mm.madvise(a + MiB, MiB, advice)                # partial cover: the folio is split
+    rw = mm.entry(a + PAGE_SIZE, PTE)               # in the RW VMA
+    none = mm.entry(a + MiB + PAGE_SIZE, PTE)       # in the PROT_NONE VMA
+    assert E.pte_pfn(rw) == E.pte_pfn(none) == 1    # both the zero page
+    assert rw & _PAGE_PRESENT and not none & _PAGE_PRESENT
     mm.validate()
