@@ -2,7 +2,7 @@ import os
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -11,9 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # (tests/test_state_machine.py): "default" keeps that file quick;
 # HYPOTHESIS_PROFILE=long runs thousands of sequences of up to 100 steps.
 settings.register_profile("default", max_examples=50, stateful_step_count=30, deadline=None,
-                          derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))
+                          derandomize=True, database=None)
 settings.register_profile("long", max_examples=2000, stateful_step_count=100, deadline=None,
-                          derandomize=False, database=None,
-                          suppress_health_check=list(HealthCheck))
+                          derandomize=False, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
