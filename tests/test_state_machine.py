@@ -109,20 +109,28 @@ def clone(mm):
 
 class ProcessMachine(RuleBasedStateMachine):
 
-    @initialize(levels=st.sampled_from([4, 5]), thp=st.booleans(), touched=st.integers(0, 3))
-    def start(self, levels, thp, touched):
+    @initialize(levels=st.sampled_from([4, 5]), thp=st.booleans(), touched=st.integers(0, 3),
+                shared=st.sampled_from([64, 64, 1024]), collapse=st.booleans())
+    def start(self, levels, thp, touched, shared, collapse):
         """One mm with a private 8 MiB mapping (THP-eligible or not, some
-        pages touched) and a shared one, so that rules meet mappings early."""
+        pages touched) and a shared one (64 pages, or 4 MiB 2 MiB-aligned,
+        which MADV_COLLAPSE can turn into shmem THPs), so that rules meet
+        mappings early."""
         self.levels = levels
         mm = pgwalk.MM(levels)
         self.mms = [mm]
         mm.mmap(WINDOW, 8 * MiB, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
-        mm.mmap(WINDOW + 10 * MiB, 64 * PAGE_SIZE, RW, C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED)
+        mm.mmap(WINDOW + 10 * MiB, shared * PAGE_SIZE, RW, C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED)
         if thp:
             mm.madvise(WINDOW, 8 * MiB, C.MADV_HUGEPAGE)
+            mm.madvise(WINDOW + 10 * MiB, shared * PAGE_SIZE, C.MADV_HUGEPAGE)
         for k in range(touched):
             mm.touch(WINDOW + k * 3 * MiB + k * PAGE_SIZE, write=bool(k % 2 == 0))
             mm.touch(WINDOW + 10 * MiB + k * PAGE_SIZE, write=bool(k % 2))
+        if collapse and touched and shared == 1024:
+            mm.madvise(WINDOW + 10 * MiB, 2 * MiB, C.MADV_COLLAPSE)     # a shmem THP
+            assert pgwalk.pmd_leaf(mm.entry(WINDOW + 10 * MiB, PMD))
+            STATS["start:shmem_thp"] += 1
         STATS["sequences"] += 1
 
     # --- helpers -----------------------------------------------------------------------
