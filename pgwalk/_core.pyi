@@ -113,7 +113,12 @@ class PageTables:
     @overload
     def _locate(self, addr: int, level: int, alloc: bool) -> tuple[int, int] | None: ...
     def _validate_tables(self) -> str | None:
-        """Structural check of the tree; a message, or None when sound."""
+        """Structural check of the tree, the pool and the per-level
+        counters; a message naming the first broken invariant, or None."""
+    def _pool_poke(self, what: str, tid: int = 0, value: int = 0) -> None:
+        """Test hook: corrupt the pool's bookkeeping on purpose (``what``:
+        ``live``, ``ntables``, ``level``, ``owner_null``, ``owner_of``, ``free_word``,
+        ``push_free``, ``stat_alloc``, ``stat_freed``)."""
 
 @disjoint_base
 class PageTable:

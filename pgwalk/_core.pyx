@@ -455,45 +455,198 @@ cdef class PageTables:
             self.pool.nfail = len(ks)
 
     def _validate_tables(self):
-        """Structural check of the tree; returns a message or None (image
-        tables are not ours to hold to invariants: their bad entries are
-        reported by the walks)."""
+        """Structural check of the tree and of the pool that holds it;
+        returns a message naming the first broken invariant, or None.
+
+        Checked: the top-level table is the pool's level-0 table with no
+        owner slot; every link the walker follows leads to a table of the
+        child level; every live table is reached.  A table is reached only
+        from its owner slot (``table_of`` follows nothing else), so no table
+        is reachable from two parents; a second slot linking it is garbage
+        that the walkers do not follow (decision 5), which ``MM.validate``
+        refuses in process-model mms.  The pool's accounting is exact (live + free ids
+        cover [1, ntables), each free id once, owner-less, levelless and
+        zeroed, so ``pool_take`` hands out clean tables); the live tables per
+        level agree with the allocation counters (``alloc - freed``; PTE
+        tables may also come uncounted from a THP split, at most one per
+        ``split_pmd``).  Image tables are not ours to hold to invariants:
+        their bad entries are reported by the walks."""
         cdef int64_t reached = 0
-        cdef int64_t tid
+        cdef int64_t tid, n = self.pool.ntables
+        cdef uint8_t *seen
+        cdef uint64_t *owner
         if self.pool.image_base != NULL:
             return None
-        msg = self._check_table(self.pgd_ptr, L_PGD, &reached)
+        msg = _check_pool(self)
         if msg is not None:
             return msg
-        if reached != self.pool.live:
-            for tid in range(1, self.pool.ntables):
-                if self.pool.level[tid] >= 0 and self.pool.owner[tid] != NULL:
-                    if self.pool.owner[tid][0] == 0 or entry_index(self.pool.owner[tid][0]) != <uint64_t>tid:
-                        return f"table {tid} (level {self.pool.level[tid]}) is not linked from its owner slot"
-            return f"{self.pool.live - reached} live table(s) unreachable from the top level"
-        return None
-
-    cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached):
-        cdef int i, cl
-        cdef uint64_t *child
-        cdef uint64_t tid
-        reached[0] += 1
-        if level >= L_PTE:
-            return None
-        cl = child_level(self.levels, level)
-        for i in range(PTRS):
-            if tbl[i] == 0:
-                continue
-            child = table_of(&self.pool, &tbl[i])
-            if child == NULL:
-                continue
-            tid = entry_index(tbl[i])
-            if self.pool.level[tid] != cl:
-                return f"table {tid} linked at level {level} holds level {self.pool.level[tid]}, expected {cl}"
-            msg = self._check_table(child, cl, reached)
+        seen = <uint8_t *>malloc(n)
+        if seen == NULL:
+            raise MemoryError()
+        try:
+            memset(seen, 0, n)
+            seen[self.pgd_id] = 1
+            msg = _check_tree(self, self.pgd_ptr, L_PGD, &reached, seen)
             if msg is not None:
                 return msg
+            if reached != self.pool.live:
+                for tid in range(1, n):
+                    if self.pool.level[tid] >= 0 and not seen[tid]:
+                        owner = self.pool.owner[tid]
+                        if owner == NULL or owner[0] == 0 or entry_index(owner[0]) != <uint64_t>tid:
+                            return (f"table {tid} (level {self.pool.level[tid]}) is not linked "
+                                    "from its owner slot")
+                        return (f"table {tid} (level {self.pool.level[tid]}) is linked from "
+                                "a slot that is not in the tree")
+                return f"{self.pool.live - reached} live table(s) unreachable from the top level"
+        finally:
+            free(seen)
+        return _check_counters(self)
+
+    cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached):
+        return _check_tree(self, tbl, level, reached, NULL)
+
+    def _pool_poke(self, str what, int64_t tid=0, int64_t value=0):
+        """Corrupt the pool's bookkeeping on purpose, for the tests that
+        prove each check of ``_validate_tables`` can fail.  Never call it
+        otherwise: the pool is left broken."""
+        if what.startswith("stat_"):
+            names = {"stat_alloc": self.pool.stats.alloc, "stat_freed": self.pool.stats.freed}
+            if what not in names or not 0 <= tid < 5:
+                raise KeyError(what)
+            if what == "stat_alloc":
+                self.pool.stats.alloc[tid] += value
+            else:
+                self.pool.stats.freed[tid] += value
+            return
+        if what == "live":
+            self.pool.live += value
+            return
+        if what == "ntables":
+            self.pool.ntables += value
+            return
+        if what == "push_free":             # list ``tid`` (any number) among the free ids
+            if self.pool.nfree >= self.pool.nslabs * SLAB_TABLES:
+                raise ValueError("the free list is full")
+            self.pool.free_ids[self.pool.nfree] = tid
+            self.pool.nfree += 1
+            return
+        if tid <= 0 or tid >= self.pool.ntables:
+            raise ValueError(f"no table {tid}")
+        if what == "level":
+            self.pool.level[tid] = <int8_t>value
+        elif what == "owner_null":
+            self.pool.owner[tid] = NULL
+        elif what == "owner_of":             # make ``tid`` owned by the owner slot of ``value``
+            self.pool.owner[tid] = self.pool.owner[value]
+        elif what == "free_word":            # write into a table (free ones included)
+            table_base(&self.pool, <uint64_t>tid)[0] = <uint64_t>value
+        else:
+            raise KeyError(what)
+
+
+cdef object _check_tree(PageTables pt, uint64_t *tbl, int level, int64_t *reached, uint8_t *seen):
+    """Depth-first over the links the walker would follow from ``tbl`` (a
+    table at ``level``): the child level of each; ``seen`` marks the tables
+    reached."""
+    cdef int i, cl
+    cdef uint64_t *child
+    cdef uint64_t tid
+    cdef pgwalk_pool_t *pool = &pt.pool
+    reached[0] += 1
+    if level >= L_PTE:
         return None
+    cl = child_level(pt.levels, level)
+    for i in range(PTRS):
+        if tbl[i] == 0:
+            continue
+        child = table_of(pool, &tbl[i])
+        if child == NULL:
+            continue
+        tid = entry_index(tbl[i])
+        if pool.level[tid] != cl:
+            return f"table {tid} linked at level {level} holds level {pool.level[tid]}, expected {cl}"
+        if seen != NULL:
+            seen[tid] = 1
+        msg = _check_tree(pt, child, cl, reached, seen)
+        if msg is not None:
+            return msg
+    return None
+
+
+cdef object _check_pool(PageTables pt):
+    """The pool's accounting: ids, free list, owners, levels."""
+    cdef pgwalk_pool_t *pool = &pt.pool
+    cdef int64_t tid, k, n = pool.ntables, top = 0
+    cdef int j
+    cdef int lvl
+    cdef uint64_t *t
+    cdef uint8_t *free_seen
+    if n < 1 or n > pool.nslabs * SLAB_TABLES:
+        return f"pool: {n} table ids for {pool.nslabs} slab(s)"
+    if pool.nfree < 0 or pool.nfree > n - 1:
+        return f"pool: {pool.nfree} free ids among {n - 1}"
+    if pool.live + pool.nfree != n - 1:
+        return (f"pool: {pool.live} live + {pool.nfree} free tables, but ids 1..{n - 1} "
+                "were handed out")
+    if pt.pgd_id <= 0 or pt.pgd_id >= n or pool.level[pt.pgd_id] != L_PGD or pool.owner[pt.pgd_id] != NULL:
+        return f"the top-level table {pt.pgd_id} is not the pool's owner-less level-0 table"
+    free_seen = <uint8_t *>malloc(n)
+    if free_seen == NULL:
+        raise MemoryError()
+    try:
+        memset(free_seen, 0, n)
+        for k in range(pool.nfree):
+            tid = pool.free_ids[k]
+            if tid <= 0 or tid >= n:
+                return f"pool: free id {tid} was never handed out"
+            if free_seen[tid]:
+                return f"pool: table {tid} is on the free list twice"
+            free_seen[tid] = 1
+            if pool.level[tid] != -1 or pool.owner[tid] != NULL:
+                return f"pool: free table {tid} still has a level or an owner slot"
+            t = table_base(pool, <uint64_t>tid)
+            for j in range(PTRS):
+                if t[j] != 0:
+                    return f"pool: free table {tid} is not zeroed (entry {j} = {t[j]:#x})"
+        for tid in range(1, n):
+            if free_seen[tid]:
+                continue
+            lvl = pool.level[tid]
+            if lvl < L_PGD or lvl > L_PTE or (lvl == L_P4D and pt.levels == 4):
+                return f"pool: table {tid} is neither free nor of a level of this mm (level {lvl})"
+            if lvl == L_PGD:
+                top += 1
+            elif pool.owner[tid] == NULL:
+                return f"pool: live table {tid} (level {lvl}) has no owner slot"
+        if top != 1:
+            return f"pool: {top} top-level tables"
+    finally:
+        free(free_seen)
+    return None
+
+
+cdef object _check_counters(PageTables pt):
+    """Live tables per level against the mm's allocation counters."""
+    cdef pgwalk_pool_t *pool = &pt.pool
+    cdef int64_t live[5]
+    cdef int64_t tid, net
+    cdef int lvl
+    memset(live, 0, sizeof(live))
+    for tid in range(1, pool.ntables):
+        if pool.level[tid] >= 0:
+            live[pool.level[tid]] += 1
+    if pool.stats.alloc[L_PGD] != 0 or pool.stats.freed[L_PGD] != 0:
+        return "counters: the top-level table was counted as allocated or freed"
+    for lvl in range(L_P4D, L_PTE + 1):
+        net = pool.stats.alloc[lvl] - pool.stats.freed[lvl]
+        if lvl < L_PTE and live[lvl] != net:
+            return (f"counters: {live[lvl]} live level-{lvl} tables, but allocated - freed "
+                    f"= {net}")
+        if lvl == L_PTE and not (net <= live[lvl] <= net + pool.stats.split_pmd):
+            return (f"counters: {live[lvl]} live PTE tables, outside allocated - freed = {net} "
+                    f"plus at most {pool.stats.split_pmd} deposited by THP splits")
+    return None
 
 
 cdef bint alloc_attempt_fails(pgwalk_pool_t *pool) noexcept nogil:

@@ -96,7 +96,7 @@ def _visit(mm, vma, s, e, advice):
         if advice == C.MADV_FREE:
             if not vma_is_anonymous(vma):
                 return EINVAL
-            op = mm._setup(mm._op(), vma, write=True, lo=s, hi=e)
+            op = _outside_vma_kept(mm._setup(mm._op(), vma, write=True, lo=s, hi=e), vma)
             walk_page_range(mm, s, e, mm._ops(op, "lru"))
             _remap_split(mm, op)
             return 0
@@ -115,7 +115,8 @@ def _visit(mm, vma, s, e, advice):
     if advice in (C.MADV_COLD, C.MADV_PAGEOUT):
         if fl & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
             return EINVAL
-        op = mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT)
+        op = _outside_vma_kept(mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT),
+                               vma)
         walk_page_range(mm, s, e, mm._ops(op, "lru"))
         _remap_split(mm, op)
         return 0
@@ -127,6 +128,16 @@ def _visit(mm, vma, s, e, advice):
         from .collapse import collapse
         return collapse(mm, vma, s, e)
     return EINVAL
+
+
+def _outside_vma_kept(op, vma):
+    """A folio split inside the walk remaps never-written subpages to the
+    zero page only inside ``vma`` (with its protection); the subpages mapped
+    in the neighbouring VMAs are remapped by ``_remap_split`` with theirs,
+    as the kernel builds each zero-page PTE from the protection of the VMA
+    that maps it (``vma`` is never VM_LOCKED here, so the locked VMAs,
+    whose pages stay, are outside too)."""
+    return op.no_zero_remap([(0, vma.vm_start), (vma.vm_end, (1 << 64) - 1)])
 
 
 def _remap_split(mm, op):

@@ -12,6 +12,7 @@ protection change, fork copy, mremap move.  Guard regions are in
 
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -71,13 +72,45 @@ class AnonVma:
         self.singular = singular
 
 
+class WeakList:
+    """A list of weak references (``append``, ``remove``, ``in``, iteration
+    over the live ones in order): the shmem object's mms, which refer to
+    the object through their VMAs, so that a strong list would keep every
+    mm that maps it in a reference cycle."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self):
+        self._refs = []
+
+    def __iter__(self):
+        return iter([x for x in (r() for r in self._refs) if x is not None])
+
+    def __len__(self):
+        return len(list(iter(self)))
+
+    def __contains__(self, obj):
+        return any(r() is obj for r in self._refs)
+
+    def append(self, obj):
+        self._refs = [r for r in self._refs if r() is not None]
+        self._refs.append(weakref.ref(obj))
+
+    def remove(self, obj):
+        for i, r in enumerate(self._refs):
+            if r() is obj:
+                del self._refs[i]
+                return
+        raise ValueError("not in the list")
+
+
 class ShmemObject:
     """The shmem file behind a MAP_SHARED|MAP_ANONYMOUS mapping: one PFN per
     page (0: a hole), fixed size (mremap cannot grow it: SIGBUS beyond)."""
 
     def __init__(self, npages):
         self.pages = np.zeros(npages, dtype=np.int64)
-        self.mms = []            # (weakly) the mms mapping it, for hole punching
+        self.mms = WeakList()    # the mms mapping it, for hole punching
 
     @property
     def npages(self):
@@ -536,6 +569,7 @@ class ProcessMixin:
             op = self._op().setup(lo=0, hi=top)
             walk_page_range_novma(self, 0, top - PAGE_SIZE, self._ops(op, "free_tables"))
         self._exited = True
+        self._phys_group.exited.add(self._group_key)
 
     # --- populate (MAP_POPULATE, mlock, MADV_POPULATE_*) ----------------------------------
     def _populate(self, start, end, mode, ignore_errors):
@@ -758,6 +792,7 @@ class ProcessMixin:
         self._check_alive()
         child = MM(self.levels)
         child._phys = self._phys
+        child._join_group(self._phys_group)
         with self.mmap_write_lock():
             for vma in self._vmas:
                 if vma.vm_flags & VM_DONTCOPY:

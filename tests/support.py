@@ -6,6 +6,8 @@ the worked examples and the random differential tests.
 """
 
 import json
+
+import hypothesis.strategies as st
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -280,6 +282,122 @@ def recording_callback(name, trace, behave, install=None, vma_key=None):
             install(addr, ptep)
             return r
     return f
+
+
+# --- random walks (the differential tests) -----------------------------------
+
+APIS = ["walk_page_range", "walk_page_range_mm", "walk_page_range_novma",
+        "walk_page_vma", "walk_page_range_vma"]
+CALLBACKS = ["pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
+             "pte_hole", "hugetlb_entry", "test_walk", "pre_vma", "post_vma",
+             "install_pte"]
+
+
+@st.composite
+def callback_script(draw, name, addrs):
+    # hypothesis favours the first choice and small numbers: keep the
+    # ordinary case (return 0, no script) first so that rare cases stay rare.
+    cb = {"ret": draw(st.sampled_from([0, 0, 0, 0, 0, 0, 0, 1, -5]))
+          if name != "test_walk" else draw(st.sampled_from([0, 0, 0, 0, 1, -3]))}
+    cb["ret_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from([0, 3, -4])), max_size=2)))
+    cb["action_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from(
+        [ACTION_AGAIN, ACTION_CONTINUE])), max_size=2)))
+    if name in ("pte_entry", "pmd_entry", "pud_entry"):
+        cb["set_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from(
+            [0, E.make_pte_marker(PTE_MARKER_GUARD), E.pfn_pte(77, PRESENT)])), max_size=2)))
+    if name == "install_pte":
+        cb["install"] = draw(st.sampled_from(["present", "guard", "nothing"]))
+    return cb
+
+
+def raw_dump(tables):
+    """Every non-zero slot as (level, table-relative path, raw value or 'T')."""
+    out = []
+
+    def visit(tid, level, path):
+        t = tables._table(tid)
+        for i in range(512):
+            v = int(t[i])
+            if not v:
+                continue
+            child = tables._child(tid, i) if level < PTE else -1
+            out.append((level, path + (i,), "T" if child >= 0 else v))
+            if child >= 0:
+                visit(child, PUD if (tables.levels == 4 and level == PGD) else level + 1, path + (i,))
+
+    visit(tables.pgd_id, PGD, ())
+    return out
+
+
+def run_walk(mm, vmas, recipe, impl, alt=None):
+    """One walk of ``recipe`` (api, vma index, start, end, ops scripts from
+    ``callback_script``, walk_lock, fail_at) over ``mm`` (whose VMAs, in
+    order, are ``vmas``) through ``impl``; returns what two implementations
+    must agree on (``assert_same_walk``)."""
+    trace = []
+    fired = set()
+    index = {id(v): i for i, v in enumerate(vmas)}
+
+    def behave(name, walk, addr, entry=None):
+        cb = recipe["ops"][name]
+        act = cb["action_at"].get(addr)
+        if act == ACTION_CONTINUE:
+            walk.action = act
+        elif act == ACTION_AGAIN and (name, addr) not in fired:
+            fired.add((name, addr))
+            walk.action = act
+        if entry is not None and addr in cb.get("set_at", {}):
+            entry.set(cb["set_at"][addr])
+        return cb["ret_at"].get(addr, cb["ret"])
+
+    def mk(name):
+        def install(addr, ptep):
+            how = recipe["ops"][name]["install"]
+            if how == "present":
+                ptep.set(E.pfn_pte(addr >> 12, PRESENT))
+            elif how == "guard":
+                ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
+        return recording_callback(name, trace, behave, install, lambda vma: index.get(id(vma)))
+
+    ops = pgwalk.MMWalkOps(walk_lock=recipe["walk_lock"],
+                           **{n: mk(n) for n in recipe["ops"]})
+    if recipe["fail_at"]:
+        mm.fail_table_alloc(at=recipe["fail_at"])
+    before = mm.stats
+    api, s, e = recipe["api"], recipe["start"], recipe["end"]
+    with locked_for(mm, api, ops, vmas):
+        try:
+            if api == "walk_page_range":
+                out = impl.walk_page_range(mm, s, e, ops)
+            elif api == "walk_page_range_mm":
+                out = impl.walk_page_range_mm(mm, s, e, ops)
+            elif api == "walk_page_range_novma":
+                out = impl.walk_page_range_novma(mm, s, e, ops, pgd=alt.pgd if alt else None)
+            elif recipe["vma"] is None:
+                out = impl.walk_page_range(mm, s, e, ops) if s < e else -22
+            elif api == "walk_page_vma":
+                out = impl.walk_page_vma(vmas[recipe["vma"]], ops)
+            else:
+                out = impl.walk_page_range_vma(vmas[recipe["vma"]], s, e, ops)
+        except (TypeError, ValueError) as exc:
+            out = (type(exc).__name__, str(exc))
+    mm.validate()
+    after = mm.stats
+    if alt is not None:
+        alt.validate()
+    return {"result": out, "trace": trace, "tables": raw_dump(mm),
+            "alt": raw_dump(alt) if alt is not None else None,
+            "stats": {k: after[k] for k in after if k != "freed"} | {"before": before},
+            "again_fired": len(fired)}
+
+
+def assert_same_walk(got, want):
+    assert got["trace"] == want["trace"]
+    assert got["result"] == want["result"]
+    assert got["tables"] == want["tables"]
+    assert got["alt"] == want["alt"]
+    assert got["stats"] == want["stats"]
+    assert got["again_fired"] == want["again_fired"]
 
 
 # --- the golden adapter ----------------------------------------------------------

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 import pgwalk
 from pgwalk import entries as E
 from pgwalk.constants import (
-    ACTION_AGAIN, ACTION_CONTINUE, PGD,
-    PMD, PTE, PTE_MARKER_GUARD, PUD, VM_HUGETLB, VM_PFNMAP,
+    PGD, PMD, PTE, PTE_MARKER_GUARD, PUD, VM_HUGETLB, VM_PFNMAP,
 )
-from support import CYTHON, PRESENT, REFERENCE, locked_for, recording_callback
+from support import (APIS, CALLBACKS, CYTHON, PRESENT, REFERENCE, assert_same_walk,
+                     callback_script, run_walk)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -29,11 +29,6 @@ ANCHORS = {
     4: [0x7F0000000000, GiB, 1 << 39, (1 << 47) - 8 * MiB, 64 * GiB],
     5: [0x7F0000000000, GiB, 1 << 39, 1 << 48, (1 << 56) - 8 * MiB],
 }
-APIS = ["walk_page_range", "walk_page_range_mm", "walk_page_range_novma",
-        "walk_page_vma", "walk_page_range_vma"]
-CALLBACKS = ["pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
-             "pte_hole", "hugetlb_entry", "test_walk", "pre_vma", "post_vma",
-             "install_pte"]
 GARBAGE = [0xE3, 0x20, 0x60, 0x80, 0x100, 0x2, 0x67, 1 << 58 | 0x80 | 1,
            0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0067]
 
@@ -89,23 +84,6 @@ def table_items(draw, lo, hi, levels, huge=False):
         else:
             items.append(("set", base, PGD, 0xE3))
     return items
-
-
-@st.composite
-def callback_script(draw, name, addrs):
-    # hypothesis favours the first choice and small numbers: keep the
-    # ordinary case (return 0, no script) first so that rare cases stay rare.
-    cb = {"ret": draw(st.sampled_from([0, 0, 0, 0, 0, 0, 0, 1, -5]))
-          if name != "test_walk" else draw(st.sampled_from([0, 0, 0, 0, 1, -3]))}
-    cb["ret_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from([0, 3, -4])), max_size=2)))
-    cb["action_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from(
-        [ACTION_AGAIN, ACTION_CONTINUE])), max_size=2)))
-    if name in ("pte_entry", "pmd_entry", "pud_entry"):
-        cb["set_at"] = dict(draw(st.lists(st.tuples(st.sampled_from(addrs), st.sampled_from(
-            [0, E.make_pte_marker(PTE_MARKER_GUARD), E.pfn_pte(77, PRESENT)])), max_size=2)))
-    if name == "install_pte":
-        cb["install"] = draw(st.sampled_from(["present", "guard", "nothing"]))
-    return cb
 
 
 @st.composite
@@ -196,25 +174,6 @@ def build(recipe, items, kernel=False):
     return mm
 
 
-def raw_dump(tables):
-    """Every non-zero slot as (level, table-relative path, raw value or 'T')."""
-    out = []
-
-    def visit(tid, level, path):
-        t = tables._table(tid)
-        for i in range(512):
-            v = int(t[i])
-            if not v:
-                continue
-            child = tables._child(tid, i) if level < PTE else -1
-            out.append((level, path + (i,), "T" if child >= 0 else v))
-            if child >= 0:
-                visit(child, PUD if (tables.levels == 4 and level == PGD) else level + 1, path + (i,))
-
-    visit(tables.pgd_id, PGD, ())
-    return out
-
-
 def run(recipe, impl):
     mm = build(recipe, recipe["items"], kernel=recipe["mm"] == "init")
     vmas = []
@@ -225,72 +184,13 @@ def run(recipe, impl):
             v.vm_ops = "file"
         vmas.append(v)
     alt = build(recipe, recipe["alt"]) if recipe["alt"] is not None else None
-    trace = []
-    fired = set()
-    index = {id(v): i for i, v in enumerate(vmas)}
-
-    def behave(name, walk, addr, entry=None):
-        cb = recipe["ops"][name]
-        act = cb["action_at"].get(addr)
-        if act == ACTION_CONTINUE:
-            walk.action = act
-        elif act == ACTION_AGAIN and (name, addr) not in fired:
-            fired.add((name, addr))
-            walk.action = act
-        if entry is not None and addr in cb.get("set_at", {}):
-            entry.set(cb["set_at"][addr])
-        return cb["ret_at"].get(addr, cb["ret"])
-
-    def mk(name):
-        def install(addr, ptep):
-            how = recipe["ops"][name]["install"]
-            if how == "present":
-                ptep.set(E.pfn_pte(addr >> 12, PRESENT))
-            elif how == "guard":
-                ptep.set(E.make_pte_marker(PTE_MARKER_GUARD))
-        return recording_callback(name, trace, behave, install, lambda vma: index.get(id(vma)))
-
-    ops = pgwalk.MMWalkOps(walk_lock=recipe["walk_lock"],
-                           **{n: mk(n) for n in recipe["ops"]})
-    if recipe["fail_at"]:
-        mm.fail_table_alloc(at=recipe["fail_at"])
-    before = mm.stats
-    api, s, e = recipe["api"], recipe["start"], recipe["end"]
-    with locked_for(mm, api, ops, vmas):
-        try:
-            if api == "walk_page_range":
-                out = impl.walk_page_range(mm, s, e, ops)
-            elif api == "walk_page_range_mm":
-                out = impl.walk_page_range_mm(mm, s, e, ops)
-            elif api == "walk_page_range_novma":
-                out = impl.walk_page_range_novma(mm, s, e, ops, pgd=alt.pgd if alt else None)
-            elif recipe["vma"] is None:
-                out = impl.walk_page_range(mm, s, e, ops) if s < e else -22
-            elif api == "walk_page_vma":
-                out = impl.walk_page_vma(vmas[recipe["vma"]], ops)
-            else:
-                out = impl.walk_page_range_vma(vmas[recipe["vma"]], s, e, ops)
-        except (TypeError, ValueError) as exc:
-            out = (type(exc).__name__, str(exc))
-    mm.validate()
-    after = mm.stats
-    if alt is not None:
-        alt.validate()
-    return {"result": out, "trace": trace, "tables": raw_dump(mm),
-            "alt": raw_dump(alt) if alt is not None else None,
-            "stats": {k: after[k] for k in after if k != "freed"} | {"before": before},
-            "again_fired": len(fired)}
+    return run_walk(mm, vmas, recipe, impl, alt)
 
 
 def check(recipe):
     want = run(recipe, REFERENCE)
     got = run(recipe, CYTHON)
-    assert got["trace"] == want["trace"]
-    assert got["result"] == want["result"]
-    assert got["tables"] == want["tables"]
-    assert got["alt"] == want["alt"]
-    assert got["stats"] == want["stats"]
-    assert got["again_fired"] == want["again_fired"]
+    assert_same_walk(got, want)
     return want
 
 

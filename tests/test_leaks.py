@@ -185,3 +185,42 @@ def test_callback_exceptions_do_not_leak_walk_objects():
     del mm, cases, ops
     gc.collect()
     assert ref() is None
+
+
+def test_dropped_mm_is_freed_without_the_cycle_collector():
+    """Robustness finding 6: a VMA refers to its mm weakly, and so does a
+    shmem object to the mms mapping it, so an mm -- forked, with THPs,
+    guard pages, shared memory, moved mappings -- is freed as soon as its
+    last reference goes, with the cycle collector off; its VMAs then have
+    ``vm_mm`` None, which the walkers refuse as the kernel does."""
+    from pgwalk.constants import (MADV_GUARD_INSTALL, MADV_HUGEPAGE, MAP_ANONYMOUS,
+                                  MAP_PRIVATE, MAP_SHARED, MREMAP_MAYMOVE)
+    rw = 3
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        mm = pgwalk.MM(4)
+        a = mm.mmap(None, 4 * MiB, rw, MAP_PRIVATE | MAP_ANONYMOUS)
+        mm.madvise(a, 4 * MiB, MADV_HUGEPAGE)
+        mm.touch(a, write=True)
+        mm.madvise(a + 2 * MiB, 4096, MADV_GUARD_INSTALL)
+        s = mm.mmap(None, 16 * 4096, rw, MAP_SHARED | MAP_ANONYMOUS)
+        mm.touch(s, write=True)
+        child = mm.fork()
+        child.touch(a, write=True)
+        child.mremap(s, 16 * 4096, 32 * 4096, MREMAP_MAYMOVE)
+        mm.smaps()
+        mm.pagemap(a, a + 4 * MiB)
+        mm.validate()
+        child.validate()
+        vma = mm.vmas[0]
+        assert vma.vm_mm is mm
+        refs = [weakref.ref(mm), weakref.ref(child)]
+        del mm, child
+        assert [r() for r in refs] == [None, None]
+        assert vma.vm_mm is None
+        assert pgwalk.walk_page_vma(vma, pgwalk.MMWalkOps()) == -22
+    finally:
+        if was:
+            gc.enable()
