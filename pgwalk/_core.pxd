@@ -102,6 +102,8 @@ ctypedef struct pgwalk_mm_stats_t:
     int64_t pte_map_null
 
 # The table pool: fixed-size slabs, so a table never moves once allocated.
+ctypedef void (*pgwalk_clear_fn)(void *ctx, uint64_t old, int level) noexcept nogil
+
 ctypedef struct pgwalk_pool_t:
     uint64_t **slabs             # slab base pointers (SLAB_TABLES * 512 entries each)
     int64_t nslabs
@@ -129,6 +131,8 @@ ctypedef struct pgwalk_pool_t:
     int64_t nbad
     int64_t bad_cap
     void *mutex                  # PyThread lock: taking, freeing and splitting tables
+    pgwalk_clear_fn on_clear_leaf  # called (under the pool lock) when a split clears a
+    void *on_clear_ctx             # non-anonymous huge leaf: the process model's rmap
 
 
 cdef class CFunc:

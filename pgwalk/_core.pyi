@@ -102,6 +102,8 @@ class PageTables:
         """Uncounted allocation linked at (tid, idx); returns the new id."""
     def _free_below(self, tid: int, idx: int, level: int) -> None:
         """Free every table below slot (tid, idx) and clear the slot."""
+    def _clear_leaf_hook(self, old: int, level: int) -> None:
+        """What a split clearing a non-anonymous huge leaf tells the pool's owner."""
     def _stat_inc(self, name: _StatName) -> None:
         """Bump one counter (KeyError for an unknown name)."""
     def _walk_enter(self) -> None: ...

@@ -310,6 +310,12 @@ cdef class PageTables:
             raise ValueError(f"level {level} holds no table links")
         pool_free_subtree(&self.pool, self.levels, slot, level)
 
+    def _clear_leaf_hook(self, uint64_t old, int level):
+        """What the compiled walker's split does after clearing a
+        non-anonymous huge leaf: tell the pool's owner (for pgwalk.reference)."""
+        if self.pool.on_clear_leaf != NULL:
+            self.pool.on_clear_leaf(self.pool.on_clear_ctx, old, level)
+
     def _stat_inc(self, str name):
         cdef pgwalk_mm_stats_t *s = &self.pool.stats
         if name == "split_pmd":
@@ -1675,8 +1681,15 @@ cdef int split_huge_pmd(WalkCtx *c, uint64_t *pmd) noexcept nogil:
     if not (pmd_trans_huge(v) or pmd_devmap(v) or is_pmd_migration_entry(v)):
         return 0
     if not c.vma_anon:
-        c.pool.stats.split_pmd += 1
-        pmd[0] = 0
+        # the kernel zaps a file/shmem huge PMD and removes its rmap: the
+        # pool's owner (the process model) is told, once, under the lock
+        pool_lock(c.pool)
+        if pmd[0] == v:
+            c.pool.stats.split_pmd += 1
+            pmd[0] = 0
+            if c.pool.on_clear_leaf != NULL:
+                c.pool.on_clear_leaf(c.pool.on_clear_ctx, v, L_PMD)
+        pool_unlock(c.pool)
         return 0
     # under the pool lock, as the kernel splits under the PMD lock: another
     # walk (another thread, the read lock) may be splitting the same PMD;
@@ -1717,9 +1730,15 @@ cdef int split_huge_pmd(WalkCtx *c, uint64_t *pmd) noexcept nogil:
 
 cdef inline void split_huge_pud(WalkCtx *c, uint64_t *pud) noexcept nogil:
     """split_huge_pud() in 6.13: a huge PUD leaf is simply cleared."""
-    if pmd_trans_huge(pud[0]) or pmd_devmap(pud[0]):
-        pud[0] = 0
-        c.pool.stats.split_pud += 1
+    cdef uint64_t v = pud[0]
+    if pmd_trans_huge(v) or pmd_devmap(v):
+        pool_lock(c.pool)
+        if pud[0] == v:
+            pud[0] = 0
+            c.pool.stats.split_pud += 1
+            if c.pool.on_clear_leaf != NULL:
+                c.pool.on_clear_leaf(c.pool.on_clear_ctx, v, L_PUD)
+        pool_unlock(c.pool)
 
 
 cdef struct BatchRun:

@@ -148,6 +148,22 @@ cdef inline void page_put(PhysState *ps, uint64_t pfn) noexcept nogil:
             ps.pflags[pfn] = 0
 
 
+cdef void phys_clear_leaf(void *ctx, uint64_t old, int level) noexcept nogil:
+    """The walker's split cleared a non-anonymous huge leaf (a shmem THP's
+    PMD): its 512 pages lose that mapping, as the kernel's split of a file
+    PMD removes the PMD's rmap."""
+    cdef PhysState *ps = <PhysState *>ctx
+    cdef uint64_t pfn
+    cdef int i
+    if level != 3 or not pmd_trans_huge(old):
+        return
+    pfn = pmd_pfn(old)
+    if pfn == HUGE_ZERO_PFN:
+        return
+    for i in range(NR):
+        page_put(ps, pfn + i)
+
+
 cdef class Phys:
     """The model's physical memory: PFNs handed out from a counter, with a
     map count and flags per PFN.  Shared by an mm and its forked children."""
@@ -158,6 +174,12 @@ cdef class Phys:
         self.s.next_pfn = first_pfn
         if phys_reserve(&self.s, first_pfn + 1) < 0:
             raise MemoryError()
+
+    def attach(self, PageTables tables not None):
+        """Keep this memory's map counts right when a walk of ``tables``
+        splits (clears) a non-anonymous huge leaf (phys_clear_leaf)."""
+        tables.pool.on_clear_leaf = phys_clear_leaf
+        tables.pool.on_clear_ctx = &self.s
 
     def __dealloc__(self):
         cdef int64_t i

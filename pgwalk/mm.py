@@ -142,6 +142,7 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
         self._lock = MMapLock()
         self.task_size = task_size(levels)
         self._phys = Phys(FIRST_DATA_PFN)   # shared with forked children
+        self._phys.attach(self)             # splits that clear shmem PMDs update its counts
         self._join_group(PhysGroup())
         self._exited = False
 

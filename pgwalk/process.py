@@ -792,6 +792,7 @@ class ProcessMixin:
         self._check_alive()
         child = MM(self.levels)
         child._phys = self._phys
+        child._phys.attach(child)
         child._join_group(self._phys_group)
         with self.mmap_write_lock():
             for vma in self._vmas:

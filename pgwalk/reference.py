@@ -260,6 +260,7 @@ def split_huge_pmd(walk, pmd):
     walk.tables._stat_inc("split_pmd")
     if walk.vma.vm_ops is not None:             # not anonymous: zap the PMD
         _put(walk, pmd, 0)
+        walk.tables._clear_leaf_hook(v, PMD)    # its rmap goes (the process model's counts)
         return
     _put(walk, pmd, 0)
     tid = walk.tables._take_uncounted(pmd[0], pmd[1], PTE)
@@ -284,6 +285,7 @@ def split_huge_pud(walk, pud):
     if E.pud_trans_huge(v) or E.pud_devmap(v):
         _put(walk, pud, 0)
         walk.tables._stat_inc("split_pud")
+        walk.tables._clear_leaf_hook(v, PUD)
 
 
 def walk_pmd_range(walk, pud, addr, end):

@@ -8,6 +8,7 @@ import gc
 import pytest
 
 import pgwalk
+import pgwalk.reference
 from pgwalk import entries as E
 from pgwalk.constants import (
     FIRST_DATA_PFN, MADV_COLD, MADV_COLLAPSE, MADV_FREE, MADV_GUARD_INSTALL, MADV_HUGEPAGE,
@@ -423,14 +424,14 @@ def test_kernel_mms_are_not_process_model_mms():
     broken(mm, "above TASK_SIZE")
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantError,
-                   reason="open finding 7 (docs/robustness.md): a walk that splits a PMD-mapped "
-                          "shmem THP clears the PMD without the process model's map-count bookkeeping")
-def test_walk_splitting_a_shmem_thp_keeps_the_map_counts():
-    """The kernel's split of a non-anonymous huge PMD zaps it and removes
-    its rmap (the folio's map count falls); pgwalk's generic walker clears
-    the PMD but cannot reach the process model's per-PFN counts.  Strict
-    xfail: when the finding is fixed this test passes and must lose its mark."""
+@pytest.mark.parametrize("impl", ["compiled", "reference"])
+def test_walk_splitting_a_shmem_thp_keeps_the_map_counts(impl):
+    """Finding 7, fixed: the kernel's split of a non-anonymous huge PMD zaps
+    it and removes its rmap (the folio's map count falls,
+    __split_huge_pmd_locked); pgwalk's walkers clear the PMD and tell the
+    pool's owner (Phys.attach), so the process model's per-PFN counts follow
+    -- and a later fault maps the page exclusively again."""
+    walker = pgwalk if impl == "compiled" else pgwalk.reference
     mm = pgwalk.MM(4)
     a = mm.mmap(0x7F0000000000, 4 * MiB, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
     mm.madvise(a, 4 * MiB, MADV_HUGEPAGE)
@@ -440,9 +441,12 @@ def test_walk_splitting_a_shmem_thp_keeps_the_map_counts():
     mm.validate()
     ops = pgwalk.MMWalkOps(pte_entry=lambda e, addr, next, walk: 0)
     with mm.mmap_read_lock():
-        assert pgwalk.walk_page_range(mm, a, a + PAGE_SIZE, ops) == 0
+        assert walker.walk_page_range(mm, a, a + PAGE_SIZE, ops) == 0
     assert mm.entry(a, PMD) == 0                    # split: the PMD was cleared
-    mm.validate()                                   # InvariantError: map count 1, mapped 0 times
+    mm.validate()                                   # was: map count 1, mapped 0 times
+    mm.touch(a)
+    assert mm.pagemap(a, a + PAGE_SIZE)[0] & (1 << 56)     # exclusively mapped again
+    mm.validate()
 
 
 def test_page_kind_follows_the_vma():
