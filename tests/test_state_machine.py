@@ -370,12 +370,9 @@ class ProcessMachine(RuleBasedStateMachine):
         if "pte_entry" in callbacks and api != "walk_page_range_novma" and self.splits_shmem_thp(
                 mm, *((mm.vmas[vi].vm_start, mm.vmas[vi].vm_end) if api == "walk_page_vma" and vi is not None
                       else (start, end)), vmas=[mm.vmas[vi]] if vi is not None else None):
-            # Open finding 7 (docs/robustness.md): the walker's split of a
-            # PMD-mapped shmem THP clears the PMD without the process
-            # model's map-count bookkeeping; validate() would (rightly)
-            # report it.  Walks that would split one are left out here.
-            STATS["walk_live:skipped_finding7"] += 1
-            return
+            # finding 7 (fixed): a split of a PMD-mapped shmem THP; counted
+            # so the run shows the state machine reaches it
+            STATS["walk_live:splits_shmem_thp"] += 1
         spec = {"callbacks": callbacks, "walk_lock": data.draw(st.sampled_from(
             ["PGWALK_RDLOCK", "PGWALK_WRLOCK", "PGWALK_WRLOCK_VERIFY"]), label="lock")}
         out = {}
