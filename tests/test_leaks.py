@@ -10,6 +10,8 @@ import os
 import sys
 import weakref
 
+import pytest
+
 import pgwalk
 from pgwalk import PGD, PMD, PTE, PUD
 from pgwalk._builtin import CountOp, FillOp, MincoreOp
@@ -115,6 +117,11 @@ def test_rss_flat_and_tables_accounted():
             sizes.append(rss())
     grown = sizes[1] - sizes[0]
     print(f"RSS after 31 cycles {sizes[0] / MiB:.1f} MiB, after 100 {sizes[1] / MiB:.1f} MiB")
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # under tests/asan/run_asan.sh freed memory sits in ASan's quarantine
+        # (and PYTHONMALLOC=malloc): RSS is no measure there; ASan itself
+        # reports use-after-free, and the mm's collection is checked above
+        pytest.skip("RSS is not flat under AddressSanitizer's quarantine; checked without ASan")
     # one leaked mm would be a 2 MiB slab and more; 69 cycles of a leak, far more
     assert grown < 3 * MiB, f"RSS grew by {grown / MiB:.1f} MiB over 69 cycles after warm-up"
 
