@@ -269,8 +269,9 @@ cdef struct OpState:
     int zap_markers
     int pageout
     int around                   # fault-around: map object pages already cached, nothing else
-    uint64_t heads[16]           # folios split by this walk (head PFNs), for the rmap pass
-    int nheads
+    uint64_t *heads              # folios split by this walk (head PFNs), for the rmap
+    int64_t nheads               # pass; sorted before it (zremap_pte searches them)
+    int64_t cap_heads
     uint64_t nz_lo[8]            # ranges whose subpages a folio split must not
     uint64_t nz_hi[8]            # remap to the zero page (VM_LOCKED VMAs)
     int nnz
@@ -755,6 +756,35 @@ cdef int guard_remove_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk
 
 # --- MADV_FREE / MADV_COLD / MADV_PAGEOUT -------------------------------------
 
+cdef void push_head(OpState *s, uint64_t head) noexcept nogil:
+    """Record a split folio's head for the rmap pass (no limit; if memory
+    runs out the folio's other mappings keep their subpages, which the
+    kernel would also allow: the remap is an optimisation of its)."""
+    cdef uint64_t *h
+    cdef int64_t cap
+    if s.nheads == s.cap_heads:
+        cap = s.cap_heads * 2 + 16
+        h = <uint64_t *>realloc(s.heads, cap * sizeof(uint64_t))
+        if h == NULL:
+            return
+        s.heads = h
+        s.cap_heads = cap
+    s.heads[s.nheads] = head
+    s.nheads += 1
+
+
+cdef bint has_head(OpState *s, uint64_t head) noexcept nogil:
+    """Binary search of the sorted heads."""
+    cdef int64_t lo = 0, hi = s.nheads, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if s.heads[mid] < head:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < s.nheads and s.heads[lo] == head
+
+
 cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     """Split the PMD-sized folio mapped at ``e`` (its 512 PTEs, after the
     PMD split, are in this table): subpages never written are remapped to
@@ -767,9 +797,7 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     cdef bint skip
     for i in range(NR):
         s.ps.pflags[head + i] &= ~PF_LARGE
-    if s.nheads < 16:
-        s.heads[s.nheads] = head
-        s.nheads += 1
+    push_head(s, head)
     for i in range(NR):
         v = base[i]
         if not pte_present(v):
@@ -903,17 +931,14 @@ cdef inline uint64_t zero_pte_for(uint64_t vm_flags) noexcept nogil:
 cdef int zremap_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0], pfn, head
-    cdef int k
     if not pte_present(v) or (w.vma_flags & 0x2000):       # VM_LOCKED: never remapped
         return 0
     pfn = (v & PGW_PFN_MASK) >> 12
     head = pfn & ~(<uint64_t>511)
-    for k in range(s.nheads):
-        if s.heads[k] == head:
-            if not (s.ps.pflags[pfn] & (PF_DATA | PF_LARGE)) and s.ps.mapcount[pfn] == 1:
-                page_put(s.ps, pfn)
-                e[0] = zero_pte_for(w.vma_flags)
-            return 0
+    if has_head(s, head):
+        if not (s.ps.pflags[pfn] & (PF_DATA | PF_LARGE)) and s.ps.mapcount[pfn] == 1:
+            page_put(s.ps, pfn)
+            e[0] = zero_pte_for(w.vma_flags)
     return 0
 
 
@@ -1227,11 +1252,17 @@ cdef class MMOp:
         return [self.s.heads[i] for i in range(self.s.nheads)]
 
     def set_split_heads(self, heads):
-        heads = list(heads)[:16]
-        self.s.nheads = len(heads)
-        for i, h in enumerate(heads):
-            self.s.heads[i] = h
+        """The heads the rmap pass (zero_remap) looks for."""
+        heads = sorted(set(heads))
+        self.s.nheads = 0
+        for h in heads:
+            push_head(&self.s, h)
+        if self.s.nheads != len(heads):
+            raise MemoryError("no memory for the split folios' heads")
         return self
+
+    def __dealloc__(self):
+        free(self.s.heads)
 
     @property
     def counts(self):

@@ -237,3 +237,12 @@ def test_mincore_of_anonymous_memory_is_pagemaps_present_bit(steps, levels):
         want = (mm.pagemap(a + lo * PS, a + hi * PS) & PRESENT) != 0
         assert got.tolist() == want.astype(np.uint8).tolist()
     mm.validate()
+
+
+def test_split_folio_heads_are_not_capped():
+    """The rmap pass after folio splits looks for every split folio (it
+    once kept only the first 16): the heads round-trip sorted, any number."""
+    mm = P.MM()
+    heads = [(1 << 20) + 512 * k for k in range(40, 0, -1)]
+    op = mm._op().setup().set_split_heads(heads)
+    assert op.split_heads == sorted(heads)
