@@ -22,7 +22,7 @@ import numpy as np
 import pgwalk
 from pgwalk import _builtin
 from pgwalk import entries as E
-from support import recording_callback
+from support import apply_action, recording_callback
 from pgwalk.constants import (
     ACTION_AGAIN, ACTION_CONTINUE, P4D, PGD, PMD, PTE, PTE_MARKER_GUARD,
     PUD, VM_HUGETLB, VM_PFNMAP,
@@ -278,12 +278,7 @@ def py_ops(step, trace, mm):
     def behave(name, walk, addr, entry=None):
         cb = script[name]
         n = calls[name] = calls.get(name, 0) + 1
-        act = cb["action_at"].get(n)
-        if act == ACTION_CONTINUE:
-            walk.action = act
-        elif act == ACTION_AGAIN and (name, addr) not in fired:
-            fired.add((name, addr))
-            walk.action = act
+        apply_action(walk, cb["action_at"].get(n), fired, (name, addr))
         if entry is not None and n in cb["set_at"]:
             try:
                 entry.set(cb["set_at"][n])

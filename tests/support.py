@@ -250,6 +250,16 @@ def scripted_ops(spec, trace, vma_index, levels_of):
     return pgwalk.MMWalkOps(walk_lock=LOCKS[spec.get("walk_lock", "PGWALK_RDLOCK")], **kw)
 
 
+def apply_action(walk, act, fired, key):
+    """A scripted action: ACTION_CONTINUE as given; ACTION_AGAIN only the
+    first time for ``key`` (a slot retried for ever would never end)."""
+    if act == ACTION_CONTINUE:
+        walk.action = act
+    elif act == ACTION_AGAIN and key not in fired:
+        fired.add(key)
+        walk.action = act
+
+
 def recording_callback(name, trace, behave, install=None, vma_key=None):
     """A callback for slot ``name`` that appends its arguments (raw entry
     values included) to ``trace`` and returns ``behave(name, walk, addr
@@ -340,12 +350,7 @@ def run_walk(mm, vmas, recipe, impl, alt=None):
 
     def behave(name, walk, addr, entry=None):
         cb = recipe["ops"][name]
-        act = cb["action_at"].get(addr)
-        if act == ACTION_CONTINUE:
-            walk.action = act
-        elif act == ACTION_AGAIN and (name, addr) not in fired:
-            fired.add((name, addr))
-            walk.action = act
+        apply_action(walk, cb["action_at"].get(addr), fired, (name, addr))
         if entry is not None and addr in cb.get("set_at", {}):
             entry.set(cb["set_at"][addr])
         return cb["ret_at"].get(addr, cb["ret"])
