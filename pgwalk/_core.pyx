@@ -41,6 +41,7 @@ cdef extern from "Python.h":
 
 cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
+    void pgw_store_changed(uint64_t *live, const uint64_t *work, const uint64_t *snap, int n) noexcept nogil
 
 cdef extern from "_pyint.h":
     ctypedef struct pgw_boxes:
@@ -932,8 +933,8 @@ def check_slot(str name, object value):
 class Batch:
     """``pgwalk.batch(fn)``: one call per run instead of one per entry.
     Entry slots: ``fn(entries, addr, next, walk)`` per contiguous run of
-    slots of one table (``entries`` a numpy uint64 view of the live slots,
-    writable at PTE level).  install_pte: ``fn(ptes, addr, next, walk)`` per
+    slots of one table (``entries`` a numpy uint64 array of the slots; at
+    PTE level a writable copy whose changed slots are stored on return).  install_pte: ``fn(ptes, addr, next, walk)`` per
     run of none PTE slots, ``ptes`` zeroed scratch stored on return 0.
     pte_hole: ``fn(addr, next, depth, walk)`` per run of holes of one table
     at one depth.  hugetlb_entry (Python only): ``fn(entries, hmask, addr,
@@ -1010,6 +1011,12 @@ cdef struct WalkCtx:
     int ph_depth
     uint64_t ph_start
     uint64_t ph_end
+
+
+# where a PTE batch's snapshot sits in its scratch: not 4 KiB after the
+# working copy, whose loads would alias it
+cdef enum:
+    SNAP_AT = 520
 
 
 cdef class EntryRef:
@@ -1109,6 +1116,7 @@ cdef class MMWalk:
     cdef Scratch _scratch
     cdef tuple _keep
     cdef object _iscratch           # a batched install_pte's scratch (numpy, 512 slots)
+    cdef object _bscratch           # a batched pte_entry's copy and snapshot (numpy)
     cdef bint _py_slots             # some slot calls Python: walk holding the GIL
     cdef pgw_boxes _boxes           # addr/next as Python ints, reused (_pyint.h)
 
@@ -1131,6 +1139,15 @@ cdef class MMWalk:
 
     def __repr__(self):
         return f"<MMWalk vma={self.vma!r} action={self.c.w.action} no_vma={self.no_vma}>"
+
+    cdef object _batch_scratch(self):
+        """The copy a PTE batch's view shows, one per walk: a view kept
+        beyond its call aliases it (a write through it lands in the run being
+        handed over then, or, after the walk, nowhere); it never reaches a
+        table directly."""
+        if self._bscratch is None:
+            self._bscratch = np.empty(SNAP_AT + 512, dtype=np.uint64)
+        return self._bscratch
 
     cdef inline int _park(self, object exc):
         if self._exc is None:
@@ -1323,21 +1340,33 @@ cdef int _py_batch(uint64_t *entries, int n, uint64_t addr, uint64_t next,
     cdef MMWalk walk = <MMWalk>w.pywalk
     cdef cnp.npy_intp dims[1]
     cdef cnp.ndarray view = None
+    cdef uint64_t *buf = NULL
+    cdef int i
+    cdef bint writable = level == L_PTE and not (<PageTables>walk.c.pt).pool.read_only
     dims[0] = n
     try:
-        view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
-        cnp.set_array_base(view, <object>walk.c.pt)        # the pool outlives the view
-        if level != L_PTE or (<PageTables>walk.c.pt).pool.read_only:
+        if writable:
+            # A writable view is of the walk's copy of the slots, written back
+            # (the slots the callback changed) when it returns: a view kept or
+            # derived beyond the call can then never write into a table that
+            # is freed and reused later (docs/robustness.md, F5 and F10).
+            scratch = walk._batch_scratch()
+            buf = <uint64_t *>cnp.PyArray_DATA(scratch)
+            memcpy(buf, entries, n * sizeof(uint64_t))
+            memcpy(buf + SNAP_AT, entries, n * sizeof(uint64_t))   # the snapshot
+            view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>buf)
+            cnp.set_array_base(view, scratch)
+        else:
             # upper-level slots may link tables (decision 8.3); images are read only
+            view = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT64, <void *>entries)
+            cnp.set_array_base(view, <object>walk.c.pt)        # the pool outlives the view
             cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
         return _ret((<object>ctx)(view, addr, next, walk), level)
     except BaseException as e:
         return walk._park(e)
     finally:
-        # the view is valid only during its call: one kept beyond it could
-        # write into a table freed and handed out again later, so it turns
-        # read only (numpy refuses to make it writable again; views the
-        # callback derived from it keep their own flag)
+        if buf != NULL:
+            pgw_store_changed(entries, buf, buf + SNAP_AT, n)   # what the callback wrote
         if view is not None:
             cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
 

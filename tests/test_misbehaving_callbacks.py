@@ -234,10 +234,11 @@ def _populated(n=8):
 
 
 def test_kept_batch_view_is_read_only_after_its_call():
-    """A pgwalk.batch view kept beyond its call refuses writes (and cannot
-    be made writable again).  Before the fix it stayed writable: after the
-    table was freed by munmap and handed out again, a write through it
-    showed up as a present PTE nobody mapped."""
+    """A pgwalk.batch view kept beyond its call refuses writes; and, since
+    F10, it is a view of the walk's copy of the slots (written back when the
+    call returns), so even made writable again it reaches no table.  Before
+    F5 it stayed writable: after the table was freed by munmap and handed
+    out again, a write through it showed up as a present PTE nobody mapped."""
     mm, a = _populated()
     kept = []
 
@@ -256,15 +257,60 @@ def test_kept_batch_view_is_read_only_after_its_call():
     view = kept[0]
     assert not view.flags.writeable
     with pytest.raises(ValueError):
-        view.flags.writeable = True
-    with pytest.raises(ValueError):
         view[0] = 0
     mm.munmap(a, 8 * PS)
     with pytest.raises(ValueError):
         view[3] = P.pfn_pte(0xDEAD, 0x67)         # into the freed table
     b = mm.mmap(None, 8 * PS, P.PROT_READ | P.PROT_WRITE, P.MAP_PRIVATE | P.MAP_ANONYMOUS)
     mm.touch(b, write=True)                       # reuses the freed table
+    view.flags.writeable = True                   # numpy allows it: the copy is an ndarray's
+    view[3] = P.pfn_pte(0xDEAD, 0x67)
+    derived = kept[0][:]                          # and a view derived after the call
+    derived.flags.writeable = True
+    derived[5] = P.pfn_pte(0xBEEF, 0x67)
     assert [mm.entry(b + i * PS, P.PTE) != 0 for i in range(8)] == [True] + [False] * 7
+    mm.validate()
+
+
+def test_view_derived_during_the_call_writes_no_table_afterwards():
+    """F10: a view derived from the batch view during the call (a slice)
+    stays writable after it (numpy keeps its own flag), but it is a view of
+    the walk's copy: after munmap and a new mapping reusing the table, a
+    write through it changes nothing there."""
+    mm, a = _populated()
+    kept = []
+
+    def fn(entries, addr, nxt, walk):
+        kept.append(entries[:])                   # derived, writable
+        return 0
+
+    with mm.mmap_read_lock():
+        assert P.walk_page_range(mm, a, a + 8 * PS, P.MMWalkOps(pte_entry=P.batch(fn))) == 0
+    mm.munmap(a, 8 * PS)
+    b = mm.mmap(None, 8 * PS, P.PROT_READ | P.PROT_WRITE, P.MAP_PRIVATE | P.MAP_ANONYMOUS)
+    mm.touch(b, write=True)
+    assert kept[0].flags.writeable
+    kept[0][3] = P.pfn_pte(0xDEAD, 0x67)
+    assert [mm.entry(b + i * PS, P.PTE) != 0 for i in range(8)] == [True] + [False] * 7
+    mm.validate()
+
+
+def test_batch_writes_reach_the_table_when_the_call_returns():
+    """The copy's changed slots are stored when the call returns -- also when
+    it raises -- and only those: a slot the callback left alone keeps what
+    the table holds (docs/decisions.md 14)."""
+    mm, a = _populated()
+    before = [mm.entry(a + i * PS, P.PTE) for i in range(8)]
+
+    def fn(entries, addr, nxt, walk):
+        entries[2] = entries[2] ^ D_BIT
+        raise KeyError("after a write")
+
+    with mm.mmap_read_lock():
+        with pytest.raises(KeyError):
+            P.walk_page_range(mm, a, a + 8 * PS, P.MMWalkOps(pte_entry=P.batch(fn)))
+    after = [mm.entry(a + i * PS, P.PTE) for i in range(8)]
+    assert after == before[:2] + [before[2] ^ D_BIT] + before[3:]
     mm.validate()
 
 
