@@ -12,19 +12,6 @@
 #  define PGW_CLONES __attribute__((target_clones("avx2", "default"), noinline))
 #else
 #  define PGW_CLONES
-/* live[i] = work[i] where work[i] differs from snap[i] (what a callback
- * changed in its copy of the slots); other slots are not written. */
-static inline void pgw_store_changed(uint64_t *__restrict live, const uint64_t *__restrict work,
-                                     const uint64_t *__restrict snap, int n)
-{
-    int i;
-    if (memcmp(work, snap, (size_t)n * sizeof(uint64_t)) == 0)
-        return;                             /* the common case: nothing written */
-    for (i = 0; i < n; i++)
-        if (work[i] != snap[i])
-            live[i] = work[i];
-}
-
 #endif
 
 /* out[i] = 1 if pte[i] has any bit of mask set, else 0 (mincore's byte). */

@@ -155,7 +155,7 @@ cdef void phys_clear_leaf(void *ctx, uint64_t old, int level) noexcept nogil:
     cdef PhysState *ps = <PhysState *>ctx
     cdef uint64_t pfn
     cdef int i
-    if level != 3 or not pmd_trans_huge(old):
+    if level != L_PMD or not pmd_trans_huge(old):
         return
     pfn = pmd_pfn(old)
     if pfn == HUGE_ZERO_PFN:

@@ -22,7 +22,7 @@ import numpy as np
 import pgwalk
 from pgwalk import _builtin
 from pgwalk import entries as E
-from support import apply_action, recording_callback
+from support import apply_action, call_walk, recording_callback
 from pgwalk.constants import (
     ACTION_AGAIN, ACTION_CONTINUE, P4D, PGD, PMD, PTE, PTE_MARKER_GUARD,
     PUD, VM_HUGETLB, VM_PFNMAP,
@@ -413,19 +413,8 @@ def run_step(mm, step, impl, c_ops):
         lock = mm.mmap_read_lock()
     vmas = mm.vmas
     with lock:
-        try:
-            if api == "walk_page_range":
-                out = impl.walk_page_range(mm, s, e, ops)
-            elif api == "walk_page_range_mm":
-                out = impl.walk_page_range_mm(mm, s, e, ops)
-            elif api == "walk_page_range_novma":
-                out = impl.walk_page_range_novma(mm, s, e, ops)
-            elif api == "walk_page_vma":
-                out = impl.walk_page_vma(vmas[step["vma"]], ops)
-            else:
-                out = impl.walk_page_range_vma(vmas[step["vma"]], s, e, ops)
-        except (TypeError, ValueError) as exc:
-            out = (type(exc).__name__, str(exc))
+        out = call_walk(impl, api, mm, s, e, ops,
+                        vma=vmas[step["vma"]] if api in ("walk_page_vma", "walk_page_range_vma") else None)
     mm.fail_table_alloc(at=())
     return {"ret": out, "trace": trace, "result": result()}
 

@@ -250,6 +250,24 @@ def scripted_ops(spec, trace, vma_index, levels_of):
     return pgwalk.MMWalkOps(walk_lock=LOCKS[spec.get("walk_lock", "PGWALK_RDLOCK")], **kw)
 
 
+def call_walk(impl, api, mm, start, end, ops, vma=None, pgd=None):
+    """One walk through entry point ``api`` of ``impl`` (pgwalk or
+    pgwalk.reference): its return value, or (exception name, message) for
+    the TypeError/ValueError a bad argument gives."""
+    try:
+        if api == "walk_page_range":
+            return impl.walk_page_range(mm, start, end, ops)
+        if api == "walk_page_range_mm":
+            return impl.walk_page_range_mm(mm, start, end, ops)
+        if api == "walk_page_range_novma":
+            return impl.walk_page_range_novma(mm, start, end, ops, pgd=pgd)
+        if api == "walk_page_vma":
+            return impl.walk_page_vma(vma, ops)
+        return impl.walk_page_range_vma(vma, start, end, ops)
+    except (TypeError, ValueError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
 def apply_action(walk, act, fired, key):
     """A scripted action: ACTION_CONTINUE as given; ACTION_AGAIN only the
     first time for ``key`` (a slot retried for ever would never end)."""
@@ -371,21 +389,11 @@ def run_walk(mm, vmas, recipe, impl, alt=None):
     before = mm.stats
     api, s, e = recipe["api"], recipe["start"], recipe["end"]
     with locked_for(mm, api, ops, vmas):
-        try:
-            if api == "walk_page_range":
-                out = impl.walk_page_range(mm, s, e, ops)
-            elif api == "walk_page_range_mm":
-                out = impl.walk_page_range_mm(mm, s, e, ops)
-            elif api == "walk_page_range_novma":
-                out = impl.walk_page_range_novma(mm, s, e, ops, pgd=alt.pgd if alt else None)
-            elif recipe["vma"] is None:
-                out = impl.walk_page_range(mm, s, e, ops) if s < e else -22
-            elif api == "walk_page_vma":
-                out = impl.walk_page_vma(vmas[recipe["vma"]], ops)
-            else:
-                out = impl.walk_page_range_vma(vmas[recipe["vma"]], s, e, ops)
-        except (TypeError, ValueError) as exc:
-            out = (type(exc).__name__, str(exc))
+        if api in ("walk_page_vma", "walk_page_range_vma") and recipe["vma"] is None:
+            out = call_walk(impl, "walk_page_range", mm, s, e, ops) if s < e else -22
+        else:
+            out = call_walk(impl, api, mm, s, e, ops, pgd=alt.pgd if alt else None,
+                            vma=None if recipe["vma"] is None else vmas[recipe["vma"]])
     mm.validate()
     after = mm.stats
     if alt is not None:
