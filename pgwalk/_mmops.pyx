@@ -708,11 +708,14 @@ cdef int move_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
     cdef uint64_t v = e[0]
     cdef uint64_t *d
     cdef int err = 0
-    if pte_none(v):
-        return 0
+    # move_page_tables allocates the destination's PTE table for every
+    # extent whose source PMD holds a table, whether or not any PTE in the
+    # extent is set (an empty table left there stops a later THP fault)
     d = dst_pte(s, addr, &err)
     if d == NULL:
         return err
+    if pte_none(v):
+        return 0
     d[0] = v
     e[0] = 0
     s.cnt[0] += 1

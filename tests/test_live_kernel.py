@@ -27,6 +27,7 @@ SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "60"))
 THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "20"))
 SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "20"))
 FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
+WIDE_SEEDS = int(os.environ.get("PGWALK_LIVE_WIDE_SEEDS", "60"))
 CHUNK = 20
 
 
@@ -117,3 +118,23 @@ def test_fork_sequences_match_the_live_kernel(first):
         steps, npages = S.fork_scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"fork seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, WIDE_SEEDS, CHUNK))
+def test_wide_sequences_match_the_live_kernel(first):
+    """Sequences from the wider generator: any size 1..1024 pages, plain
+    VMAs (no NOHUGEPAGE padding), MADV_HUGEPAGE over a random part, points
+    on and next to PMD boundaries, in-place and moving remaps, child steps."""
+    for seed in range(first, min(first + CHUNK, WIDE_SEEDS)):
+        steps, npages = S.wide_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"wide seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
+def test_regressions_match_the_live_kernel(case):
+    """Minimised sequences that once differed (see their comments in
+    tests/scenarios.py)."""
+    npages, steps = S.REGRESSIONS[case]
+    model, live = run_both(steps, npages)
+    assert model == live, describe(steps, model, live)

@@ -246,3 +246,27 @@ def test_split_folio_heads_are_not_capped():
     heads = [(1 << 20) + 512 * k for k in range(40, 0, -1)]
     op = mm._op().setup().set_split_heads(heads)
     assert op.split_heads == sorted(heads)
+
+
+def test_mremap_move_leaves_an_empty_pte_table_at_the_destination():
+    """move_page_tables (6.18) allocates the destination's PMD and PTE table
+    for every extent whose source PMD is a table, even when no PTE in the
+    extent is set; that empty table then stops a THP fault there (a read
+    fault maps the 4K zero page, not the huge zero page).  An extent whose
+    source PMD is none allocates nothing at the destination."""
+    mm = P.MM()
+    base = 0x7F0000000000
+    mm.mmap(base, 1023 * PS, RW, PRIV | P.MAP_FIXED)
+    mm.madvise(base, 1023 * PS, P.MADV_HUGEPAGE)
+    mm.touch(base + 941 * PS)                       # a PTE table for block 512..1023
+    mm.mremap(base + 887 * PS, 42 * PS, 16 * PS, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, base + 91 * PS)
+    v = mm.entry(base, P.PMD)
+    assert not P.entries.pte_none(v) and not P.entries.pmd_leaf(v)
+    mm.madvise(base + 119 * PS, PS, P.MADV_POPULATE_READ)
+    assert mm.pagemap(base + 119 * PS, base + 120 * PS)[0] & (PRESENT | FILE) == PRESENT
+
+    mm = P.MM()
+    mm.mmap(base, 1024 * PS, RW, PRIV | P.MAP_FIXED)
+    mm.mremap(base + 900 * PS, 8 * PS, 8 * PS, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, base + 91 * PS)
+    assert P.entries.pte_none(mm.entry(base, P.PMD))
+    mm.validate()
