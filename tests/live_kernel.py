@@ -65,14 +65,16 @@ def _rc(r):
     return ctypes.get_errno() if r != 0 else 0
 
 
-def reserve(npages):
-    """A free, 2 MiB-aligned address range of ``npages`` pages (+ slack) in
-    this process: mapped PROT_NONE, aligned, then unmapped."""
-    size = npages * PAGE_SIZE + 4 * PMD_SIZE
+def reserve(npages, align=PMD_SIZE):
+    """A free, ``align``-aligned (2 MiB by default) address range of
+    ``npages`` pages (+ slack) in this process: mapped PROT_NONE, aligned,
+    then unmapped.  With ``align`` of 1 GiB the range starts a PUD of its
+    own, where this process has no page tables at all."""
+    size = npages * PAGE_SIZE + 4 * align
     a = _libc.mmap(None, size, 0, pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS | pgwalk.MAP_NORESERVE, -1, 0)
     assert a != MAP_FAILED
     _libc.munmap(a, size)
-    return ((a + 2 * PMD_SIZE - 1) & ~(PMD_SIZE - 1)) + PMD_SIZE
+    return ((a + 2 * align - 1) & ~(align - 1)) + align
 
 
 def guard_regions_supported():
@@ -327,8 +329,9 @@ def _run_steps(base, npages, steps):
     return obs
 
 
-def run_live(steps, npages):
-    """Run ``steps`` in a fresh forked runner; returns (base, observations)."""
+def run_live(steps, npages, align=PMD_SIZE):
+    """Run ``steps`` in a fresh forked runner, the region at an
+    ``align``-aligned base; returns (base, observations)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -340,7 +343,7 @@ def run_live(steps, npages):
             # isolated yet and the outcome would depend on scheduling
             cpus = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {cpus[-1]})
-            base = reserve(npages + 8)
+            base = reserve(npages + 8, align)
             out = ("ok", base, _run_steps(base, npages, steps))
         except BaseException as e:  # report, never return into pytest
             import traceback

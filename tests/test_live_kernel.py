@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import pgwalk
+
 import live_kernel as L
 import scenarios as S
 
@@ -138,3 +140,21 @@ def test_regressions_match_the_live_kernel(case):
     npages, steps = S.REGRESSIONS[case]
     model, live = run_both(steps, npages)
     assert model == live, describe(steps, model, live)
+
+
+def test_shmem_collapse_maps_the_huge_page_in_an_mm_without_tables():
+    """MADV_COLLAPSE of shared anonymous memory whose pages were faulted in
+    only by a forked child, the region alone in its 1 GiB (so this mm has no
+    page table there at all): the live kernel still returns 0 and maps the
+    new huge page by PMD in this mm at once (pagemap: present, file), and
+    the model (which allocates the tables down to the PMD for it) agrees.
+    This is the case the F11 note in docs/robustness.md asked about."""
+    RW = pgwalk.PROT_READ | pgwalk.PROT_WRITE
+    SH = pgwalk.MAP_SHARED | pgwalk.MAP_ANONYMOUS | pgwalk.MAP_FIXED
+    steps = [("mmap", 0, 1024, RW, SH), ("fork",), ("child", ("touch", 3, True)),
+             ("madvise", 0, 512, pgwalk.MADV_COLLAPSE), ("touch", 5, False)]
+    _, model = L.run_model(steps, 1024)
+    _, live = L.run_live(steps, 1024, align=1 << 30)
+    assert model == live, describe(steps, model, live)
+    assert model[3][0] == 0
+    assert all(f >> 63 & 1 and f >> 61 & 1 for f in model[3][1][:512])
