@@ -269,6 +269,7 @@ cdef struct OpState:
     int zap_markers
     int pageout
     int around                   # fault-around: map object pages already cached, nothing else
+    uint64_t skip_to             # lru walk: PTEs below this belong to a folio already reclaimed whole
     uint64_t *heads              # folios split by this walk (head PFNs), for the rmap
     int64_t nheads               # pass; sorted before it (zremap_pte searches them)
     int64_t cap_heads
@@ -563,8 +564,8 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         e[0] = v | PGW_RW | PGW_DIRTY
     else:
         e[0] = v | PGW_DIRTY         # the write dirties the PMD (and so the whole folio)
-    for i in range(NR):
-        s.ps.pflags[pfn + i] &= ~PF_LAZYFREE
+    # a lazily freed THP stays lazily free (its PMD is dirty now: reclaim
+    # will keep it whole); mark_data clears the written subpage's mark
     a = addr
     while a < next:
         mark_data(s, pfn + ((a >> 12) & 511))
@@ -788,6 +789,39 @@ cdef bint has_head(OpState *s, uint64_t head) noexcept nogil:
     return lo < s.nheads and s.heads[lo] == head
 
 
+cdef enum:
+    NOT_LAZY = 0
+    LAZY_CLEAN = 1
+    LAZY_DIRTY = 2
+
+
+cdef int folio_lazy_state(OpState *s, uint64_t *base, uint64_t head) noexcept nogil:
+    """The lazy-free state of the large folio ``head`` from its PTEs in the
+    table ``base``: MADV_FREE marks the whole folio (the model: PF_LAZYFREE
+    on each subpage); it is redirtied when a PTE mapping it is dirty or a
+    subpage was written since (the model clears that subpage's
+    PF_LAZYFREE)."""
+    cdef int i
+    cdef uint64_t v, p
+    cdef bint lazy = False, dirty = False
+    for i in range(NR):
+        v = base[i]
+        if not pte_present(v):
+            continue
+        p = (v & PGW_PFN_MASK) >> 12
+        if p < head or p >= head + NR:
+            continue
+        if s.ps.pflags[p] & PF_LAZYFREE:
+            lazy = True
+        else:
+            dirty = True
+        if v & PGW_DIRTY:
+            dirty = True
+    if not lazy:
+        return NOT_LAZY
+    return LAZY_DIRTY if dirty else LAZY_CLEAN
+
+
 cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     """Split the PMD-sized folio mapped at ``e`` (its 512 PTEs, after the
     PMD split, are in this table): subpages never written are remapped to
@@ -798,6 +832,13 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     cdef uint64_t v, p, a0 = addr - ((addr >> 12) & 511) * 4096, a
     cdef int i, k
     cdef bint skip
+    if folio_lazy_state(s, base, head) == LAZY_DIRTY:
+        # unmapping the folio for the split moves each PTE's dirty bit into
+        # the folio's flag, which every subpage inherits: a lazily freed
+        # folio written since MADV_FREE splits into pages none of which
+        # reclaim may discard
+        for i in range(NR):
+            s.ps.pflags[head + i] &= ~PF_LAZYFREE
     for i in range(NR):
         s.ps.pflags[head + i] &= ~PF_LARGE
     push_head(s, head)
@@ -845,6 +886,7 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0], pfn
     cdef int i
+    cdef bint lazy, dirty
     if not pmd_trans_huge(v):
         return 0
     pfn = pmd_pfn(v)
@@ -862,10 +904,21 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             s.ps.pflags[pfn + i] |= PF_LAZYFREE
         e[0] = v & ~PGW_DIRTY
     elif s.pageout:
-        if (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+        lazy = dirty = False
+        for i in range(NR):
+            if s.ps.pflags[pfn + i] & PF_LAZYFREE:
+                lazy = True
+            else:
+                dirty = True
+        if lazy and not dirty and not (v & PGW_DIRTY):
             for i in range(NR):
                 page_put(s.ps, pfn + i)
             e[0] = 0
+        elif lazy:
+            # a lazily freed THP written since: reclaim gives up on it and
+            # makes it ordinary anonymous memory again, still PMD-mapped
+            for i in range(NR):
+                s.ps.pflags[pfn + i] &= ~PF_LAZYFREE
         else:
             # no swap: reclaim cannot swap the THP out, so it splits it
             # (the walker splits the PMD, lru_pte the folio) and keeps the pages
@@ -875,8 +928,12 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
 
 cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], pfn
+    cdef uint64_t v = e[0], pfn, head
+    cdef uint64_t *base
     cdef int64_t idx
+    cdef int i, st
+    if addr < s.skip_to:
+        return 0                     # part of a folio reclaimed (or kept) whole just now
     if not pte_present(v):
         if s.write and not pte_none(v) and not is_guard(v):
             e[0] = 0                 # MADV_FREE drops swap entries
@@ -905,7 +962,24 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     if s.ps.pflags[pfn] & PF_LARGE:
         if thp_shared(s.ps, pfn & ~(<uint64_t>511)):
             return 0                 # folio_maybe_mapped_shared: leave the whole folio alone
-        if folio_partial(s, e, pfn, addr) or (s.pageout and not (s.ps.pflags[pfn] & PF_LAZYFREE)):
+        if s.pageout and not folio_partial(s, e, pfn, addr):
+            # reclaim takes the whole folio: a lazily freed clean one is
+            # discarded at once, a redirtied one kept whole (and no longer
+            # lazily free); anything else cannot be swapped out (no swap)
+            # and is split below
+            head = pfn & ~(<uint64_t>511)
+            base = e - ((addr >> 12) & 511)
+            st = folio_lazy_state(s, base, head)
+            if st != NOT_LAZY:
+                for i in range(NR):
+                    if st == LAZY_CLEAN:
+                        page_put(s.ps, head + i)
+                        base[i] = 0
+                    else:
+                        s.ps.pflags[head + i] &= ~PF_LAZYFREE
+                s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
+                return 0
+        if folio_partial(s, e, pfn, addr) or s.pageout:
             split_folio(s, e, addr)
             v = e[0]
             pfn = (v & PGW_PFN_MASK) >> 12
@@ -1194,6 +1268,7 @@ cdef class MMOp:
         self.s.delta = delta
         self.s.nnz = 0
         self.s.nheads = 0
+        self.s.skip_to = 0
         self._keep = (shm, out)
         if shm is not None:
             arr = shm

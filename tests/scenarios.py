@@ -334,3 +334,28 @@ REGRESSIONS = [
             ("touch", 941, False), ("mremap", 887, 42, 16, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, 91),
             ("madvise", 119, 1, P.MADV_POPULATE_READ)]),
 ]
+
+# Lazy free of a large folio is decided for the whole folio, as reclaim
+# decides it (a clean lazily freed folio is discarded whole; one written
+# since MADV_FREE is kept whole and is no longer lazily free; a split
+# passes any PTE's dirty bit to every subpage)
+_THP = [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1024, P.MADV_HUGEPAGE),
+        ("touch", 0, True)]
+_PTE_MAPPED = _THP + [("mprotect", 5, 1, P.PROT_READ), ("mprotect", 5, 1, RW)]
+FREE, PAGEOUT, COLD, DONTNEED = P.MADV_FREE, P.MADV_PAGEOUT, P.MADV_COLD, P.MADV_DONTNEED
+REGRESSIONS += [(1024, steps) for steps in [
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 10, False), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 511, True), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 100, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 512, COLD),
+                   ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("madvise", 0, 512, COLD), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 512, PAGEOUT),
+                   ("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT)],
+    _PTE_MAPPED + [("madvise", 0, 512, FREE), ("touch", 100, True), ("madvise", 7, 1, DONTNEED),
+                   ("madvise", 0, 512, PAGEOUT)],
+    _THP + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 512, PAGEOUT),
+            ("madvise", 0, 512, PAGEOUT)],
+]]
