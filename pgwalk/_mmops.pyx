@@ -886,7 +886,6 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0], pfn
     cdef int i
-    cdef bint lazy, dirty
     if not pmd_trans_huge(v):
         return 0
     pfn = pmd_pfn(v)
@@ -904,25 +903,13 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             s.ps.pflags[pfn + i] |= PF_LAZYFREE
         e[0] = v & ~PGW_DIRTY
     elif s.pageout:
-        lazy = dirty = False
-        for i in range(NR):
-            if s.ps.pflags[pfn + i] & PF_LAZYFREE:
-                lazy = True
-            else:
-                dirty = True
-        if lazy and not dirty and not (v & PGW_DIRTY):
-            for i in range(NR):
-                page_put(s.ps, pfn + i)
-            e[0] = 0
-        elif lazy:
-            # a lazily freed THP written since: reclaim gives up on it and
-            # makes it ordinary anonymous memory again, still PMD-mapped
-            for i in range(NR):
-                s.ps.pflags[pfn + i] &= ~PF_LAZYFREE
-        else:
-            # no swap: reclaim cannot swap the THP out, so it splits it
-            # (the walker splits the PMD, lru_pte the folio) and keeps the pages
-            w.action = ACT_SUBTREE
+        # reclaim splits the PMD of a THP it takes (this kernel does so for
+        # a lazily freed one too: thp_split_pmd, then the PTE-level
+        # unmap), so the walker splits the PMD and lru_pte decides for the
+        # folio: discarded whole when lazily free and clean (the empty PTE
+        # table stays, and stops a later THP fault there), kept whole when
+        # written since MADV_FREE, split otherwise (no swap)
+        w.action = ACT_SUBTREE
     return 0
 
 

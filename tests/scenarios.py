@@ -358,4 +358,61 @@ REGRESSIONS += [(1024, steps) for steps in [
                    ("madvise", 0, 512, PAGEOUT)],
     _THP + [("madvise", 0, 512, FREE), ("touch", 10, True), ("madvise", 0, 512, PAGEOUT),
             ("madvise", 0, 512, PAGEOUT)],
+    # reclaim of a lazily freed PMD-mapped THP splits the PMD first
+    # (thp_split_pmd in /proc/vmstat), so the discard leaves an empty PTE
+    # table: later faults there map 4K pages, MADV_COLLAPSE finds a table
+    _THP + [("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT), ("touch", 225, False)],
+    _THP + [("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT), ("touch", 225, True)],
+    _THP + [("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT), ("madvise", 0, 512, P.MADV_COLLAPSE)],
+    _THP + [("madvise", 0, 512, FREE), ("touch", 3, True), ("madvise", 0, 512, PAGEOUT),
+            ("madvise", 0, 512, DONTNEED), ("touch", 225, False)],
 ]]
+
+
+def lazy_scenario(seed):
+    """THPs and their splits under MADV_FREE / COLD / PAGEOUT: writes
+    between them, single-page mprotect / DONTNEED / munmap that split the
+    PMD or the folio, forks, child writes, partial and whole ranges."""
+    r = random.Random(seed)
+    npages = r.choice([512, 1024, 1536])
+    steps = [("mmap", 0, npages, RW, PRIV | P.MAP_FIXED), ("madvise", 0, npages, P.MADV_HUGEPAGE)]
+    for h in range(0, npages, 512):
+        if r.random() < 0.8:
+            steps.append(("touch", h + r.choice([0, 7, 300]), r.random() < 0.85))
+
+    def rng():
+        h = r.randrange(npages // 512) * 512
+        kind = r.random()
+        if kind < 0.5:
+            return h, 512
+        off = h + r.randrange(512)
+        return off, max(1, min(npages - off, r.choice([1, 2, 50, 300, 600])))
+
+    forked = False
+    for _ in range(r.randint(4, 22)):
+        k = r.random()
+        if k < 0.3:
+            st = ("touch", r.randrange(npages), r.random() < 0.6)
+        elif k < 0.65:
+            st = ("madvise",) + rng() + (r.choice([P.MADV_FREE, P.MADV_FREE, P.MADV_PAGEOUT,
+                                                   P.MADV_PAGEOUT, P.MADV_COLD, P.MADV_DONTNEED]),)
+        elif k < 0.78:
+            off = r.randrange(npages)
+            st = ("mprotect", off, 1, r.choice([P.PROT_READ, RW]))
+        elif k < 0.82:
+            st = (r.choice(["munmap", "mlock", "munlock"]), r.randrange(npages), 1)
+        elif k < 0.86:
+            st = ("madvise",) + rng() + (r.choice([P.MADV_COLLAPSE, P.MADV_GUARD_INSTALL,
+                                                   P.MADV_GUARD_REMOVE, P.MADV_POPULATE_WRITE]),)
+        else:
+            if forked and r.random() < 0.4:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+            continue
+        if forked and r.random() < 0.3:
+            st = ("child", st)
+        steps.append(st)
+    return steps, npages
