@@ -416,3 +416,68 @@ def lazy_scenario(seed):
             st = ("child", st)
         steps.append(st)
     return steps, npages
+
+
+def remap_scenario(seed):
+    """mremap-heavy sequences over THP and 4K memory: moves of whole and
+    partial huge pages to aligned and unaligned places, DONTUNMAP, growth
+    and shrinking in place, moves over populated and guarded ranges,
+    touches and forks between them."""
+    r = random.Random(seed)
+    npages = r.choice([1024, 1536, 2048])
+    thp = r.random() < 0.7
+    steps = [("mmap", 0, npages // 2, RW, PRIV | P.MAP_FIXED),
+             ("madvise", 0, npages // 2, P.MADV_HUGEPAGE if thp else P.MADV_NOHUGEPAGE)]
+    for _ in range(r.randint(1, 4)):
+        steps.append(("touch", r.randrange(npages // 2), r.random() < 0.7))
+    forked = False
+    for _ in range(r.randint(4, 20)):
+        k = r.random()
+        if k < 0.45:
+            src = r.choice([r.randrange(npages), r.randrange(npages // 512) * 512])
+            n = r.choice([1, 3, 100, 256, 512, 513, r.randint(1, 700)])
+            n = max(1, min(n, npages - src))
+            m = r.random()
+            if m < 0.25:
+                new_n = max(1, min(npages - src, n + r.choice([-50, -1, 1, 7, 512])))
+                # (no MREMAP_MAYMOVE here: a move to an address of the
+                # kernel's choosing lands outside the region, where the
+                # live process has other mappings than the model)
+                st = ("mremap", src, n, new_n, 0, 0)
+            else:
+                dst = r.choice([r.randrange(npages), r.randrange(npages // 512) * 512,
+                                r.randrange(npages // 512) * 512 + (src % 512)])
+                new_n = n if m < 0.8 else max(1, n - r.randint(0, n - 1))
+                fl = P.MREMAP_MAYMOVE | P.MREMAP_FIXED
+                if m < 0.45:
+                    fl |= P.MREMAP_DONTUNMAP
+                    new_n = n
+                if dst + new_n > npages or (dst < src + n and src < dst + new_n):
+                    continue
+                st = ("mremap", src, n, new_n, fl, dst)
+        elif k < 0.7:
+            st = ("touch", r.randrange(npages), r.random() < 0.6)
+        elif k < 0.8:
+            off = r.randrange(npages)
+            st = ("madvise", off, max(1, min(npages - off, r.choice([1, 2, 512]))), r.choice(
+                [P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_DONTNEED, P.MADV_HUGEPAGE,
+                 P.MADV_POPULATE_WRITE, P.MADV_FREE, P.MADV_COLLAPSE]))
+        elif k < 0.88:
+            off = r.randrange(npages)
+            st = (r.choice(["mmap", "munmap", "mprotect"]), off, max(1, min(npages - off, r.choice([1, 5, 512]))))
+            if st[0] == "mmap":
+                st = st + (RW, PRIV | P.MAP_FIXED)
+            elif st[0] == "mprotect":
+                st = st + (r.choice([P.PROT_READ, RW]),)
+        else:
+            if forked and r.random() < 0.4:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+            continue
+        if forked and st[0] != "mremap" and r.random() < 0.25:
+            st = ("child", st)
+        steps.append(st)
+    return steps, npages

@@ -30,6 +30,8 @@ THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "20"))
 SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "20"))
 FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
 WIDE_SEEDS = int(os.environ.get("PGWALK_LIVE_WIDE_SEEDS", "60"))
+LAZY_SEEDS = int(os.environ.get("PGWALK_LIVE_LAZY_SEEDS", "20"))
+REMAP_SEEDS = int(os.environ.get("PGWALK_LIVE_REMAP_SEEDS", "20"))
 CHUNK = 20
 
 
@@ -131,6 +133,28 @@ def test_wide_sequences_match_the_live_kernel(first):
         steps, npages = S.wide_scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"wide seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, LAZY_SEEDS, CHUNK))
+def test_lazy_free_sequences_match_the_live_kernel(first):
+    """THPs and their splits under MADV_FREE / COLD / PAGEOUT with writes
+    between them: lazy free decided per folio, PMD split before the
+    discard, dirtiness carried through folio splits."""
+    for seed in range(first, min(first + CHUNK, LAZY_SEEDS)):
+        steps, npages = S.lazy_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"lazy seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, REMAP_SEEDS, CHUNK))
+def test_remap_sequences_match_the_live_kernel(first):
+    """mremap-heavy sequences: whole and partial huge pages moved to aligned
+    and unaligned places, DONTUNMAP, in-place growth and shrinking, moves
+    over populated and guarded ranges."""
+    for seed in range(first, min(first + CHUNK, REMAP_SEEDS)):
+        steps, npages = S.remap_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"remap seed {seed} ({npages} pages):\n" + describe(steps, model, live)
 
 
 @pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
