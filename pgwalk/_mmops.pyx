@@ -55,6 +55,7 @@ cdef enum:
     PF_LARGE = 8         # part of a PMD-sized folio (THP)
     PF_ANON = 16
     PF_DIRTY = 32        # a shmem page written through a mapping (reclaim must keep it)
+    PF_FDIRTY = 64       # an anonymous folio's PG_dirty (see anon_folio_dirty below)
 
 # fault codes left in OpState.fault
 cdef enum:
@@ -554,7 +555,7 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             return -E_NOMEM
         for i in range(NR):
             s.ps.mapcount[np + i] = 1
-            s.ps.pflags[np + i] = PF_ANON | PF_LARGE
+            s.ps.pflags[np + i] = PF_ANON | PF_LARGE | PF_FDIRTY
         e[0] = ((<uint64_t>np << 12) & PGW_PMD_PAGE_MASK) | s.prot | PGW_RW | PGW_DIRTY | PGW_PSE
         pfn = <uint64_t>np
         s.cnt[0] += NR
@@ -566,6 +567,9 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         e[0] = v | PGW_DIRTY         # the write dirties the PMD (and so the whole folio)
     # a lazily freed THP stays lazily free (its PMD is dirty now: reclaim
     # will keep it whole); mark_data clears the written subpage's mark
+    if not (w.vma_flags & 0x8):
+        for i in range(NR):
+            s.ps.pflags[pfn + i] |= PF_FDIRTY
     a = addr
     while a < next:
         mark_data(s, pfn + ((a >> 12) & 511))
@@ -832,6 +836,13 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
     cdef uint64_t v, p, a0 = addr - ((addr >> 12) & 511) * 4096, a
     cdef int i, k
     cdef bint skip
+    for i in range(NR):
+        v = base[i]
+        if pte_present(v) and (v & PGW_DIRTY) and head <= ((v & PGW_PFN_MASK) >> 12) < head + NR:
+            for k in range(NR):
+                if s.ps.mapcount[head + k] > 0:
+                    s.ps.pflags[head + k] |= PF_FDIRTY
+            break
     if folio_lazy_state(s, base, head) == LAZY_DIRTY:
         # unmapping the folio for the split moves each PTE's dirty bit into
         # the folio's flag, which every subpage inherits: a lazily freed
@@ -900,7 +911,7 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     w.action = ACT_CONTINUE
     if s.write:                      # MADV_FREE of the whole THP
         for i in range(NR):
-            s.ps.pflags[pfn + i] |= PF_LAZYFREE
+            s.ps.pflags[pfn + i] = (s.ps.pflags[pfn + i] | PF_LAZYFREE) & ~PF_FDIRTY
         e[0] = v & ~PGW_DIRTY
     elif s.pageout:
         # reclaim splits the PMD of a THP it takes (this kernel does so for
@@ -928,12 +939,10 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     pfn = (v & PGW_PFN_MASK) >> 12
     if pfn == ZERO_PFN:
         return 0
-    if s.ps.mapcount[pfn] > 1 and not (s.write and not (s.ps.pflags[pfn] & (PF_LARGE | PF_SHMEM))):
-        # COLD/PAGEOUT leave pages mapped elsewhere alone; MADV_FREE marks a
-        # small anonymous page lazily free even when it is shared (an
-        # anonymous folio is not PG_dirty, so the kernel's mapcount test
-        # is skipped)
-        return 0
+    if s.write and not (s.ps.pflags[pfn] & PF_SHMEM):
+        return free_pte(s, e, v, pfn, addr)
+    if s.ps.mapcount[pfn] > 1:
+        return 0                     # COLD/PAGEOUT leave pages mapped elsewhere alone
     if s.ps.pflags[pfn] & PF_SHMEM:
         if s.pageout:
             # reclaim unmaps it; with no swap a dirty page stays in the
@@ -972,14 +981,59 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             pfn = (v & PGW_PFN_MASK) >> 12
             if pfn == ZERO_PFN:
                 return 0
-    if s.write:
-        s.ps.pflags[pfn] |= PF_LAZYFREE
-        e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
-    elif s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+    if s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
         page_put(s.ps, pfn)
         e[0] = 0
     return 0
 
+
+cdef inline int64_t folio_mapcount(PhysState *ps, uint64_t head) noexcept nogil:
+    cdef int64_t n = 0
+    cdef int i
+    for i in range(NR):
+        n += ps.mapcount[head + i]
+    return n
+
+
+cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t addr) noexcept nogil:
+    """MADV_FREE of one present anonymous PTE (madvise_free_pte_range): a
+    large folio the range covers only in part is split (unless mapped
+    elsewhere too); a folio that is PG_dirty (PF_FDIRTY) and mapped
+    elsewhere is left alone; otherwise its dirty flag is cleared and it is
+    marked lazily free, the PTE made clean and old."""
+    cdef uint64_t head
+    cdef int i
+    if s.ps.pflags[pfn] & PF_LARGE:
+        head = pfn & ~(<uint64_t>511)
+        if folio_partial(s, e, pfn, addr):
+            if thp_shared(s.ps, head):
+                return 0             # folio_maybe_mapped_shared: not split
+            split_folio(s, e, addr)
+            v = e[0]
+            pfn = (v & PGW_PFN_MASK) >> 12
+            if pfn == ZERO_PFN:
+                return 0
+        else:
+            if (s.ps.pflags[head] & PF_FDIRTY) and folio_mapcount(s.ps, head) != NR:
+                return 0
+            for i in range(NR):
+                s.ps.pflags[head + i] &= ~PF_FDIRTY
+    if not (s.ps.pflags[pfn] & PF_LARGE):
+        if (s.ps.pflags[pfn] & PF_FDIRTY) and s.ps.mapcount[pfn] != 1:
+            return 0
+        s.ps.pflags[pfn] &= ~PF_FDIRTY
+    s.ps.pflags[pfn] |= PF_LAZYFREE
+    e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
+    return 0
+
+
+# An anonymous folio's PG_dirty (PF_FDIRTY) matters to MADV_FREE: a folio
+# that is dirty and mapped elsewhere too is left alone.  Anonymous pages get
+# it when a dirty mapping of them is taken apart: a dirty PMD split into PTEs
+# (the model sets it when the THP's PMD becomes dirty: its fault, a write to
+# it, a collapse; MADV_FREE cleans both) and a folio split that finds a
+# dirty PTE (it unmaps the folio first).  A small page written by a fault
+# is not PG_dirty.
 
 # --- after a folio split: remap never-written subpages to the zero page ----------
 # (remap_page with RMP_USE_SHARED_ZEROPAGE walks every mapping of the folio;

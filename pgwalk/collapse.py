@@ -62,12 +62,12 @@ def _collapse_block(mm, vma, h):
 
 
 def _replace(mm, vma, h, data):
-    from .process import PF_ANON, PF_DATA, PF_LARGE, pte_prot
+    from .process import PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, pte_prot
     mm._anon_vma_prepare(vma)
     new = mm._phys.alloc(512, 512)
     mm._phys.add_map(new, 512)
     for i in range(512):
-        mm._phys.set_flags(new + i, PF_ANON | PF_LARGE)
+        mm._phys.set_flags(new + i, PF_ANON | PF_LARGE | PF_FDIRTY)
     for i, pfn in data:
         if mm._phys.flags(pfn) & PF_DATA:
             mm._phys.set_flags(new + i, PF_DATA)
@@ -123,6 +123,7 @@ def _collapse_shmem(mm, vma, hs, he):
             if old:
                 mm._phys.set_flags(old, 0, 0xFF)
         obj.pages[lo:lo + 512] = range(new, new + 512)
+        obj.huge = True
         mm._phys.add_map(new, 512)
         tid, idx = mm._locate(h, PMD, True)
         if mm._child(tid, idx) >= 0:

@@ -36,6 +36,8 @@ PAGE_MASK = ~(PAGE_SIZE - 1)
 VM_ACCESS = VM_READ | VM_WRITE | VM_EXEC
 VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
 PF_ANON, PF_LARGE, PF_DATA = 16, 8, 1
+PF_SHMEM_DIRTY = 32                                  # a shmem page written through a mapping
+PF_FDIRTY = 64                                       # an anonymous folio's PG_dirty (_mmops.pyx)
 SHMEM = "shmem"                                      # vm_ops of MAP_SHARED|MAP_ANONYMOUS
 _FAULT_LOCK = threading.RLock()                      # see touch()
 
@@ -111,6 +113,7 @@ class ShmemObject:
     def __init__(self, npages):
         self.pages = np.zeros(npages, dtype=np.int64)
         self.mms = WeakList()    # the mms mapping it, for hole punching
+        self.huge = False        # MADV_COLLAPSE made a huge folio of it once
 
     @property
     def npages(self):
@@ -355,7 +358,7 @@ class ProcessMixin:
             pfn = self._phys.alloc(512, 512)
             self._phys.add_map(pfn, 512)
             for i in range(512):
-                self._phys.set_flags(pfn + i, PF_ANON | PF_LARGE)
+                self._phys.set_flags(pfn + i, PF_ANON | PF_LARGE | PF_FDIRTY)
             if mark:
                 self._phys.set_flags(pfn + (addr - haddr) // PAGE_SIZE, PF_DATA)
             value = ((pfn << 12) & C.PHYSICAL_PMD_PAGE_MASK) | prot | _PAGE_RW | _PAGE_DIRTY
@@ -364,10 +367,65 @@ class ProcessMixin:
         self._table(tid)[idx] = value
         return True
 
+    def _shmem_pmd_fault(self, vma, addr, write, mark):
+        """do_set_pmd: a fault on a page of a PMD-sized folio of the shmem
+        object (only MADV_COLLAPSE makes those here) maps the whole folio by
+        PMD where the PMD slot is empty, the 2 MiB block lies inside the VMA
+        at a 2 MiB-congruent object offset and the VMA is not
+        VM_NOHUGEPAGE (the fault-around of a read fault does the same, first).
+        True if done."""
+        obj = vma.vm_file
+        haddr = addr & ~(PMD_SIZE - 1)
+        if (not obj.huge or vma.vm_flags & (VM_NOHUGEPAGE | VM_SPECIAL | VM_HUGETLB)
+                or haddr < vma.vm_start or haddr + PMD_SIZE > vma.vm_end
+                or ((vma.vm_start >> 12) - vma.vm_pgoff) % 512):
+            return False
+        lo = vma.vm_pgoff + (haddr - vma.vm_start) // PAGE_SIZE
+        if lo % 512 or lo + 512 > obj.npages:
+            return False
+        head = int(obj.pages[lo])
+        if (not head or head % 512 or not self._phys.flags(head) & PF_LARGE
+                or not (obj.pages[lo:lo + 512] == np.arange(head, head + 512)).all()
+                or self.entry(haddr, PMD) != 0):
+            return False
+        tid, idx = self._locate(haddr, PMD, True)
+        self._phys.add_map(head, 512)
+        value = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags) | C._PAGE_PSE
+                 | (_PAGE_RW if vma.vm_flags & VM_WRITE else 0))
+        if write:
+            value |= _PAGE_DIRTY
+            for i in range(512):
+                self._phys.set_flags(head + i, PF_SHMEM_DIRTY)
+            if mark:
+                self._phys.set_flags(head + (addr - haddr) // PAGE_SIZE, PF_DATA)
+        self._table(tid)[idx] = value
+        return True
+
     def _fault_range(self, vma, start, end, write, mark=False):
         """Fault in [start, end) of one VMA (handle_mm_fault over a range, as
         GUP does): THPs where eligible, then a populate walk.  Returns
         (0, None) or (fault code, address) at the first page that faulted."""
+        if vma.vm_file is not None and vma.vm_file.huge:
+            # blocks of the shmem object that are one huge folio are mapped
+            # by PMD; the rest page by page
+            rest = []
+            a = start
+            while a < end:
+                b = min(end, (a & ~(PMD_SIZE - 1)) + PMD_SIZE)
+                if not self._shmem_pmd_fault(vma, a, write, mark):
+                    if rest and rest[-1][1] == a:
+                        rest[-1] = (rest[-1][0], b)
+                    else:
+                        rest.append((a, b))
+                a = b
+            for a, b in rest:
+                code, at = self._fault_pages(vma, a, b, write, mark)
+                if code:
+                    return code, at
+            return 0, None
+        return self._fault_pages(vma, start, end, write, mark)
+
+    def _fault_pages(self, vma, start, end, write, mark=False):
         if write and not vma.vm_flags & VM_SHARED:
             self._anon_vma_prepare(vma)
         op = self._setup(self._op(), vma, write=write, mark_data=mark)

@@ -366,6 +366,17 @@ REGRESSIONS += [(1024, steps) for steps in [
     _THP + [("madvise", 0, 512, FREE), ("madvise", 0, 512, PAGEOUT), ("madvise", 0, 512, P.MADV_COLLAPSE)],
     _THP + [("madvise", 0, 512, FREE), ("touch", 3, True), ("madvise", 0, 512, PAGEOUT),
             ("madvise", 0, 512, DONTNEED), ("touch", 225, False)],
+    # a subpage of a THP split by reclaim inherits the folio's PG_dirty, so
+    # MADV_FREE leaves it alone while a forked child maps it too (a page
+    # written by a 4K fault is not PG_dirty and is marked lazily free)
+    [("mmap", 0, 512, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 512, P.MADV_HUGEPAGE),
+     ("touch", 7, True), ("madvise", 0, 512, PAGEOUT), ("fork",), ("madvise", 0, 512, FREE),
+     ("child_exit",), ("madvise", 0, 512, PAGEOUT)],
+    # a fault on a page of a shmem huge folio (made by MADV_COLLAPSE) maps
+    # the whole folio by PMD where the PMD slot is empty, in the child too
+    [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("madvise", 0, 1024, P.MADV_HUGEPAGE),
+     ("touch", 0, True), ("madvise", 0, 512, P.MADV_COLLAPSE), ("fork",),
+     ("child", ("touch", 5, True)), ("madvise", 0, 512, DONTNEED), ("touch", 6, False)],
 ]]
 
 
