@@ -317,6 +317,25 @@ cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
     return False
 
 
+cdef bint folio_mapped_elsewhere(PhysState *ps, uint64_t *base, uint64_t head) noexcept nogil:
+    """folio_maybe_mapped_shared for a PTE-mapped large folio whose PTEs in
+    this mm are in the table ``base``: some other mm maps it too when its
+    pages have more mappings in all than this table holds (a child that
+    keeps a part the parent has since replaced shares the folio, even
+    though no single page is mapped twice)."""
+    cdef int64_t total = 0, here = 0
+    cdef uint64_t v, p
+    cdef int i
+    for i in range(NR):
+        total += ps.mapcount[head + i]
+        v = base[i]
+        if pte_present(v):
+            p = (v & PGW_PFN_MASK) >> 12
+            if head <= p < head + NR:
+                here += 1
+    return total > here
+
+
 cdef inline bint pmd_is_table(OpState *s, uint64_t *pmd) noexcept nogil:
     return table_of(s.pool, pmd) != NULL
 
@@ -956,7 +975,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
                     s.ps.pflags[pfn] = 0
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
-        if thp_shared(s.ps, pfn & ~(<uint64_t>511)):
+        if folio_mapped_elsewhere(s.ps, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
             return 0                 # folio_maybe_mapped_shared: leave the whole folio alone
         if s.pageout and not folio_partial(s, e, pfn, addr):
             # reclaim takes the whole folio: a lazily freed clean one is
@@ -1006,7 +1025,7 @@ cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t ad
     if s.ps.pflags[pfn] & PF_LARGE:
         head = pfn & ~(<uint64_t>511)
         if folio_partial(s, e, pfn, addr):
-            if thp_shared(s.ps, head):
+            if folio_mapped_elsewhere(s.ps, e - ((addr >> 12) & 511), head):
                 return 0             # folio_maybe_mapped_shared: not split
             split_folio(s, e, addr)
             v = e[0]

@@ -492,3 +492,10 @@ def remap_scenario(seed):
             st = ("child", st)
         steps.append(st)
     return steps, npages
+
+# a PTE-mapped THP that a forked child still maps a part of counts as
+# mapped by two mms (folio_maybe_mapped_shared) although no page of it
+# is mapped twice: MADV_FREE of part of it does not split it
+REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1536, P.MADV_HUGEPAGE),
+    ("touch", 1024, True), ("fork",), ("child", ("madvise", 693, 600, DONTNEED)),
+    ("madvise", 1049, 487, P.MADV_POPULATE_WRITE), ("madvise", 1024, 512, FREE)]))
