@@ -271,6 +271,7 @@ cdef struct OpState:
     int pageout
     int around                   # fault-around: map object pages already cached, nothing else
     uint64_t skip_to             # lru walk: PTEs below this belong to a folio already reclaimed whole
+    int nmms                     # live mms sharing the physical pages (an mm and its forks)
     uint64_t *heads              # folios split by this walk (head PFNs), for the rmap
     int64_t nheads               # pass; sorted before it (zremap_pte searches them)
     int64_t cap_heads
@@ -317,15 +318,19 @@ cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
     return False
 
 
-cdef bint folio_mapped_elsewhere(PhysState *ps, uint64_t *base, uint64_t head) noexcept nogil:
+cdef bint folio_mapped_elsewhere(OpState *s, uint64_t *base, uint64_t head) noexcept nogil:
     """folio_maybe_mapped_shared for a PTE-mapped large folio whose PTEs in
-    this mm are in the table ``base``: some other mm maps it too when its
-    pages have more mappings in all than this table holds (a child that
-    keeps a part the parent has since replaced shares the folio, even
-    though no single page is mapped twice)."""
+    this mm are in the table ``base``: with forked mms alive, some other mm
+    maps it too when its pages have more mappings in all than this table
+    holds (a child that keeps a part the parent has since replaced shares
+    the folio, even though no single page is mapped twice).  Without them,
+    never (part of it may sit in another table of this mm after mremap)."""
+    cdef PhysState *ps = s.ps
     cdef int64_t total = 0, here = 0
     cdef uint64_t v, p
     cdef int i
+    if s.nmms <= 1:
+        return False
     for i in range(NR):
         total += ps.mapcount[head + i]
         v = base[i]
@@ -975,7 +980,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
                     s.ps.pflags[pfn] = 0
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
-        if folio_mapped_elsewhere(s.ps, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
+        if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
             return 0                 # folio_maybe_mapped_shared: leave the whole folio alone
         if s.pageout and not folio_partial(s, e, pfn, addr):
             # reclaim takes the whole folio: a lazily freed clean one is
@@ -1025,7 +1030,7 @@ cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t ad
     if s.ps.pflags[pfn] & PF_LARGE:
         head = pfn & ~(<uint64_t>511)
         if folio_partial(s, e, pfn, addr):
-            if folio_mapped_elsewhere(s.ps, e - ((addr >> 12) & 511), head):
+            if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), head):
                 return 0             # folio_maybe_mapped_shared: not split
             split_folio(s, e, addr)
             v = e[0]
@@ -1302,7 +1307,7 @@ cdef class MMOp:
               bint write=False, bint mark_data=False, object shm=None, int64_t pgoff0=0,
               uint64_t vstart=0, uint64_t lo=0, uint64_t hi=0, bint zap_markers=False,
               bint pageout=False, bint around=False, object out=None, uint64_t out_start=0,
-              PageTables dst=None, uint64_t delta=0):
+              PageTables dst=None, uint64_t delta=0, int nmms=1):
         """Set the per-call fields and clear the results.  ``out`` (pagemap:
         uint64, mincore: uint8) must start zeroed: holes are not written."""
         cdef cnp.ndarray arr
@@ -1329,6 +1334,7 @@ cdef class MMOp:
         self.s.nnz = 0
         self.s.nheads = 0
         self.s.skip_to = 0
+        self.s.nmms = nmms
         self._keep = (shm, out)
         if shm is not None:
             arr = shm

@@ -289,6 +289,11 @@ class ProcessMixin:
             return
         vma.anon_vma = AnonVma()
 
+    def _live_mms(self):
+        """How many mms (this one and its fork relatives) are alive."""
+        g = self._phys_group
+        return sum(1 for k, r in g.members.items() if k not in g.exited and r() is not None)
+
     def _setup(self, op, vma, **kw):
         """Per-VMA fields of an op (protections, shmem object, locked VMAs
         near it, whose pages a folio split must not remap to the zero page)."""
@@ -299,7 +304,7 @@ class ProcessMixin:
         op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
                  rw=rw_bits(vma.vm_flags), shared=bool(vma.vm_flags & VM_SHARED),
                  shm=shm, pgoff0=vma.vm_pgoff if shm is not None else 0,
-                 vstart=vma.vm_start, **kw)
+                 vstart=vma.vm_start, nmms=self._live_mms(), **kw)
         return op.no_zero_remap(lk)
 
     # --- page-table work, each a walk -----------------------------------------

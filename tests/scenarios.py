@@ -499,3 +499,9 @@ def remap_scenario(seed):
 REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1536, P.MADV_HUGEPAGE),
     ("touch", 1024, True), ("fork",), ("child", ("madvise", 693, 600, DONTNEED)),
     ("madvise", 1049, 487, P.MADV_POPULATE_WRITE), ("madvise", 1024, 512, FREE)]))
+# ... but a THP whose first page was moved by mremap to another PMD of the
+# same mm is not "mapped by another mm": a partial MADV_COLD splits it
+REGRESSIONS.append((1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1024, P.MADV_HUGEPAGE),
+                           ("touch", 510, True),
+                           ("mremap", 0, 1, 1, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, 512),
+                           ("madvise", 510, 513, P.MADV_COLD)]))
