@@ -75,8 +75,10 @@ def _replace(mm, vma, h, data):
     tid, idx = mm._locate(h, PMD, True)
     if mm._child(tid, idx) >= 0:
         mm._free_below(tid, idx, PMD)
+    # collapse_huge_page: a dirty PMD, writable only in a writable VMA
     mm._table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
-                           | C._PAGE_PSE | C._PAGE_RW | C._PAGE_DIRTY)
+                           | C._PAGE_PSE | C._PAGE_DIRTY
+                           | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
     return 0
 
 

@@ -505,3 +505,9 @@ REGRESSIONS.append((1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("madvise"
                            ("touch", 510, True),
                            ("mremap", 0, 1, 1, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, 512),
                            ("madvise", 510, 513, P.MADV_COLD)]))
+# MADV_COLLAPSE in a read-only VMA makes a read-only PMD (the model made it
+# writable, which validate() caught)
+REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 513, P.MADV_POPULATE_WRITE),
+                           ("mprotect", 512, 512, P.PROT_READ), ("madvise", 512, 1024, P.MADV_COLLAPSE),
+                           ("touch", 600, False), ("touch", 600, True), ("mprotect", 512, 512, RW),
+                           ("touch", 601, True), ("fork",), ("touch", 602, True)]))
