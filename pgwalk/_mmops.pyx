@@ -14,7 +14,7 @@ the Python side sets the state's per-call fields (``setup``) and builds an
 ``MMWalkOps`` from the slots it needs.
 """
 
-from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t, int8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
 
@@ -262,6 +262,7 @@ cdef struct OpState:
     int mark_data                # a touch writes data into the page
     int is_shmem
     int64_t *shm                 # shmem object: PFN per page (0 = hole)
+    int8_t *shm_order            # and the order of the folio holding it (pgwalk/shmem.py)
     int64_t shm_size
     int64_t pgoff0               # object page at vma_start
     uint64_t vstart
@@ -648,6 +649,10 @@ cdef int fork_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
         d = pool_slot(s.dpool, s.dpgd, s.levels, addr, L_PMD, True, &err)
         if d == NULL:
             return err
+        if w.vma_flags & 0x8:
+            # copy_huge_pmd skips a shmem huge PMD: the child faults it in
+            w.action = ACT_CONTINUE
+            return 0
         pfn = pmd_pfn(v)
         if pfn != HUGE_ZERO_PFN:
             for i in range(NR):
@@ -916,6 +921,77 @@ cdef bint folio_partial(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr) no
     return False
 
 
+cdef void shm_folio_to_pages(OpState *s, int64_t first, int64_t n) noexcept nogil:
+    """split_folio of a shmem folio (object pages [first, first + n)) to
+    single pages: orders 0, no longer part of a PMD-sized folio."""
+    cdef int64_t i
+    for i in range(first, first + n):
+        s.shm_order[i] = 0
+        if s.shm[i]:
+            s.ps.pflags[s.shm[i]] &= ~PF_LARGE
+
+
+cdef int shmem_lru_pmd(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t addr,
+                       uint64_t next, pgwalk_walk_t *w) noexcept nogil:
+    """MADV_COLD / PAGEOUT of a PMD-mapped shmem huge folio: a range that
+    covers it in part splits it (every mapping of a file folio goes for the
+    split; here this PMD, which the walker's split clears); a whole one is
+    unmapped by PAGEOUT and stays in the object (it is dirty: no swap)."""
+    cdef int64_t idx
+    cdef int i
+    if s.write:
+        w.action = ACT_CONTINUE
+        return 0
+    if next - addr != PMD_SIZE_:
+        idx = s.pgoff0 + <int64_t>(((addr & PMD_MASK_) - s.vstart) >> 12)
+        if s.shm_order != NULL and 0 <= idx and idx + NR <= s.shm_size:
+            shm_folio_to_pages(s, idx, NR)
+        return 0                     # the walker's split clears the PMD
+    w.action = ACT_CONTINUE
+    if s.pageout:
+        for i in range(NR):
+            page_put(s.ps, pfn + i)
+        e[0] = 0
+    return 0
+
+
+cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, int64_t idx) noexcept nogil:
+    """MADV_COLD / PAGEOUT of a PTE of a large shmem folio (order > 0): the
+    folio is taken whole when its PTEs, from this one on, map all its pages
+    in order inside the range (PAGEOUT unmaps them, the folio stays in the
+    object); otherwise it is split to single pages, which unmaps all of it
+    here (a file folio's split does not remap it)."""
+    cdef int64_t k = s.shm_order[idx], n = (<int64_t>1) << k
+    cdef int64_t first = idx & ~(n - 1)
+    cdef int64_t pos = <int64_t>((addr >> 12) & 511) - (idx - first)
+    cdef uint64_t *base = e - ((addr >> 12) & 511)
+    cdef uint64_t a0 = addr - <uint64_t>(idx - first) * 4096, v, p
+    cdef int64_t i
+    cdef bint whole = idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi and pos >= 0 and pos + n <= NR
+    if whole:
+        for i in range(n):
+            v = base[pos + i]
+            if not pte_present(v) or ((v & PGW_PFN_MASK) >> 12) != <uint64_t>s.shm[first + i]:
+                whole = False
+                break
+    if whole:
+        if s.pageout:
+            for i in range(n):
+                page_put(s.ps, <uint64_t>s.shm[first + i])
+                base[pos + i] = 0
+        s.skip_to = a0 + <uint64_t>n * 4096
+        return 0
+    shm_folio_to_pages(s, first, n)
+    for i in range(NR):
+        v = base[i]
+        if pte_present(v):
+            p = (v & PGW_PFN_MASK) >> 12
+            if s.shm[first] <= <int64_t>p < s.shm[first] + n:
+                page_put(s.ps, p)
+                base[i] = 0
+    return 0
+
+
 cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     """pmd_entry of MADV_FREE (s.write = 1), MADV_COLD and MADV_PAGEOUT."""
     cdef OpState *s = <OpState *>ctx
@@ -928,8 +1004,7 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         w.action = ACT_CONTINUE
         return 0
     if w.vma_flags & 0x8:
-        w.action = ACT_CONTINUE      # shmem huge page: nothing to split for these advices
-        return 0
+        return shmem_lru_pmd(s, e, v, pfn, addr, next, w)
     if next - addr != PMD_SIZE_:
         return 0                     # SUBTREE: the walker splits the PMD, pte_entry the folio
     w.action = ACT_CONTINUE
@@ -968,6 +1043,10 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     if s.ps.mapcount[pfn] > 1:
         return 0                     # COLD/PAGEOUT leave pages mapped elsewhere alone
     if s.ps.pflags[pfn] & PF_SHMEM:
+        idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
+        if (s.shm_order != NULL and 0 <= idx < s.shm_size and s.shm_order[idx] > 0
+                and s.shm[idx] == <int64_t>pfn):
+            return shmem_lru_large(s, e, pfn, addr, idx)
         if s.pageout:
             # reclaim unmaps it; with no swap a dirty page stays in the
             # object, a clean one is dropped from it
@@ -1307,7 +1386,7 @@ cdef class MMOp:
               bint write=False, bint mark_data=False, object shm=None, int64_t pgoff0=0,
               uint64_t vstart=0, uint64_t lo=0, uint64_t hi=0, bint zap_markers=False,
               bint pageout=False, bint around=False, object out=None, uint64_t out_start=0,
-              PageTables dst=None, uint64_t delta=0, int nmms=1):
+              PageTables dst=None, uint64_t delta=0, int nmms=1, object shm_order=None):
         """Set the per-call fields and clear the results.  ``out`` (pagemap:
         uint64, mincore: uint8) must start zeroed: holes are not written."""
         cdef cnp.ndarray arr
@@ -1335,7 +1414,7 @@ cdef class MMOp:
         self.s.nheads = 0
         self.s.skip_to = 0
         self.s.nmms = nmms
-        self._keep = (shm, out)
+        self._keep = (shm, out, shm_order)
         if shm is not None:
             arr = shm
             if arr.dtype != np.int64 or not arr.flags.c_contiguous:
@@ -1343,9 +1422,17 @@ cdef class MMOp:
             self.s.is_shmem = 1
             self.s.shm = <int64_t *>cnp.PyArray_DATA(arr)
             self.s.shm_size = arr.shape[0]
+            self.s.shm_order = NULL
+            if shm_order is not None:
+                arr = shm_order
+                if (arr.dtype != np.int8 or not arr.flags.c_contiguous
+                        or arr.shape[0] != self.s.shm_size):
+                    raise TypeError("shm_order must be a contiguous int8 array as long as shm")
+                self.s.shm_order = <int8_t *>cnp.PyArray_DATA(arr)
         else:
             self.s.is_shmem = 0
             self.s.shm = NULL
+            self.s.shm_order = NULL
             self.s.shm_size = 0
         self.s.out64 = NULL
         self.s.out8 = NULL

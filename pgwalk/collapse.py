@@ -87,8 +87,8 @@ def _collapse_shmem(mm, vma, hs, he):
     becomes a huge page of the object, PMD-mapped here; the old pages are
     unmapped everywhere.  Blocks with nothing cached, or with a guard
     marker, fail with EINVAL."""
-    from .process import PF_DATA, PF_LARGE, pte_prot
-    from .madvise import _unmap_object_range
+    from .process import PF_DATA, PF_LARGE, PF_SHMEM_DIRTY, pte_prot
+    from .shmem import unmap_object_range
     if vma.vm_flags & (C.VM_NOHUGEPAGE | C.VM_SPECIAL | C.VM_HUGETLB):
         return EINVAL
     obj = vma.vm_file
@@ -118,13 +118,16 @@ def _collapse_shmem(mm, vma, hs, he):
         new = mm._phys.alloc(512, 512)
         for i in range(512):
             old = int(pages[i])
-            mm._phys.set_flags(new + i, 4 | PF_LARGE | (mm._phys.flags(old) & PF_DATA if old else 0))
-        _unmap_object_range(mm, obj, lo, lo + 512)
+            # the new folio is dirty (collapse_file marks it so): reclaim keeps it
+            mm._phys.set_flags(new + i, 4 | PF_LARGE | PF_SHMEM_DIRTY
+                               | (mm._phys.flags(old) & PF_DATA if old else 0))
+        unmap_object_range(mm, obj, lo, lo + 512)
         for i in range(512):
             old = int(pages[i])
             if old:
                 mm._phys.set_flags(old, 0, 0xFF)
         obj.pages[lo:lo + 512] = range(new, new + 512)
+        obj.order[lo:lo + 512] = 9
         obj.huge = True
         mm._phys.add_map(new, 512)
         tid, idx = mm._locate(h, PMD, True)

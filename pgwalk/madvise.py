@@ -6,6 +6,7 @@ ENOMEM), and one handler per advice.  Page-table work is done by walks
 from . import constants as C
 from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE
 from .guard import guard_install, guard_remove
+from .shmem import punch_hole
 from .process import _err, vma_is_anonymous
 from .walker import walk_page_range
 
@@ -107,7 +108,7 @@ def _visit(mm, vma, s, e, advice):
             return EINVAL
         if not (fl & C.VM_SHARED and fl & C.VM_MAYWRITE):
             return EACCES
-        _punch_hole(mm, vma.vm_file, vma.vm_pgoff + (s - vma.vm_start) // PAGE_SIZE,
+        punch_hole(mm, vma.vm_file, vma.vm_pgoff + (s - vma.vm_start) // PAGE_SIZE,
                     vma.vm_pgoff + (e - vma.vm_start) // PAGE_SIZE)
         return 0
     if advice == C.MADV_WILLNEED:
@@ -149,36 +150,3 @@ def _remap_split(mm, op):
         return
     z = mm._op().setup().set_split_heads(heads)
     walk_page_range(mm, mm._vmas[0].vm_start, mm._vmas[-1].vm_end, mm._ops(z, "zero_remap"))
-
-
-def _punch_hole(self_mm, obj, lo, hi):
-    """fallocate(PUNCH_HOLE) on a shmem object: unmap [lo, hi) from every
-    mapping of it (guard markers stay), then drop the pages."""
-    lo = max(lo, 0)
-    hi = min(hi, obj.npages)
-    if lo >= hi:
-        return
-    _unmap_object_range(self_mm, obj, lo, hi)
-    for pfn in obj.pages[lo:hi]:
-        if pfn:
-            self_mm._phys.set_flags(int(pfn), 0, 0xFF)
-    obj.pages[lo:hi] = 0
-
-
-def _unmap_object_range(self_mm, obj, lo, hi):
-    """unmap_mapping_range: zap object pages [lo, hi) in every mapping of it."""
-    for mm in list(obj.mms):
-        for v in list(mm._vmas):
-            if v.vm_file is not obj:
-                continue
-            vlo, vhi = v.vm_pgoff, v.vm_pgoff + (v.vm_end - v.vm_start) // PAGE_SIZE
-            a, b = max(lo, vlo), min(hi, vhi)
-            if a < b:
-                s, e = v.vm_start + (a - vlo) * PAGE_SIZE, v.vm_start + (b - vlo) * PAGE_SIZE
-                if mm is self_mm:
-                    mm._zap(s, e)
-                else:
-                    with mm.mmap_read_lock():
-                        mm._zap(s, e)
-
-

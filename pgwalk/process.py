@@ -30,6 +30,7 @@ from .constants import (
 from .entries import pmd_leaf
 from .internal import walk_page_range_mm
 from .ops import MMWalkOps
+from .shmem import around_window, whole_folio_ranges
 from .walker import walk_page_range, walk_page_range_novma, walk_page_vma
 
 PAGE_MASK = ~(PAGE_SIZE - 1)
@@ -114,6 +115,7 @@ class ShmemObject:
         self.pages = np.zeros(npages, dtype=np.int64)
         self.mms = WeakList()    # the mms mapping it, for hole punching
         self.huge = False        # MADV_COLLAPSE made a huge folio of it once
+        self.order = np.zeros(npages, dtype=np.int8)   # folio order per page (pgwalk/shmem.py)
 
     @property
     def npages(self):
@@ -304,7 +306,8 @@ class ProcessMixin:
         op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
                  rw=rw_bits(vma.vm_flags), shared=bool(vma.vm_flags & VM_SHARED),
                  shm=shm, pgoff0=vma.vm_pgoff if shm is not None else 0,
-                 vstart=vma.vm_start, nmms=self._live_mms(), **kw)
+                 vstart=vma.vm_start, nmms=self._live_mms(),
+                 shm_order=vma.vm_file.order if shm is not None else None, **kw)
         return op.no_zero_remap(lk)
 
     # --- page-table work, each a walk -----------------------------------------
@@ -389,9 +392,7 @@ class ProcessMixin:
         if lo % 512 or lo + 512 > obj.npages:
             return False
         head = int(obj.pages[lo])
-        if (not head or head % 512 or not self._phys.flags(head) & PF_LARGE
-                or not (obj.pages[lo:lo + 512] == np.arange(head, head + 512)).all()
-                or self.entry(haddr, PMD) != 0):
+        if not head or obj.order[lo] != 9 or self.entry(haddr, PMD) != 0:
             return False
         tid, idx = self._locate(haddr, PMD, True)
         self._phys.add_map(head, 512)
@@ -433,6 +434,14 @@ class ProcessMixin:
     def _fault_pages(self, vma, start, end, write, mark=False):
         if write and not vma.vm_flags & VM_SHARED:
             self._anon_vma_prepare(vma)
+        if write and vma.vm_file is not None and vma.vm_file.huge:
+            # a write fault maps a whole large folio of the object at once
+            # where it can (finish_fault); the page written gets its data
+            whole = self._ops(self._setup(self._op(), vma, write=True), "populate")
+            for a0, a1 in whole_folio_ranges(self, vma, start, end):
+                rc = walk_page_range_mm(self, a0, a1, whole)
+                if rc < 0:
+                    raise _err(-rc)
         op = self._setup(self._op(), vma, write=write, mark_data=mark)
         ops = self._ops(op, "populate")
         thp = (vma.vm_flags & VM_HUGEPAGE and vma_is_anonymous(vma)
@@ -445,15 +454,8 @@ class ProcessMixin:
                 b = min(end, (a & ~(PMD_SIZE - 1)) + PMD_SIZE)
                 chunks.append((a, b))
                 a = b
-        last = None
         if vma.vm_file is not None and not write:
-            # fault-around only matters at the edges: every page inside the
-            # range gets mapped by the populate walk anyway
-            first_end = min(end, (start | (16 * PAGE_SIZE - 1)) + 1)
-            self._fault_around(vma, start, first_end)
-            last_start = max(first_end, (end - 1) & ~(16 * PAGE_SIZE - 1))
-            if last_start < end and self._has_empty(last_start, end):
-                last = last_start
+            self._fault_around_edges(vma, start, end)
         for a, b in chunks:
             if thp and self._thp_fault(vma, a, write, mark):
                 op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
@@ -463,9 +465,28 @@ class ProcessMixin:
                 return op.fault, op.fault_addr
             if rc < 0:
                 raise _err(-rc)
-        if last is not None:
-            self._fault_around(vma, last, end, check=False)
         return 0, None
+
+    def _fault_around_edges(self, vma, start, end):
+        """Read faults on shmem map the cached pages around them
+        (fault-around).  Of the faults a populate of [start, end) makes, only
+        the first and the last can map pages outside it (every page inside
+        gets mapped anyway): those at the first and the last empty PTE
+        before the first guard marker (or other non-present entry), where
+        the populate stops.  No fault-around happens at a guard."""
+        out = np.zeros((end - start) // PAGE_SIZE, dtype=np.uint64)
+        walk_page_range(self, start, end, self._ops(self._op().setup(out=out, out_start=start),
+                                                    "pagemap"))
+        stop = np.flatnonzero(out & np.uint64(1 << 62))
+        n = int(stop[0]) if stop.size else out.shape[0]
+        empty = np.flatnonzero(out[:n] == 0)
+        if not empty.size:
+            return
+        first = start + int(empty[0]) * PAGE_SIZE
+        last = start + int(empty[-1]) * PAGE_SIZE
+        self._fault_around(vma, first, first + PAGE_SIZE, check=False)
+        if (last >> 16) != (first >> 16) or (last >> 21) != (first >> 21):
+            self._fault_around(vma, last, last + PAGE_SIZE, check=False)
 
     def _has_empty(self, start, end):
         return any(self.entry(p, PTE) == 0 and not pmd_leaf(self.entry(p, PMD))
@@ -488,7 +509,8 @@ class ProcessMixin:
             lo = max(pte_off & ~15, pte_off - min(pte_off, vma_off))
             hi = min(lo + 16, 512, pte_off + (vma.vm_end - vma.vm_start) // PAGE_SIZE - vma_off)
             base = a - pte_off * PAGE_SIZE
-            walk_page_range_mm(self, base + lo * PAGE_SIZE, base + hi * PAGE_SIZE, ops)
+            wlo, whi = around_window(self, vma, base + lo * PAGE_SIZE, base + hi * PAGE_SIZE)
+            walk_page_range_mm(self, wlo, whi, ops)
             a = base + hi * PAGE_SIZE if base + hi * PAGE_SIZE > a else a + PAGE_SIZE
 
     # --- faults ------------------------------------------------------------------

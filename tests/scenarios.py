@@ -511,3 +511,94 @@ REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, PRIV | P.MAP_FIXED), ("madvise"
                            ("mprotect", 512, 512, P.PROT_READ), ("madvise", 512, 1024, P.MADV_COLLAPSE),
                            ("touch", 600, False), ("touch", 600, True), ("mprotect", 512, 512, RW),
                            ("touch", 601, True), ("fork",), ("touch", 602, True)]))
+
+
+def shmem_huge_scenario(seed):
+    """Shared anonymous memory with huge folios made by MADV_COLLAPSE:
+    faults that map a whole folio (by PMD, or by PTEs where a table is
+    there), hole punches that split folios the non-uniform way, COLD and
+    PAGEOUT over part or all of one, guards, mprotect, forks with the child
+    touching the same object, moves."""
+    r = random.Random(seed)
+    npages = r.choice([512, 1024, 1536])
+    steps = [("mmap", 0, npages, RW, SHARED | P.MAP_FIXED)]
+    if r.random() < 0.3:
+        steps.append(("madvise", 0, npages, P.MADV_HUGEPAGE))
+    for h in range(0, npages, 512):
+        if r.random() < 0.85:
+            steps.append(("touch", h + r.randrange(512), r.random() < 0.7))
+            steps.append(("madvise", h, 512, P.MADV_COLLAPSE))
+
+    def rng():
+        off = r.randrange(npages)
+        n = r.choice([1, 2, 7, 10, 64, 300, 512, r.randint(1, npages)])
+        return off, max(1, min(n, npages - off))
+
+    forked = False
+    for _ in range(r.randint(4, 24)):
+        k = r.random()
+        if k < 0.35:
+            st = ("touch", r.randrange(npages), r.random() < 0.5)
+        elif k < 0.72:
+            st = ("madvise",) + rng() + (r.choice(
+                [P.MADV_REMOVE, P.MADV_REMOVE, P.MADV_PAGEOUT, P.MADV_COLD, P.MADV_DONTNEED,
+                 P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_POPULATE_READ,
+                 P.MADV_POPULATE_WRITE, P.MADV_COLLAPSE, P.MADV_NOHUGEPAGE]),)
+        elif k < 0.8:
+            st = ("mprotect",) + rng() + (r.choice([P.PROT_READ, RW]),)
+        elif k < 0.85:
+            st = (r.choice(["mlock", "munlock", "munmap"]),) + rng()
+        elif k < 0.9:
+            off, n = rng()
+            dst = r.randrange(npages - n + 1)
+            if dst < off + n and off < dst + n:
+                continue
+            st = ("mremap", off, n, n, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, dst)
+        else:
+            if forked and r.random() < 0.4:
+                steps.append(("child_exit",))
+                forked = False
+            else:
+                steps.append(("fork",))
+                forked = True
+            continue
+        if forked and st[0] != "mremap" and r.random() < 0.35:
+            st = ("child", st)
+        steps.append(st)
+    return steps, npages
+
+
+# Shared memory with a huge folio made by MADV_COLLAPSE (pgwalk/shmem.py)
+_SHUGE = [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 0, True),
+          ("madvise", 0, 512, P.MADV_COLLAPSE)]
+REGRESSIONS += [(1024, steps) for steps in [
+    # a write fault where a PTE table is left (by a guard installed and
+    # removed) maps the whole folio by PTEs; a read fault maps it whole by
+    # fault-around, around a guard it cannot replace
+    _SHUGE + [("madvise", 3, 1, P.MADV_GUARD_INSTALL), ("madvise", 3, 1, P.MADV_GUARD_REMOVE),
+              ("touch", 7, True)],
+    _SHUGE + [("madvise", 3, 1, P.MADV_GUARD_INSTALL), ("touch", 100, False)],
+    # with VM_NOHUGEPAGE no PMD mapping, but still the whole folio by PTEs
+    _SHUGE + [("madvise", 0, 512, P.MADV_DONTNEED), ("madvise", 0, 1024, P.MADV_NOHUGEPAGE),
+              ("touch", 3, True)],
+    # a hole punch splits the folio around the hole's ends (folios of
+    # 256, 128, ... pages stay, each mapped whole by the next fault)
+    _SHUGE + [("madvise", 0, 10, P.MADV_REMOVE), ("touch", 3, False), ("touch", 300, True),
+              ("touch", 150, False)],
+    _SHUGE + [("madvise", 100, 10, P.MADV_REMOVE), ("touch", 3, False), ("touch", 105, True),
+              ("touch", 300, False), ("touch", 111, True)],
+    # PAGEOUT unmaps a whole huge folio and keeps it (dirty, no swap); over
+    # part of a PTE-mapped one it splits it, which unmaps all of it
+    _SHUGE + [("madvise", 0, 512, P.MADV_PAGEOUT), ("touch", 3, False)],
+    _SHUGE + [("madvise", 3, 1, P.MADV_GUARD_INSTALL), ("madvise", 3, 1, P.MADV_GUARD_REMOVE),
+              ("touch", 7, True), ("madvise", 0, 100, P.MADV_PAGEOUT), ("touch", 50, False),
+              ("touch", 200, True)],
+    # fork does not copy a shmem huge PMD (even where VM_MAYBE_GUARD makes
+    # it copy the page tables): the child faults it in
+    [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 271, False),
+     ("madvise", 0, 512, P.MADV_COLLAPSE), ("madvise", 795, 7, P.MADV_GUARD_INSTALL), ("fork",)],
+    # a populate that starts at a guard faults nothing around it
+    [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 664, True),
+     ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 36, 512, P.MADV_GUARD_INSTALL), ("fork",),
+     ("child", ("madvise", 545, 10, P.MADV_POPULATE_READ))],
+]]

@@ -32,6 +32,7 @@ FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
 WIDE_SEEDS = int(os.environ.get("PGWALK_LIVE_WIDE_SEEDS", "60"))
 LAZY_SEEDS = int(os.environ.get("PGWALK_LIVE_LAZY_SEEDS", "20"))
 REMAP_SEEDS = int(os.environ.get("PGWALK_LIVE_REMAP_SEEDS", "20"))
+SHMEM_HUGE_SEEDS = int(os.environ.get("PGWALK_LIVE_SHMEM_HUGE_SEEDS", "20"))
 CHUNK = 20
 
 
@@ -155,6 +156,18 @@ def test_remap_sequences_match_the_live_kernel(first):
         steps, npages = S.remap_scenario(seed)
         model, live = run_both(steps, npages)
         assert model == live, f"remap seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+
+
+@pytest.mark.parametrize("first", range(0, SHMEM_HUGE_SEEDS, CHUNK))
+def test_shmem_huge_sequences_match_the_live_kernel(first):
+    """Shared memory with huge folios made by MADV_COLLAPSE: whole-folio
+    faults (PMD or PTEs), non-uniform splits by hole punches, COLD/PAGEOUT
+    over part or all of a folio, guards, forks (which do not copy a shmem
+    huge PMD), moves."""
+    for seed in range(first, min(first + CHUNK, SHMEM_HUGE_SEEDS)):
+        steps, npages = S.shmem_huge_scenario(seed)
+        model, live = run_both(steps, npages)
+        assert model == live, f"shmem-huge seed {seed} ({npages} pages):\n" + describe(steps, model, live)
 
 
 @pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
