@@ -273,6 +273,8 @@ cdef struct OpState:
     int around                   # fault-around: map object pages already cached, nothing else
     uint64_t skip_to             # lru walk: PTEs below this belong to a folio already reclaimed whole
     int nmms                     # live mms sharing the physical pages (an mm and its forks)
+    uint64_t *shared_heads       # sorted heads of the large folios another mm maps too
+    int64_t nshared              # (-1: not computed; see MMOp.set_shared_heads)
     uint64_t *heads              # folios split by this walk (head PFNs), for the rmap
     int64_t nheads               # pass; sorted before it (zremap_pte searches them)
     int64_t cap_heads
@@ -330,8 +332,18 @@ cdef bint folio_mapped_elsewhere(OpState *s, uint64_t *base, uint64_t head) noex
     cdef int64_t total = 0, here = 0
     cdef uint64_t v, p
     cdef int i
+    cdef int64_t lo_, hi_, mid
     if s.nmms <= 1:
         return False
+    if s.nshared >= 0:
+        lo_, hi_ = 0, s.nshared
+        while lo_ < hi_:
+            mid = (lo_ + hi_) >> 1
+            if s.shared_heads[mid] < head:
+                lo_ = mid + 1
+            else:
+                hi_ = mid
+        return lo_ < s.nshared and s.shared_heads[lo_] == head
     for i in range(NR):
         total += ps.mapcount[head + i]
         v = base[i]
@@ -1372,6 +1384,7 @@ cdef class MMOp:
     cdef readonly Phys phys
     cdef readonly object tables
     cdef object _keep               # arrays whose memory the state points into
+    cdef object _shared             # the array behind s.shared_heads
 
     def __cinit__(self, Phys phys not None, PageTables tables not None):
         memset(&self.s, 0, sizeof(OpState))
@@ -1414,6 +1427,9 @@ cdef class MMOp:
         self.s.nheads = 0
         self.s.skip_to = 0
         self.s.nmms = nmms
+        self.s.shared_heads = NULL
+        self.s.nshared = -1
+        self._shared = None
         self._keep = (shm, out, shm_order)
         if shm is not None:
             arr = shm
@@ -1481,6 +1497,17 @@ cdef class MMOp:
     def split_heads(self):
         """Head PFNs of the folios this walk split."""
         return [self.s.heads[i] for i in range(self.s.nheads)]
+
+    def set_shared_heads(self, heads):
+        """The heads of the large folios that some other mm maps too
+        (folio_maybe_mapped_shared), as computed by the caller for the
+        walk's range; without it a PTE-mapped folio is judged from its map
+        counts and the one table at hand."""
+        arr = np.ascontiguousarray(np.unique(np.asarray(heads, dtype=np.uint64)))
+        self._shared = arr
+        self.s.nshared = arr.shape[0]
+        self.s.shared_heads = <uint64_t *>cnp.PyArray_DATA(arr) if arr.shape[0] else NULL
+        return self
 
     def set_split_heads(self, heads):
         """The heads the rmap pass (zero_remap) looks for."""

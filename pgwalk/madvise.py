@@ -98,6 +98,7 @@ def _visit(mm, vma, s, e, advice):
             if not vma_is_anonymous(vma):
                 return EINVAL
             op = _outside_vma_kept(mm._setup(mm._op(), vma, write=True, lo=s, hi=e), vma)
+            _shared_heads(mm, op, s, e)
             walk_page_range(mm, s, e, mm._ops(op, "lru"))
             _remap_split(mm, op)
             return 0
@@ -118,6 +119,7 @@ def _visit(mm, vma, s, e, advice):
             return EINVAL
         op = _outside_vma_kept(mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT),
                                vma)
+        _shared_heads(mm, op, s, e)
         walk_page_range(mm, s, e, mm._ops(op, "lru"))
         _remap_split(mm, op)
         return 0
@@ -129,6 +131,13 @@ def _visit(mm, vma, s, e, advice):
         from .collapse import collapse
         return collapse(mm, vma, s, e)
     return EINVAL
+
+
+def _shared_heads(mm, op, s, e):
+    """With fork relatives alive, tell the walk which large folios in
+    [s, e) another mm maps too (they are left alone, not split)."""
+    if mm._live_mms() > 1:
+        op.set_shared_heads(mm._heads_mapped_elsewhere(s, e))
 
 
 def _outside_vma_kept(op, vma):

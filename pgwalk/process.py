@@ -467,6 +467,39 @@ class ProcessMixin:
                 raise _err(-rc)
         return 0, None
 
+    def _pagemap_locked(self, start, end):
+        """pagemap words of [start, end), the mmap lock already held."""
+        out = np.zeros((end - start) // PAGE_SIZE, dtype=np.uint64)
+        walk_page_range(self, start, end, self._ops(self._op().setup(out=out, out_start=start),
+                                                    "pagemap"))
+        return out
+
+    def _heads_mapped_elsewhere(self, start, end):
+        """The heads of the large anonymous folios mapped in [start, end)
+        that some other mm maps too (folio_maybe_mapped_shared): their map
+        counts in all exceed this mm's mappings of them, counted over all
+        of this mm (parts of a folio may sit elsewhere after mremap)."""
+        pfn_mask = np.uint64((1 << 55) - 1)
+        pm = self._pagemap_locked(start, end)
+        pfns = pm[(pm >> np.uint64(63)) == 1] & pfn_mask
+        cands = []
+        for h in np.unique(pfns & ~np.uint64(511)).tolist():
+            some = int(pfns[(pfns & ~np.uint64(511)) == h][0])
+            if self._phys.flags(some) & PF_LARGE and not self._phys.flags(some) & 4:
+                cands.append(h)
+        if not cands:
+            return []
+        mine = np.concatenate([self._pagemap_locked(v.vm_start, v.vm_end) for v in self._vmas
+                               if vma_is_anonymous(v)] or [np.zeros(0, np.uint64)])
+        mine = mine[(mine >> np.uint64(63)) == 1] & pfn_mask
+        out = []
+        for h in cands:
+            here = int(np.count_nonzero((mine >= h) & (mine < h + 512)))
+            total = sum(self._phys.mapcount(h + i) for i in range(512))
+            if total > here:
+                out.append(h)
+        return out
+
     def _fault_around_edges(self, vma, start, end):
         """Read faults on shmem map the cached pages around them
         (fault-around).  Of the faults a populate of [start, end) makes, only
@@ -474,9 +507,7 @@ class ProcessMixin:
         gets mapped anyway): those at the first and the last empty PTE
         before the first guard marker (or other non-present entry), where
         the populate stops.  No fault-around happens at a guard."""
-        out = np.zeros((end - start) // PAGE_SIZE, dtype=np.uint64)
-        walk_page_range(self, start, end, self._ops(self._op().setup(out=out, out_start=start),
-                                                    "pagemap"))
+        out = self._pagemap_locked(start, end)
         stop = np.flatnonzero(out & np.uint64(1 << 62))
         n = int(stop[0]) if stop.size else out.shape[0]
         empty = np.flatnonzero(out[:n] == 0)
@@ -780,13 +811,16 @@ class ProcessMixin:
                     part.vm_flags = new
                     op = self._setup(self._op(), part)
                     walk_page_range(self, a, b, self._ops(op, "mprotect"))
+                    # the merge comes first (vma_modify_flags), then the
+                    # populate of a locked VMA made writable, which attaches
+                    # an anon_vma to the merged VMA
+                    self._merge_around(a, b)
                     if (old & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and new & VM_WRITE:
                         try:               # populate_vma_page_range: result ignored
-                            self._fault_range(part, a, b, True)
+                            self._fault_range(self.find_vma(a), a, b, True)
                         except OSError as e:
                             if e.errno != ENOMEM:
                                 raise
-                    self._merge_around(a, b)
                 a = b
             if err:
                 raise _err(err)

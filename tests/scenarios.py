@@ -602,3 +602,21 @@ REGRESSIONS += [(1024, steps) for steps in [
      ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 36, 512, P.MADV_GUARD_INSTALL), ("fork",),
      ("child", ("madvise", 545, 10, P.MADV_POPULATE_READ))],
 ]]
+
+# folio_maybe_mapped_shared is about other mms: a THP whose parts sit in two
+# PMDs of one mm (mremap) with a forked child alive that maps none of it is
+# not shared, so MADV_COLD / FREE over it splits it
+REGRESSIONS += [
+    (2048, [("mmap", 0, 2048, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 2048, P.MADV_HUGEPAGE), ("fork",),
+            ("touch", 912, True), ("mremap", 512, 256, 256, P.MREMAP_MAYMOVE | P.MREMAP_FIXED
+                                     | P.MREMAP_DONTUNMAP, 0),
+            ("madvise", 0, 1024, P.MADV_COLD)]),
+    (1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1024, P.MADV_HUGEPAGE),
+            ("touch", 721, True), ("madvise", 511, 513, P.MADV_WIPEONFORK),
+            ("mremap", 512, 1, 1, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, 0), ("fork",),
+            ("madvise", 512, 512, P.MADV_FREE)]),
+    # mprotect making a locked PROT_NONE VMA writable merges it first, then
+    # populates it (so the merge sees no anon_vma in it)
+    (1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("mprotect", 515, 2, P.PROT_NONE),
+            ("touch", 643, True), ("mlock", 512, 512), ("mprotect", 511, 512, RW)]),
+]
