@@ -103,6 +103,11 @@ def _collapse_shmem(mm, vma, hs, he):
         if pmd_leaf(pmdv):
             h += PMD_SIZE
             continue
+        if lo % 512 == 0 and lo + 512 <= obj.npages and obj.order[lo] == 9:
+            err = _map_huge_folio(mm, vma, h, pmdv, int(obj.pages[lo]))
+            result = result or err
+            h += PMD_SIZE
+            continue
         guarded = pmdv != 0 and any(
             mm.entry(h + i * PAGE_SIZE, PTE) == _GUARD for i in range(512))
         pages = obj.pages[lo:lo + 512]
@@ -141,3 +146,27 @@ def _collapse_shmem(mm, vma, hs, he):
 
 
 _GUARD = (31 << 52) | (4 << 12) | 2
+
+
+def _map_huge_folio(mm, vma, h, pmdv, head):
+    """collapse_pte_mapped_thp: the block is one huge folio of the object
+    already; map it by PMD in this mm only.  An empty PMD slot just gets
+    the PMD; a PTE table may hold only empty entries and this folio's own
+    pages at their places (a marker or anything else: EINVAL, nothing
+    changed), and is then replaced by the PMD."""
+    from .process import pte_prot
+    if pmdv != 0:
+        for i in range(512):
+            v = mm.entry(h + i * PAGE_SIZE, PTE)
+            if pte_none(v):
+                continue
+            if not pte_present(v) or pte_pfn(v) != head + i:
+                return EINVAL
+        mm._zap(h, h + PMD_SIZE)
+    tid, idx = mm._locate(h, PMD, True)
+    if mm._child(tid, idx) >= 0:
+        mm._free_below(tid, idx, PMD)
+    mm._phys.add_map(head, 512)
+    mm._table(tid)[idx] = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+                           | C._PAGE_PSE | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
+    return 0

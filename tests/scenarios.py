@@ -620,3 +620,12 @@ REGRESSIONS += [
     (1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("mprotect", 515, 2, P.PROT_NONE),
             ("touch", 643, True), ("mlock", 512, 512), ("mprotect", 511, 512, RW)]),
 ]
+# MADV_COLLAPSE of a block that is one huge folio already maps it by PMD in
+# this mm only (collapse_pte_mapped_thp): the child keeps its mapping, and a
+# marker in the PTE table fails the block without changing anything
+REGRESSIONS += [(1024, _SHUGE + steps) for steps in [
+    [("fork",), ("child", ("touch", 5, True)), ("madvise", 3, 1, P.MADV_GUARD_INSTALL),
+     ("madvise", 3, 1, P.MADV_GUARD_REMOVE), ("touch", 7, True), ("madvise", 0, 512, P.MADV_COLLAPSE)],
+    [("madvise", 3, 1, P.MADV_GUARD_INSTALL), ("touch", 7, True), ("madvise", 0, 512, P.MADV_COLLAPSE),
+     ("touch", 9, False)],
+]]
