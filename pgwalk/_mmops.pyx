@@ -321,6 +321,18 @@ cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
     return False
 
 
+cdef bint sorted_has(const uint64_t *a, int64_t n, uint64_t x) noexcept nogil:
+    """Binary search of ``x`` in the sorted array ``a[0:n]``."""
+    cdef int64_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < n and a[lo] == x
+
+
 cdef bint folio_mapped_elsewhere(OpState *s, uint64_t *base, uint64_t head) noexcept nogil:
     """folio_maybe_mapped_shared for a PTE-mapped large folio whose PTEs in
     this mm are in the table ``base``: with forked mms alive, some other mm
@@ -332,18 +344,10 @@ cdef bint folio_mapped_elsewhere(OpState *s, uint64_t *base, uint64_t head) noex
     cdef int64_t total = 0, here = 0
     cdef uint64_t v, p
     cdef int i
-    cdef int64_t lo_, hi_, mid
     if s.nmms <= 1:
         return False
     if s.nshared >= 0:
-        lo_, hi_ = 0, s.nshared
-        while lo_ < hi_:
-            mid = (lo_ + hi_) >> 1
-            if s.shared_heads[mid] < head:
-                lo_ = mid + 1
-            else:
-                hi_ = mid
-        return lo_ < s.nshared and s.shared_heads[lo_] == head
+        return sorted_has(s.shared_heads, s.nshared, head)
     for i in range(NR):
         total += ps.mapcount[head + i]
         v = base[i]
@@ -822,16 +826,8 @@ cdef void push_head(OpState *s, uint64_t head) noexcept nogil:
     s.nheads += 1
 
 
-cdef bint has_head(OpState *s, uint64_t head) noexcept nogil:
-    """Binary search of the sorted heads."""
-    cdef int64_t lo = 0, hi = s.nheads, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if s.heads[mid] < head:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < s.nheads and s.heads[lo] == head
+cdef inline bint has_head(OpState *s, uint64_t head) noexcept nogil:
+    return sorted_has(s.heads, s.nheads, head)
 
 
 cdef enum:

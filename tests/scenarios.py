@@ -16,6 +16,16 @@ ADVICE = [P.MADV_DONTNEED, P.MADV_FREE, P.MADV_REMOVE, P.MADV_WILLNEED, P.MADV_C
           P.MADV_GUARD_INSTALL, P.MADV_GUARD_REMOVE, P.MADV_DONTNEED, P.MADV_COLLAPSE]
 
 
+def _toggle_fork(r, steps, forked, p_exit):
+    """A fork step, or (a child being alive, with probability ``p_exit``)
+    the child's exit; returns whether a child is alive afterwards."""
+    if forked and r.random() < p_exit:
+        steps.append(("child_exit",))
+        return False
+    steps.append(("fork",))
+    return True
+
+
 def scenario(seed, npages=None, nsteps=None, thp=None):
     """A random scenario: (steps, npages)."""
     r = random.Random(seed)
@@ -95,12 +105,7 @@ def scenario(seed, npages=None, nsteps=None, thp=None):
                     continue
                 steps.append(("mremap", off, n, new_n, fl, dst))
         else:
-            if forked and r.random() < 0.5:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.5)
         if forked and r.random() < 0.15:
             off, n = rng()
             steps.append(("child", r.choice([
@@ -153,12 +158,7 @@ def thp_scenario(seed):
             steps.append(("mremap", src, n, n, P.MREMAP_MAYMOVE | P.MREMAP_FIXED
                           | (P.MREMAP_DONTUNMAP if r.random() < 0.3 else 0), dst))
         else:
-            if forked and r.random() < 0.5:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.5)
     return steps, npages
 
 
@@ -192,12 +192,7 @@ def shared_scenario(seed):
         elif k < 0.92:
             st = (r.choice(["mlock", "munlock", "munmap"]), off, n)
         else:
-            if forked and r.random() < 0.4:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.4)
             continue
         if forked and r.random() < 0.35:
             st = ("child", st)
@@ -231,12 +226,7 @@ def fork_scenario(seed):
         elif k < 0.86:
             st = (r.choice(["mlock", "munlock", "munmap"]), off, n)
         else:
-            if forked and r.random() < 0.3:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.3)
             continue
         if forked and r.random() < 0.45:
             st = ("child", st)
@@ -416,12 +406,7 @@ def lazy_scenario(seed):
             st = ("madvise",) + rng() + (r.choice([P.MADV_COLLAPSE, P.MADV_GUARD_INSTALL,
                                                    P.MADV_GUARD_REMOVE, P.MADV_POPULATE_WRITE]),)
         else:
-            if forked and r.random() < 0.4:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.4)
             continue
         if forked and r.random() < 0.3:
             st = ("child", st)
@@ -481,12 +466,7 @@ def remap_scenario(seed):
             elif st[0] == "mprotect":
                 st = st + (r.choice([P.PROT_READ, RW]),)
         else:
-            if forked and r.random() < 0.4:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.4)
             continue
         if forked and st[0] != "mremap" and r.random() < 0.25:
             st = ("child", st)
@@ -555,12 +535,7 @@ def shmem_huge_scenario(seed):
                 continue
             st = ("mremap", off, n, n, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, dst)
         else:
-            if forked and r.random() < 0.4:
-                steps.append(("child_exit",))
-                forked = False
-            else:
-                steps.append(("fork",))
-                forked = True
+            forked = _toggle_fork(r, steps, forked, 0.4)
             continue
         if forked and st[0] != "mremap" and r.random() < 0.35:
             st = ("child", st)

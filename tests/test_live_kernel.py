@@ -24,15 +24,20 @@ _ok, _why = L.guard_regions_supported()
 if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
-# Seeds per run (more: PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py).
-SEEDS = int(os.environ.get("PGWALK_LIVE_SEEDS", "60"))
-THP_SEEDS = int(os.environ.get("PGWALK_LIVE_THP_SEEDS", "20"))
-SHARED_SEEDS = int(os.environ.get("PGWALK_LIVE_SHARED_SEEDS", "20"))
-FORK_SEEDS = int(os.environ.get("PGWALK_LIVE_FORK_SEEDS", "20"))
-WIDE_SEEDS = int(os.environ.get("PGWALK_LIVE_WIDE_SEEDS", "60"))
-LAZY_SEEDS = int(os.environ.get("PGWALK_LIVE_LAZY_SEEDS", "20"))
-REMAP_SEEDS = int(os.environ.get("PGWALK_LIVE_REMAP_SEEDS", "20"))
-SHMEM_HUGE_SEEDS = int(os.environ.get("PGWALK_LIVE_SHMEM_HUGE_SEEDS", "20"))
+# Scenario kinds (generators of tests/scenarios.py, whose docstrings say
+# what each covers) and their seeds per run; more with the environment
+# variable, e.g. PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py.
+KINDS = {
+    # name: (generator, environment variable, default seeds)
+    "random": (S.scenario, "PGWALK_LIVE_SEEDS", 60),
+    "thp": (S.thp_scenario, "PGWALK_LIVE_THP_SEEDS", 20),
+    "shared": (S.shared_scenario, "PGWALK_LIVE_SHARED_SEEDS", 20),
+    "fork": (S.fork_scenario, "PGWALK_LIVE_FORK_SEEDS", 20),
+    "wide": (S.wide_scenario, "PGWALK_LIVE_WIDE_SEEDS", 60),
+    "lazy": (S.lazy_scenario, "PGWALK_LIVE_LAZY_SEEDS", 20),
+    "remap": (S.remap_scenario, "PGWALK_LIVE_REMAP_SEEDS", 20),
+    "shmem-huge": (S.shmem_huge_scenario, "PGWALK_LIVE_SHMEM_HUGE_SEEDS", 20),
+}
 CHUNK = 20
 
 
@@ -77,97 +82,24 @@ def describe(steps, model, live):
     return "identical"
 
 
-@pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
-def test_random_sequences_match_the_live_kernel(first):
-    """Random sequences over 1..1024 pages (private and shared anonymous,
-    THP regions, forks, remaps, every advice of issue 4): every errno,
-    fault outcome, pagemap flag and VMA boundary as the live kernel's."""
-    for seed in range(first, min(first + CHUNK, SEEDS)):
-        steps, npages = S.scenario(seed)
+def _chunks():
+    for kind, (_, env, default) in KINDS.items():
+        n = int(os.environ.get(env, str(default)))
+        for first in range(0, n, CHUNK):
+            yield pytest.param(kind, first, min(first + CHUNK, n), id=f"{kind}-{first}")
+
+
+@pytest.mark.parametrize("kind,first,stop", _chunks())
+def test_sequences_match_the_live_kernel(kind, first, stop):
+    """Random sequences of each kind (1..2048 pages: private and shared
+    anonymous memory, THP regions, forks and steps in the child, remaps,
+    every advice of issue 4): every errno, fault outcome, pagemap flag and
+    VMA boundary as the live kernel's."""
+    gen = KINDS[kind][0]
+    for seed in range(first, stop):
+        steps, npages = gen(seed)
         model, live = run_both(steps, npages)
-        assert model == live, f"seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, THP_SEEDS, CHUNK))
-def test_thp_sequences_match_the_live_kernel(first):
-    """Sequences around 2 MiB boundaries of a MADV_HUGEPAGE region: THP and
-    huge-zero-page faults, splits by partial operations (VMA splits,
-    mprotect, munmap, guard install, mremap, MADV_FREE/COLD/PAGEOUT folio
-    splits that remap never-written subpages to the zero page), copy-on-write
-    of a THP after fork, MADV_COLLAPSE, aligned PMD moves."""
-    for seed in range(first, min(first + CHUNK, THP_SEEDS)):
-        steps, npages = S.thp_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"thp seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, SHARED_SEEDS, CHUNK))
-def test_shared_sequences_match_the_live_kernel(first):
-    """Shared anonymous (shmem) memory: fault-around of cached pages, pages
-    kept in the object across DONTNEED, dropped by MADV_REMOVE (in every
-    mapping) and, when clean, by PAGEOUT; SIGBUS past the object's end;
-    guards; the forked child touching the same object."""
-    for seed in range(first, min(first + CHUNK, SHARED_SEEDS)):
-        steps, npages = S.shared_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"shared seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, FORK_SEEDS, CHUNK))
-def test_fork_sequences_match_the_live_kernel(first):
-    """Fork-heavy sequences with steps in the child: copy-on-write from
-    either side (4K pages, zero pages, THPs), guards on either side,
-    WIPEONFORK, mlock not inherited, VMA merging of a child's VMAs (whose
-    anon_vma chains are not singular)."""
-    for seed in range(first, min(first + CHUNK, FORK_SEEDS)):
-        steps, npages = S.fork_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"fork seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, WIDE_SEEDS, CHUNK))
-def test_wide_sequences_match_the_live_kernel(first):
-    """Sequences from the wider generator: any size 1..1024 pages, plain
-    VMAs (no NOHUGEPAGE padding), MADV_HUGEPAGE over a random part, points
-    on and next to PMD boundaries, in-place and moving remaps, child steps."""
-    for seed in range(first, min(first + CHUNK, WIDE_SEEDS)):
-        steps, npages = S.wide_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"wide seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, LAZY_SEEDS, CHUNK))
-def test_lazy_free_sequences_match_the_live_kernel(first):
-    """THPs and their splits under MADV_FREE / COLD / PAGEOUT with writes
-    between them: lazy free decided per folio, PMD split before the
-    discard, dirtiness carried through folio splits."""
-    for seed in range(first, min(first + CHUNK, LAZY_SEEDS)):
-        steps, npages = S.lazy_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"lazy seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, REMAP_SEEDS, CHUNK))
-def test_remap_sequences_match_the_live_kernel(first):
-    """mremap-heavy sequences: whole and partial huge pages moved to aligned
-    and unaligned places, DONTUNMAP, in-place growth and shrinking, moves
-    over populated and guarded ranges."""
-    for seed in range(first, min(first + CHUNK, REMAP_SEEDS)):
-        steps, npages = S.remap_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"remap seed {seed} ({npages} pages):\n" + describe(steps, model, live)
-
-
-@pytest.mark.parametrize("first", range(0, SHMEM_HUGE_SEEDS, CHUNK))
-def test_shmem_huge_sequences_match_the_live_kernel(first):
-    """Shared memory with huge folios made by MADV_COLLAPSE: whole-folio
-    faults (PMD or PTEs), non-uniform splits by hole punches, COLD/PAGEOUT
-    over part or all of a folio, guards, forks (which do not copy a shmem
-    huge PMD), moves."""
-    for seed in range(first, min(first + CHUNK, SHMEM_HUGE_SEEDS)):
-        steps, npages = S.shmem_huge_scenario(seed)
-        model, live = run_both(steps, npages)
-        assert model == live, f"shmem-huge seed {seed} ({npages} pages):\n" + describe(steps, model, live)
+        assert model == live, f"{kind} seed {seed} ({npages} pages):\n" + describe(steps, model, live)
 
 
 @pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
