@@ -274,6 +274,9 @@ cdef struct OpState:
     uint64_t skip_to             # lru walk: PTEs below this belong to a folio already reclaimed whole
     int nmms                     # live mms sharing the physical pages (an mm and its forks)
     uint64_t *shared_heads       # sorted heads of the large folios another mm maps too
+    uint64_t *ssplit             # shmem folios this walk split: first object page << 4 | order
+    int64_t nssplit
+    int64_t cap_ssplit
     int64_t nshared              # (-1: not computed; see MMOp.set_shared_heads)
     uint64_t *heads              # folios split by this walk (head PFNs), for the rmap
     int64_t nheads               # pass; sorted before it (zremap_pte searches them)
@@ -809,21 +812,27 @@ cdef int guard_remove_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk
 
 # --- MADV_FREE / MADV_COLD / MADV_PAGEOUT -------------------------------------
 
+cdef bint push_u64(uint64_t **arr, int64_t *n, int64_t *cap, uint64_t x) noexcept nogil:
+    """Append ``x`` to a growable malloc'd array; False if memory ran out."""
+    cdef uint64_t *h
+    cdef int64_t c
+    if n[0] == cap[0]:
+        c = cap[0] * 2 + 16
+        h = <uint64_t *>realloc(arr[0], c * sizeof(uint64_t))
+        if h == NULL:
+            return False
+        arr[0] = h
+        cap[0] = c
+    arr[0][n[0]] = x
+    n[0] += 1
+    return True
+
+
 cdef void push_head(OpState *s, uint64_t head) noexcept nogil:
     """Record a split folio's head for the rmap pass (no limit; if memory
     runs out the folio's other mappings keep their subpages, which the
     kernel would also allow: the remap is an optimisation of its)."""
-    cdef uint64_t *h
-    cdef int64_t cap
-    if s.nheads == s.cap_heads:
-        cap = s.cap_heads * 2 + 16
-        h = <uint64_t *>realloc(s.heads, cap * sizeof(uint64_t))
-        if h == NULL:
-            return
-        s.heads = h
-        s.cap_heads = cap
-    s.heads[s.nheads] = head
-    s.nheads += 1
+    push_u64(&s.heads, &s.nheads, &s.cap_heads, head)
 
 
 cdef inline bint has_head(OpState *s, uint64_t head) noexcept nogil:
@@ -929,10 +938,21 @@ cdef bint folio_partial(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr) no
     return False
 
 
+cdef inline uint64_t _log2(int64_t n) noexcept nogil:
+    cdef uint64_t k = 0
+    while (<int64_t>1 << k) < n:
+        k += 1
+    return k
+
+
 cdef void shm_folio_to_pages(OpState *s, int64_t first, int64_t n) noexcept nogil:
     """split_folio of a shmem folio (object pages [first, first + n)) to
-    single pages: orders 0, no longer part of a PMD-sized folio."""
+    single pages: orders 0, no longer part of a PMD-sized folio.  The split
+    unmaps it from every mapping: here, the PTEs the caller clears; the
+    rest after the walk (MMOp.shmem_splits, pgwalk/madvise.py)."""
     cdef int64_t i
+    push_u64(&s.ssplit, &s.nssplit, &s.cap_ssplit,
+             (<uint64_t>first << 4) | _log2(n))
     for i in range(first, first + n):
         s.shm_order[i] = 0
         if s.shm[i]:
@@ -976,6 +996,11 @@ cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, i
     cdef uint64_t a0 = addr - <uint64_t>(idx - first) * 4096, v, p
     cdef int64_t i
     cdef bint whole = idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi and pos >= 0 and pos + n <= NR
+    if s.nmms > 1 and s.nshared >= 0 and sorted_has(s.shared_heads, s.nshared,
+                                                    <uint64_t>s.shm[first] & ~(<uint64_t>511)):
+        # folio_maybe_mapped_shared: the kernel stops this PTE table here
+        s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
+        return 0
     if whole:
         for i in range(n):
             v = base[pos + i]
@@ -1068,7 +1093,9 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
         if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
-            return 0                 # folio_maybe_mapped_shared: leave the whole folio alone
+            # folio_maybe_mapped_shared: the kernel stops this PTE table here
+            s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
+            return 0
         if s.pageout and not folio_partial(s, e, pfn, addr):
             # reclaim takes the whole folio: a lazily freed clean one is
             # discarded at once, a redirtied one kept whole (and no longer
@@ -1421,6 +1448,7 @@ cdef class MMOp:
         self.s.delta = delta
         self.s.nnz = 0
         self.s.nheads = 0
+        self.s.nssplit = 0
         self.s.skip_to = 0
         self.s.nmms = nmms
         self.s.shared_heads = NULL
@@ -1515,8 +1543,14 @@ cdef class MMOp:
             raise MemoryError("no memory for the split folios' heads")
         return self
 
+    @property
+    def shmem_splits(self):
+        """(first object page, pages) of the shmem folios this walk split."""
+        return [(self.s.ssplit[i] >> 4, 1 << (self.s.ssplit[i] & 15)) for i in range(self.s.nssplit)]
+
     def __dealloc__(self):
         free(self.s.heads)
+        free(self.s.ssplit)
 
     @property
     def counts(self):

@@ -6,7 +6,7 @@ ENOMEM), and one handler per advice.  Page-table work is done by walks
 from . import constants as C
 from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE
 from .guard import guard_install, guard_remove
-from .shmem import punch_hole
+from .shmem import punch_hole, unmap_object_range
 from .process import _err, vma_is_anonymous
 from .walker import walk_page_range
 
@@ -122,6 +122,8 @@ def _visit(mm, vma, s, e, advice):
         _shared_heads(mm, op, s, e)
         walk_page_range(mm, s, e, mm._ops(op, "lru"))
         _remap_split(mm, op)
+        for first, n in op.shmem_splits:
+            unmap_object_range(mm, vma.vm_file, first, first + n)
         return 0
     if advice == C.MADV_GUARD_INSTALL:
         return guard_install(mm, vma, s, e)
@@ -137,7 +139,9 @@ def _shared_heads(mm, op, s, e):
     """With fork relatives alive, tell the walk which large folios in
     [s, e) another mm maps too (they are left alone, not split)."""
     if mm._live_mms() > 1:
-        op.set_shared_heads(mm._heads_mapped_elsewhere(s, e))
+        vma = mm.find_vma(s)
+        huge = vma is not None and vma.vm_file is not None and vma.vm_file.huge
+        op.set_shared_heads(mm._heads_mapped_elsewhere(s, e, shmem_huge=huge))
 
 
 def _outside_vma_kept(op, vma):

@@ -438,7 +438,7 @@ class ProcessMixin:
             # a write fault maps a whole large folio of the object at once
             # where it can (finish_fault); the page written gets its data
             whole = self._ops(self._setup(self._op(), vma, write=True), "populate")
-            for a0, a1 in whole_folio_ranges(self, vma, start, end):
+            for a0, a1 in whole_folio_ranges(self, vma, start, self._populate_stop(start, end)):
                 rc = walk_page_range_mm(self, a0, a1, whole)
                 if rc < 0:
                     raise _err(-rc)
@@ -474,23 +474,25 @@ class ProcessMixin:
                                                     "pagemap"))
         return out
 
-    def _heads_mapped_elsewhere(self, start, end):
-        """The heads of the large anonymous folios mapped in [start, end)
-        that some other mm maps too (folio_maybe_mapped_shared): their map
-        counts in all exceed this mm's mappings of them, counted over all
-        of this mm (parts of a folio may sit elsewhere after mremap)."""
+    def _heads_mapped_elsewhere(self, start, end, shmem_huge=False):
+        """The 2 MiB-aligned PFN blocks of the large folios mapped in
+        [start, end) that some other mm maps too (folio_maybe_mapped_shared):
+        their map counts in all exceed this mm's mappings of them, counted
+        over all of this mm (parts of a folio may sit elsewhere after
+        mremap).  Large anonymous folios, and with ``shmem_huge`` the pages
+        of a shmem object that had huge folios."""
         pfn_mask = np.uint64((1 << 55) - 1)
         pm = self._pagemap_locked(start, end)
         pfns = pm[(pm >> np.uint64(63)) == 1] & pfn_mask
         cands = []
         for h in np.unique(pfns & ~np.uint64(511)).tolist():
-            some = int(pfns[(pfns & ~np.uint64(511)) == h][0])
-            if self._phys.flags(some) & PF_LARGE and not self._phys.flags(some) & 4:
+            fl = self._phys.flags(int(pfns[(pfns & ~np.uint64(511)) == h][0]))
+            if (fl & PF_LARGE and not fl & 4) or (shmem_huge and fl & 4):
                 cands.append(h)
         if not cands:
             return []
-        mine = np.concatenate([self._pagemap_locked(v.vm_start, v.vm_end) for v in self._vmas
-                               if vma_is_anonymous(v)] or [np.zeros(0, np.uint64)])
+        mine = np.concatenate([self._pagemap_locked(v.vm_start, v.vm_end) for v in self._vmas]
+                              or [np.zeros(0, np.uint64)])
         mine = mine[(mine >> np.uint64(63)) == 1] & pfn_mask
         out = []
         for h in cands:
@@ -500,6 +502,17 @@ class ProcessMixin:
                 out.append(h)
         return out
 
+    @staticmethod
+    def _first_marker(pm):
+        """Index of the first page whose pagemap word is a swap entry (a
+        guard marker here): a populate stops there."""
+        stop = np.flatnonzero(pm & np.uint64(1 << 62))
+        return int(stop[0]) if stop.size else pm.shape[0]
+
+    def _populate_stop(self, start, end):
+        """Where a populate of [start, end) stops: at the first marker."""
+        return start + self._first_marker(self._pagemap_locked(start, end)) * PAGE_SIZE
+
     def _fault_around_edges(self, vma, start, end):
         """Read faults on shmem map the cached pages around them
         (fault-around).  Of the faults a populate of [start, end) makes, only
@@ -508,8 +521,7 @@ class ProcessMixin:
         before the first guard marker (or other non-present entry), where
         the populate stops.  No fault-around happens at a guard."""
         out = self._pagemap_locked(start, end)
-        stop = np.flatnonzero(out & np.uint64(1 << 62))
-        n = int(stop[0]) if stop.size else out.shape[0]
+        n = self._first_marker(out)
         empty = np.flatnonzero(out[:n] == 0)
         if not empty.size:
             return

@@ -604,3 +604,19 @@ REGRESSIONS += [(1024, _SHUGE + steps) for steps in [
     [("madvise", 3, 1, P.MADV_GUARD_INSTALL), ("touch", 7, True), ("madvise", 0, 512, P.MADV_COLLAPSE),
      ("touch", 9, False)],
 ]]
+# a populate stops at a guard: folios after it are not mapped whole; a COLD
+# split of a shmem folio unmaps it in every table; a shmem folio a forked
+# child maps too is left alone (and the rest of that PTE table with it)
+REGRESSIONS += [
+    (1536, [("mmap", 0, 1536, RW, SHARED | P.MAP_FIXED), ("touch", 598, True),
+            ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 509, 7, P.MADV_GUARD_INSTALL),
+            ("madvise", 620, 1, P.MADV_REMOVE), ("madvise", 228, 512, P.MADV_POPULATE_WRITE)]),
+    (1024, [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 1023, False),
+            ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 898, 126, P.MADV_NOHUGEPAGE),
+            ("mremap", 736, 288, 288, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, 433),
+            ("madvise", 10, 512, P.MADV_POPULATE_WRITE), ("madvise", 218, 512, P.MADV_COLD)]),
+    (1024, [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 1023, False),
+            ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 898, 126, P.MADV_NOHUGEPAGE), ("fork",),
+            ("madvise", 10, 512, P.MADV_POPULATE_WRITE), ("child", ("touch", 669, True)),
+            ("madvise", 218, 512, P.MADV_COLD)]),
+]
