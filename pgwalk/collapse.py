@@ -85,8 +85,9 @@ def _replace(mm, vma, h, data):
 def _collapse_shmem(mm, vma, hs, he):
     """collapse_file for shmem: a block with at least one page in the object
     becomes a huge page of the object, PMD-mapped here; the old pages are
-    unmapped everywhere.  Blocks with nothing cached, or with a guard
-    marker, fail with EINVAL."""
+    unmapped everywhere.  Blocks with nothing cached fail with EINVAL; so
+    do blocks with a guard marker here, after the object's folio was made
+    (the marker only stops the PMD mapping)."""
     from .process import PF_DATA, PF_LARGE, PF_SHMEM_DIRTY, pte_prot
     from .shmem import unmap_object_range
     if vma.vm_flags & (C.VM_NOHUGEPAGE | C.VM_SPECIAL | C.VM_HUGETLB):
@@ -111,9 +112,7 @@ def _collapse_shmem(mm, vma, hs, he):
         guarded = pmdv != 0 and any(
             mm.entry(h + i * PAGE_SIZE, PTE) == _GUARD for i in range(512))
         pages = obj.pages[lo:lo + 512]
-        if lo % 512 or len(pages) < 512 or guarded or not pages.any():
-            if guarded:
-                mm._zap(h, h + PMD_SIZE)
+        if lo % 512 or len(pages) < 512 or not pages.any():
             result = result or EINVAL
             h += PMD_SIZE
             continue
@@ -134,6 +133,13 @@ def _collapse_shmem(mm, vma, hs, he):
         obj.pages[lo:lo + 512] = range(new, new + 512)
         obj.order[lo:lo + 512] = 9
         obj.huge = True
+        if guarded:
+            # collapse_file worked on the object (a guard marker is not in
+            # it), but mapping the new folio here stops at the marker: the
+            # block fails and keeps its table and markers
+            result = result or EINVAL
+            h += PMD_SIZE
+            continue
         mm._phys.add_map(new, 512)
         tid, idx = mm._locate(h, PMD, True)
         if mm._child(tid, idx) >= 0:

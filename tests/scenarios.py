@@ -620,3 +620,10 @@ REGRESSIONS += [
             ("madvise", 10, 512, P.MADV_POPULATE_WRITE), ("child", ("touch", 669, True)),
             ("madvise", 218, 512, P.MADV_COLD)]),
 ]
+# MADV_COLLAPSE over a guard in shared memory still makes the object's huge
+# folio (the marker only stops its mapping here): a later write fault sees
+# one folio with a marker in its range and maps a single page
+REGRESSIONS.append((1024, [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch", 569, True),
+                           ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 621, 300, P.MADV_REMOVE),
+                           ("madvise", 601, 1, P.MADV_GUARD_INSTALL), ("madvise", 466, 558, P.MADV_COLLAPSE),
+                           ("touch", 922, True)]))
