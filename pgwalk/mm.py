@@ -421,6 +421,10 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
             if flags and not flags & PF_SHMEM:
                 raise InvariantError(f"PFN {lo + i:#x} is mapped nowhere but not free "
                                      f"(flags {flags:#x})")
+        objs = {id(v.vm_file): v.vm_file for mm in group.live() for v in mm._vmas
+                if v.vm_file is not None}
+        for obj in objs.values():
+            _validate_shmem_folios(obj)
 
     def _validate_mappings(self, got, lo, exclusive):
         """Check this mm's entries against its VMAs; add its mappings per
@@ -526,3 +530,28 @@ class MM(ProcessMixin, IntrospectMixin, PageTables):
 def init_mm(levels=4):
     """A new, empty kernel mm (no VMAs), for no-VMA walks of kernel addresses."""
     return MM(levels, is_init_mm=True)
+
+
+def _validate_shmem_folios(obj):
+    """A shmem object's folios (pgwalk/shmem.py): every page of a folio of
+    order k (0..9) has that order, the folio starts at a multiple of 2**k,
+    and its pages are 2**k consecutive PFNs (no hole), the first a
+    multiple of 2**k."""
+    order = obj.order
+    if order.size and (order.min() < 0 or order.max() > 9):
+        raise InvariantError(f"shmem object: folio order {int(order.max())} out of 0..9")
+    i = 0
+    n = obj.npages
+    while i < n:
+        k = int(order[i])
+        if k == 0:
+            i += 1
+            continue
+        size = 1 << k
+        pages = obj.pages[i:i + size]
+        if (i % size or i + size > n or (order[i:i + size] != k).any()
+                or pages[0] == 0 or pages[0] % size
+                or (pages != pages[0] + np.arange(size)).any()):
+            raise InvariantError(f"shmem object: page {i} starts a folio of order {k} that "
+                                 "is not aligned, whole and contiguous")
+        i += size

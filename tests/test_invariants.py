@@ -5,6 +5,7 @@ expects ``InvariantError`` naming what broke."""
 
 import gc
 
+import numpy as np
 import pytest
 
 import pgwalk
@@ -323,6 +324,24 @@ def test_shmem_page_is_the_objects():
     t, i = slot(mm, s, PTE)
     t[i], t[i + 1] = t[i + 1], t[i]                 # the two object pages swapped
     broken(mm, "not the shmem object's page")
+
+
+def test_shmem_folio_orders():
+    """A huge shmem folio (MADV_COLLAPSE) validates; its order array broken
+    (a folio not aligned, or not contiguous) does not."""
+    mm = pgwalk.MM()
+    s = mm.mmap(None, 1024 * PAGE_SIZE, RW, MAP_SHARED | MAP_ANONYMOUS)
+    s = (s + 2 * MiB - 1) & ~(2 * MiB - 1)
+    mm.touch(s, True)
+    mm.madvise(s, 2 * MiB, MADV_COLLAPSE)
+    mm.validate()
+    obj = mm.find_vma(s).vm_file
+    k = int(np.flatnonzero(obj.order == 9)[0])
+    obj.order[k + 1] = 3
+    broken(mm, "not aligned, whole and contiguous")
+    obj.order[k + 1] = 9
+    obj.pages[k + 5], obj.pages[k + 6] = obj.pages[k + 6], obj.pages[k + 5]
+    broken(mm, "not aligned, whole and contiguous|not the shmem object's page")
 
 
 def test_writable_private_page_mapped_once():
