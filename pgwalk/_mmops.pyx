@@ -996,8 +996,7 @@ cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, i
     cdef uint64_t a0 = addr - <uint64_t>(idx - first) * 4096, v, p
     cdef int64_t i
     cdef bint whole = idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi and pos >= 0 and pos + n <= NR
-    if s.nmms > 1 and s.nshared >= 0 and sorted_has(s.shared_heads, s.nshared,
-                                                    <uint64_t>s.shm[first] & ~(<uint64_t>511)):
+    if s.nmms > 1 and s.nshared >= 0 and sorted_has(s.shared_heads, s.nshared, <uint64_t>s.shm[first]):
         # folio_maybe_mapped_shared: the kernel stops this PTE table here
         s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
         return 0

@@ -475,29 +475,40 @@ class ProcessMixin:
         return out
 
     def _heads_mapped_elsewhere(self, start, end, shmem_huge=False):
-        """The 2 MiB-aligned PFN blocks of the large folios mapped in
-        [start, end) that some other mm maps too (folio_maybe_mapped_shared):
-        their map counts in all exceed this mm's mappings of them, counted
-        over all of this mm (parts of a folio may sit elsewhere after
-        mremap).  Large anonymous folios, and with ``shmem_huge`` the pages
-        of a shmem object that had huge folios."""
+        """The first PFNs of the large folios mapped in [start, end) that
+        some other mm maps too (folio_maybe_mapped_shared): their map
+        counts in all exceed this mm's mappings of them, counted over all
+        of this mm (parts of a folio may sit elsewhere after mremap).
+        Large anonymous folios (512 pages), and with ``shmem_huge`` the
+        large folios of the shmem object mapped there (their orders)."""
         pfn_mask = np.uint64((1 << 55) - 1)
         pm = self._pagemap_locked(start, end)
         pfns = pm[(pm >> np.uint64(63)) == 1] & pfn_mask
-        cands = []
+        cands = []                                   # (first PFN, pages)
         for h in np.unique(pfns & ~np.uint64(511)).tolist():
             fl = self._phys.flags(int(pfns[(pfns & ~np.uint64(511)) == h][0]))
-            if (fl & PF_LARGE and not fl & 4) or (shmem_huge and fl & 4):
-                cands.append(h)
+            if fl & PF_LARGE and not fl & 4:
+                cands.append((h, 512))
+        if shmem_huge:
+            vma = self.find_vma(start)
+            obj = vma.vm_file
+            i = vma.vm_pgoff + (start - vma.vm_start) // PAGE_SIZE
+            stop = vma.vm_pgoff + (min(end, vma.vm_end) - vma.vm_start) // PAGE_SIZE
+            while i < min(stop, obj.npages):
+                k = int(obj.order[i])
+                first = i & ~((1 << k) - 1)
+                if k and obj.pages[first]:
+                    cands.append((int(obj.pages[first]), 1 << k))
+                i = first + (1 << k)
         if not cands:
             return []
         mine = np.concatenate([self._pagemap_locked(v.vm_start, v.vm_end) for v in self._vmas]
                               or [np.zeros(0, np.uint64)])
         mine = mine[(mine >> np.uint64(63)) == 1] & pfn_mask
         out = []
-        for h in cands:
-            here = int(np.count_nonzero((mine >= h) & (mine < h + 512)))
-            total = sum(self._phys.mapcount(h + i) for i in range(512))
+        for h, n in cands:
+            here = int(np.count_nonzero((mine >= h) & (mine < h + n)))
+            total = sum(self._phys.mapcount(h + i) for i in range(n))
             if total > here:
                 out.append(h)
         return out

@@ -627,3 +627,9 @@ REGRESSIONS.append((1024, [("mmap", 0, 1024, RW, SHARED | P.MAP_FIXED), ("touch"
                            ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 621, 300, P.MADV_REMOVE),
                            ("madvise", 601, 1, P.MADV_GUARD_INSTALL), ("madvise", 466, 558, P.MADV_COLLAPSE),
                            ("touch", 922, True)]))
+# after a hole punch the pieces of a shmem folio are folios of their own: a
+# forked child mapping one piece does not make another piece shared
+REGRESSIONS.append((512, [("mmap", 0, 512, RW, SHARED | P.MAP_FIXED), ("touch", 330, True),
+                          ("madvise", 0, 512, P.MADV_COLLAPSE), ("fork",),
+                          ("child", ("madvise", 421, 91, P.MADV_REMOVE)), ("child", ("touch", 268, False)),
+                          ("touch", 113, False), ("madvise", 19, 493, P.MADV_PAGEOUT)]))
