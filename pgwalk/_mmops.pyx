@@ -527,7 +527,9 @@ cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t
         mark_data(s, pfn)
         if s.write:
             s.ps.pflags[pfn] |= PF_DIRTY
-        ptep[0] = pte_of(pfn, s.prot | PGW_DIRTY | (s.rw if s.write else 0))
+        # a shared writable mapping's vm_page_prot is writable: a read fault
+        # maps the page writable and clean, a write fault writable and dirty
+        ptep[0] = pte_of(pfn, s.prot | (s.rw if s.write else (s.rw & PGW_RW)))
         return 0
     if s.write:
         pfn = new_page(s, PF_ANON)
@@ -980,6 +982,8 @@ cdef int shmem_lru_pmd(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64
         for i in range(NR):
             page_put(s.ps, pfn + i)
         e[0] = 0
+    else:
+        e[0] = v & ~PGW_ACCESSED     # COLD makes it old
     return 0
 
 
@@ -1007,10 +1011,12 @@ cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, i
                 whole = False
                 break
     if whole:
-        if s.pageout:
-            for i in range(n):
+        for i in range(n):
+            if s.pageout:
                 page_put(s.ps, <uint64_t>s.shm[first + i])
                 base[pos + i] = 0
+            else:
+                base[pos + i] &= ~PGW_ACCESSED      # COLD makes its PTEs old
         s.skip_to = a0 + <uint64_t>n * 4096
         return 0
     shm_folio_to_pages(s, first, n)
@@ -1040,11 +1046,13 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     if next - addr != PMD_SIZE_:
         return 0                     # SUBTREE: the walker splits the PMD, pte_entry the folio
     w.action = ACT_CONTINUE
-    if s.write:                      # MADV_FREE of the whole THP
+    if s.write:                      # MADV_FREE of the whole THP: clean and old
         for i in range(NR):
             s.ps.pflags[pfn + i] = (s.ps.pflags[pfn + i] | PF_LAZYFREE) & ~PF_FDIRTY
-        e[0] = v & ~PGW_DIRTY
-    elif s.pageout:
+        e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
+        return 0
+    e[0] = v & ~PGW_ACCESSED         # COLD and PAGEOUT make the PMD old
+    if s.pageout:
         # reclaim splits the PMD of a THP it takes (this kernel does so for
         # a lazily freed one too: thp_split_pmd, then the PTE-level
         # unmap), so the walker splits the PMD and lru_pte decides for the
@@ -1089,6 +1097,8 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
                 if 0 <= idx < s.shm_size and s.shm[idx] == <int64_t>pfn:
                     s.shm[idx] = 0
                     s.ps.pflags[pfn] = 0
+        else:
+            e[0] = v & ~PGW_ACCESSED     # COLD makes the PTE old
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
         if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
@@ -1121,6 +1131,8 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     if s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
         page_put(s.ps, pfn)
         e[0] = 0
+    elif not s.pageout:
+        e[0] = v & ~PGW_ACCESSED     # COLD makes the PTE old
     return 0
 
 
@@ -1340,13 +1352,17 @@ cdef int mc_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
 
 # --- smaps ---------------------------------------------------------------------------
 # cnt: 0 rss, 1 pss (bytes << 12), 2 shared_clean, 3 shared_dirty, 4 private_clean,
-# 5 private_dirty, 6 referenced, 7 anonymous, 8 anon_huge, 9 swap, 10 lazyfree
+# 5 private_dirty, 6 referenced, 7 anonymous, 8 anon_huge, 9 swap, 10 lazyfree,
+# 11 shmem PMD-mapped
 
 cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint huge) noexcept nogil:
     cdef int32_t mc = s.ps.mapcount[pfn] if <int64_t>pfn < s.ps.cap else 1
     cdef uint8_t fl = s.ps.pflags[pfn] if <int64_t>pfn < s.ps.cap else 0
     if mc < 1:
         mc = 1
+    # smaps_page_accumulate: dirty when the mapping is or the folio is
+    if fl & (PF_DIRTY | PF_FDIRTY):
+        dirty = True
     s.cnt[0] += 4096
     s.cnt[1] += (4096 << 12) // mc
     if mc >= 2:
@@ -1355,7 +1371,10 @@ cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint 
         s.cnt[5 if dirty else 4] += 4096
     if young:
         s.cnt[6] += 4096
-    if not (fl & PF_SHMEM):
+    if fl & PF_SHMEM:
+        if huge:
+            s.cnt[11] += 4096        # ShmemPmdMapped
+    else:
         s.cnt[7] += 4096
         if huge:
             s.cnt[8] += 4096

@@ -84,6 +84,15 @@ class IntrospectMixin:
                 a = b
         return out
 
+    def _thp_eligible(self, vma):
+        """smaps' THPeligible (thp_vma_allowable_orders for smaps): the VMA
+        may get THPs (private anonymous, VM_HUGEPAGE: this kernel's THP mode
+        is "madvise"; shmem's is "never") and the highest 2 MiB-aligned
+        block that ends by its end starts inside it."""
+        haddr = (vma.vm_end - C.PMD_SIZE) & ~(C.PMD_SIZE - 1)
+        return bool(vma.vm_end >= C.PMD_SIZE and haddr >= vma.vm_start
+                    and self._thp_suitable(vma, haddr))
+
     def smaps(self):
         """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
         from .walker import walk_page_vma
@@ -102,11 +111,9 @@ class IntrospectMixin:
                     "Private_Clean": kb(n[4]), "Private_Dirty": kb(n[5]),
                     "Referenced": kb(n[6]), "Anonymous": kb(n[7]),
                     "LazyFree": kb(n[10]), "AnonHugePages": kb(n[8]),
-                    "ShmemPmdMapped": 0, "Swap": kb(n[9]),
+                    "ShmemPmdMapped": kb(n[11]), "Swap": kb(n[9]),
                     "Locked": kb(n[1] >> 12) if vma.vm_flags & C.VM_LOCKED else 0,
-                    "THPeligible": int(bool(self._thp_suitable(vma, vma.vm_start & ~(C.PMD_SIZE - 1))
-                                            or (vma.vm_flags & C.VM_HUGEPAGE and vma.vm_ops is None
-                                                and vma.vm_end - vma.vm_start >= C.PMD_SIZE))),
+                    "THPeligible": int(self._thp_eligible(vma)),
                     "VmFlags": " ".join(name for bit, name in VMFLAG_NAMES if vma.vm_flags & bit),
                 }
                 res.append(d)

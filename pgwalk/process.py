@@ -595,6 +595,23 @@ class ProcessMixin:
             raise SegmentationFault(addr, "guard region")
         if code == 2:
             raise BusError(addr, "beyond the end of the shmem object")
+        self._mark_accessed(page)
+
+    def _mark_accessed(self, addr):
+        """The access itself: the MMU sets the accessed (young) bit of the
+        leaf that maps ``addr`` (a populate through GUP does not)."""
+        with self.mmap_read_lock(), _FAULT_LOCK:
+            for level in (PMD, PTE):
+                loc = self._locate(addr, level, False)
+                if loc is None:
+                    return
+                t = self._table(loc[0])
+                v = int(t[loc[1]])
+                if level == PMD and not pmd_leaf(v):
+                    continue
+                if v & C._PAGE_PRESENT:
+                    t[loc[1]] = v | C._PAGE_ACCESSED
+                return
 
     # --- mmap / munmap ---------------------------------------------------------------
     def _top(self):

@@ -456,3 +456,101 @@ def run_model(steps, npages, base=0x7F0000000000, levels=4):
     if child is not None:
         child.exit()
     return mm, obs
+
+
+# --- the final state's smaps and mincore -------------------------------------------
+
+# smaps fields compared with the live kernel.  Left out: Referenced (the
+# kernel also counts the folio flags PG_referenced / PG_young, which the
+# model does not keep) and LazyFree (MADV_FREE clears PG_swapbacked through
+# a per-CPU batch, so the figure read right after it depends on when that
+# batch drains; MADV_PAGEOUT drains it first, so what reclaim does is not).
+SMAPS_FIELDS = ("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean",
+                "Private_Dirty", "Anonymous", "AnonHugePages", "ShmemPmdMapped", "Swap",
+                "Locked", "THPeligible")
+
+
+def _live_smaps_mincore(base, npages):
+    """smaps figures and mincore bytes of each VMA in the region, here (the
+    live runner)."""
+    libc = _libc
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    end = base + npages * PAGE_SIZE
+    vmas, cur = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not line[0].isupper():
+                s, e = (int(x, 16) for x in head.split("-"))
+                cur = None
+                if s < end and e > base:
+                    cur = {"start": (max(s, base) - base) // PAGE_SIZE,
+                           "end": (min(e, end) - base) // PAGE_SIZE}
+                    vmas.append(cur)
+            elif cur is not None and line.split(":")[0] in SMAPS_FIELDS:
+                cur[line.split(":")[0]] = int(line.split()[1])
+    mc = []
+    for v in vmas:
+        n = v["end"] - v["start"]
+        buf = (ctypes.c_ubyte * n)()
+        rc = libc.mincore(ctypes.c_void_p(base + v["start"] * PAGE_SIZE), n * PAGE_SIZE, buf)
+        mc.append(list(buf) if rc == 0 else ctypes.get_errno())
+    return vmas, mc
+
+
+def run_live_final(steps, npages):
+    """Run ``steps`` live in a fresh forked runner; then the smaps figures
+    and mincore bytes of each VMA in the region (see SMAPS_FIELDS)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            cpus = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {cpus[-1]})
+            base = reserve(npages + 8)
+            _run_steps(base, npages, steps)
+            out = ("ok", _live_smaps_mincore(base, npages))
+        except BaseException as e:  # report, never return into pytest
+            out = ("error", repr(e))
+            code = 1
+        try:
+            data = pickle.dumps(out)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    while True:
+        c = os.read(r, 1 << 20)
+        if not c:
+            break
+        chunks.append(c)
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = pickle.loads(b"".join(chunks))
+    if out[0] != "ok":
+        raise RuntimeError(f"live runner failed: {out[1]}")
+    return out[1]
+
+
+def run_model_final(steps, npages, base=0x7F0000000000):
+    """The same on ``pgwalk.MM``: its smaps() and mincore() of each VMA."""
+    mm, _ = run_model(steps, npages, base)
+    end = base + npages * PAGE_SIZE
+    vmas, mc = [], []
+    for v in mm.smaps():
+        if v["start"] < end and v["end"] > base:
+            d = {k: v[k] for k in SMAPS_FIELDS}
+            d["start"] = (max(v["start"], base) - base) // PAGE_SIZE
+            d["end"] = (min(v["end"], end) - base) // PAGE_SIZE
+            vmas.append(d)
+            try:
+                mc.append(mm.mincore(base + d["start"] * PAGE_SIZE,
+                                     (d["end"] - d["start"]) * PAGE_SIZE).tolist())
+            except OSError as e:
+                mc.append(e.errno)
+    return vmas, mc

@@ -102,6 +102,21 @@ def test_sequences_match_the_live_kernel(kind, first, stop):
         assert model == live, f"{kind} seed {seed} ({npages} pages):\n" + describe(steps, model, live)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_final_smaps_and_mincore_match_the_live_kernel(kind):
+    """At the end of scenarios of each kind: every VMA's smaps figures
+    (live_kernel.SMAPS_FIELDS: Rss, Pss, clean/dirty, Anonymous,
+    AnonHugePages, ShmemPmdMapped, Locked, THPeligible, ...) and its
+    mincore bytes as the live kernel's."""
+    gen = KINDS[kind][0]
+    n = int(os.environ.get("PGWALK_LIVE_SMAPS_SEEDS", "8"))
+    for seed in range(n):
+        steps, npages = gen(seed)
+        live = L.run_live_final(steps, npages)
+        model = L.run_model_final(steps, npages)
+        assert model == live, f"{kind} seed {seed}: smaps/mincore differ\nmodel {model}\nlive  {live}"
+
+
 @pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
 def test_regressions_match_the_live_kernel(case):
     """Minimised sequences that once differed (see their comments in
