@@ -324,6 +324,14 @@ cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
     return False
 
 
+cdef inline int64_t folio_mapcount(PhysState *ps, uint64_t head) noexcept nogil:
+    cdef int64_t n = 0
+    cdef int i
+    for i in range(NR):
+        n += ps.mapcount[head + i]
+    return n
+
+
 cdef bint sorted_has(const uint64_t *a, int64_t n, uint64_t x) noexcept nogil:
     """Binary search of ``x`` in the sorted array ``a[0:n]``."""
     cdef int64_t lo = 0, hi = n, mid
@@ -542,6 +550,24 @@ cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t
     return 0
 
 
+cdef bint can_reuse(OpState *s, uint64_t pfn) noexcept nogil:
+    """wp_can_reuse_anon_folio: a write fault on a read-only anonymous page
+    reuses it when this mm alone maps it: a small page mapped once; a page
+    of a large folio when no other mm maps the folio and more than one of
+    its pages is mapped (else the copy lets the folio go)."""
+    cdef uint64_t head
+    if not (s.ps.pflags[pfn] & PF_LARGE):
+        return s.ps.mapcount[pfn] == 1
+    head = pfn & ~(<uint64_t>511)
+    if folio_mapcount(s.ps, head) <= 1:
+        return False
+    if s.nmms <= 1:
+        return True
+    if s.nshared >= 0:
+        return not sorted_has(s.shared_heads, s.nshared, head)
+    return s.ps.mapcount[pfn] == 1
+
+
 cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0], pfn
@@ -562,7 +588,7 @@ cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
                 return -E_NOMEM
             e[0] = pte_of(<uint64_t>np, s.prot | PGW_RW | PGW_DIRTY)
             return 0
-        if (v & PGW_RW) or s.ps.mapcount[pfn] == 1:
+        if (v & PGW_RW) or can_reuse(s, pfn):
             e[0] = v | PGW_RW | PGW_DIRTY
             if s.ps.pflags[pfn] & PF_LAZYFREE:
                 s.ps.pflags[pfn] &= ~PF_LAZYFREE
@@ -1134,14 +1160,6 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     elif not s.pageout:
         e[0] = v & ~PGW_ACCESSED     # COLD makes the PTE old
     return 0
-
-
-cdef inline int64_t folio_mapcount(PhysState *ps, uint64_t head) noexcept nogil:
-    cdef int64_t n = 0
-    cdef int i
-    for i in range(NR):
-        n += ps.mapcount[head + i]
-    return n
 
 
 cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t addr) noexcept nogil:

@@ -442,7 +442,19 @@ class ProcessMixin:
                 rc = walk_page_range_mm(self, a0, a1, whole)
                 if rc < 0:
                     raise _err(-rc)
-        op = self._setup(self._op(), vma, write=write, mark_data=mark)
+        shared = None
+        if write and vma.vm_file is None and self._live_mms() > 1:
+            # a write to a page of a large folio reuses it only if no other
+            # mm maps the folio (wp_can_reuse_anon_folio)
+            shared = self._heads_mapped_elsewhere(start, end)
+
+        def prepared(op):
+            self._setup(op, vma, write=write, mark_data=mark)
+            if shared is not None:
+                op.set_shared_heads(shared)
+            return op
+
+        op = prepared(self._op())
         ops = self._ops(op, "populate")
         thp = (vma.vm_flags & VM_HUGEPAGE and vma_is_anonymous(vma)
                and not vma.vm_flags & VM_SHARED)
@@ -455,11 +467,10 @@ class ProcessMixin:
                 chunks.append((a, b))
                 a = b
         if vma.vm_file is not None and not write:
-            self._fault_around_edges(vma, start, end)
+            self._fault_around_sim(vma, start, end)
         for a, b in chunks:
             if thp and self._thp_fault(vma, a, write, mark):
-                op.setup(prot=pte_prot(vma.vm_flags), zprot=zero_prot(vma.vm_flags),
-                         rw=rw_bits(vma.vm_flags), write=write, mark_data=mark)
+                prepared(op)
             rc = walk_page_range_mm(self, a, b, ops)
             if rc == 1:
                 return op.fault, op.fault_addr
@@ -524,48 +535,50 @@ class ProcessMixin:
         """Where a populate of [start, end) stops: at the first marker."""
         return start + self._first_marker(self._pagemap_locked(start, end)) * PAGE_SIZE
 
-    def _fault_around_edges(self, vma, start, end):
+    def _fault_around_sim(self, vma, start, end):
         """Read faults on shmem map the cached pages around them
-        (fault-around).  Of the faults a populate of [start, end) makes, only
-        the first and the last can map pages outside it (every page inside
-        gets mapped anyway): those at the first and the last empty PTE
-        before the first guard marker (or other non-present entry), where
-        the populate stops.  No fault-around happens at a guard."""
-        out = self._pagemap_locked(start, end)
-        n = self._first_marker(out)
-        empty = np.flatnonzero(out[:n] == 0)
-        if not empty.size:
-            return
-        first = start + int(empty[0]) * PAGE_SIZE
-        last = start + int(empty[-1]) * PAGE_SIZE
-        self._fault_around(vma, first, first + PAGE_SIZE, check=False)
-        if (last >> 16) != (first >> 16) or (last >> 21) != (first >> 21):
-            self._fault_around(vma, last, last + PAGE_SIZE, check=False)
+        (fault-around).  A populate of [start, end) faults at each page
+        still empty when it gets there, in order, up to the first guard
+        marker (where it stops, faulting nothing around it) or the end of
+        the object (SIGBUS, after the fault-around).  Faults are followed
+        in that order; only a window reaching outside the range is mapped
+        here (the populate walk maps every page inside it anyway)."""
+        pm = self._pagemap_locked(start, end)
+        n = self._first_marker(pm)
+        empty = pm[:n] == 0
+        stop = start + n * PAGE_SIZE
+        obj = vma.vm_file
+        idx0 = vma.vm_pgoff + (start - vma.vm_start) // PAGE_SIZE
+        cached = np.zeros(n, dtype=bool)
+        m = max(0, min(n, obj.npages - idx0))
+        cached[:m] = obj.pages[idx0:idx0 + m] != 0
+        ops = None
+        for j in np.flatnonzero(empty).tolist():
+            if not empty[j]:
+                continue                       # mapped by an earlier fault-around
+            a = start + j * PAGE_SIZE
+            wlo, whi = self._around_window(vma, a)
+            if wlo < start or whi > stop:
+                if ops is None:
+                    ops = self._ops(self._setup(self._op(), vma, around=True), "populate")
+                walk_page_range_mm(self, wlo, whi, ops)
+            lo_i, hi_i = max(0, (wlo - start) // PAGE_SIZE), min(n, (whi - start) // PAGE_SIZE)
+            if lo_i < hi_i:
+                empty[lo_i:hi_i] &= ~cached[lo_i:hi_i]
+            empty[j] = False
+            if idx0 + j >= obj.npages:
+                break                          # SIGBUS: the populate stops here
 
-    def _has_empty(self, start, end):
-        return any(self.entry(p, PTE) == 0 and not pmd_leaf(self.entry(p, PMD))
-                   for p in range(start, end, PAGE_SIZE))
-
-    def _fault_around(self, vma, start, end, check=True):
-        """do_fault_around (read faults on shmem): map the object's pages
-        already in the cache around the fault, 16 pages aligned in the PTE
-        table, clamped to the VMA; empty PTEs only (markers stay)."""
-        op = self._setup(self._op(), vma, around=True)
-        ops = self._ops(op, "populate")
-        a = start
-        while a < end:
-            blk_end = min(end, (a | (16 * PAGE_SIZE - 1)) + 1)
-            if check and not self._has_empty(a, blk_end):
-                a = blk_end
-                continue               # nothing faults in this block
-            pte_off = (a >> 12) & 511
-            vma_off = (a - vma.vm_start) >> 12
-            lo = max(pte_off & ~15, pte_off - min(pte_off, vma_off))
-            hi = min(lo + 16, 512, pte_off + (vma.vm_end - vma.vm_start) // PAGE_SIZE - vma_off)
-            base = a - pte_off * PAGE_SIZE
-            wlo, whi = around_window(self, vma, base + lo * PAGE_SIZE, base + hi * PAGE_SIZE)
-            walk_page_range_mm(self, wlo, whi, ops)
-            a = base + hi * PAGE_SIZE if base + hi * PAGE_SIZE > a else a + PAGE_SIZE
+    def _around_window(self, vma, addr):
+        """The fault-around window of a read fault at ``addr``
+        (do_fault_around: 16 pages aligned in the PTE table, clamped to the
+        VMA and the table), widened to whole large folios."""
+        pte_off = (addr >> 12) & 511
+        vma_off = (addr - vma.vm_start) >> 12
+        lo = max(pte_off & ~15, pte_off - min(pte_off, vma_off))
+        hi = min(lo + 16, 512, pte_off + (vma.vm_end - vma.vm_start) // PAGE_SIZE - vma_off)
+        base = addr - pte_off * PAGE_SIZE
+        return around_window(self, vma, base + lo * PAGE_SIZE, base + hi * PAGE_SIZE)
 
     # --- faults ------------------------------------------------------------------
     def touch(self, addr, write=False):

@@ -633,3 +633,16 @@ REGRESSIONS.append((512, [("mmap", 0, 512, RW, SHARED | P.MAP_FIXED), ("touch", 
                           ("madvise", 0, 512, P.MADV_COLLAPSE), ("fork",),
                           ("child", ("madvise", 421, 91, P.MADV_REMOVE)), ("child", ("touch", 268, False)),
                           ("touch", 113, False), ("madvise", 19, 493, P.MADV_PAGEOUT)]))
+# a write to a page of a THP that a forked child still maps a part of copies
+# it (the folio is mapped by another mm) even if that page is mapped once, so
+# the child's later PAGEOUT, alone with the folio, splits it
+REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, PRIV | P.MAP_FIXED), ("madvise", 0, 1536, P.MADV_HUGEPAGE),
+                           ("touch", 1031, True), ("fork",),
+                           ("child", ("madvise", 492, 600, P.MADV_GUARD_INSTALL)),
+                           ("madvise", 1024, 512, P.MADV_POPULATE_WRITE),
+                           ("child", ("madvise", 1024, 512, P.MADV_PAGEOUT))]))
+# the read faults of a populate are followed in order: the first fault's
+# window maps the rest of the range, so no later fault maps past its end
+REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, SHARED | P.MAP_FIXED), ("touch", 1402, True),
+                           ("madvise", 1024, 512, P.MADV_COLLAPSE), ("mprotect", 1150, 386, P.PROT_READ),
+                           ("madvise", 866, 300, P.MADV_POPULATE_READ)]))
