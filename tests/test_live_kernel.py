@@ -29,11 +29,11 @@ if not _ok:
 # variable, e.g. PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py.
 KINDS = {
     # name: (generator, environment variable, default seeds)
-    "random": (S.scenario, "PGWALK_LIVE_SEEDS", 60),
+    "random": (S.scenario, "PGWALK_LIVE_SEEDS", 40),
     "thp": (S.thp_scenario, "PGWALK_LIVE_THP_SEEDS", 20),
     "shared": (S.shared_scenario, "PGWALK_LIVE_SHARED_SEEDS", 20),
     "fork": (S.fork_scenario, "PGWALK_LIVE_FORK_SEEDS", 20),
-    "wide": (S.wide_scenario, "PGWALK_LIVE_WIDE_SEEDS", 60),
+    "wide": (S.wide_scenario, "PGWALK_LIVE_WIDE_SEEDS", 40),
     "lazy": (S.lazy_scenario, "PGWALK_LIVE_LAZY_SEEDS", 20),
     "remap": (S.remap_scenario, "PGWALK_LIVE_REMAP_SEEDS", 20),
     "shmem-huge": (S.shmem_huge_scenario, "PGWALK_LIVE_SHMEM_HUGE_SEEDS", 20),
