@@ -1027,9 +1027,7 @@ cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, i
     cdef int64_t i
     cdef bint whole = idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi and pos >= 0 and pos + n <= NR
     if s.nmms > 1 and s.nshared >= 0 and sorted_has(s.shared_heads, s.nshared, <uint64_t>s.shm[first]):
-        # folio_maybe_mapped_shared: the kernel stops this PTE table here
-        s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
-        return 0
+        return 0                     # folio_maybe_mapped_shared: the folio is left alone
     if whole:
         for i in range(n):
             v = base[pos + i]
@@ -1128,9 +1126,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
         if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
-            # folio_maybe_mapped_shared: the kernel stops this PTE table here
-            s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
-            return 0
+            return 0                 # folio_maybe_mapped_shared: the folio is left alone
         if s.pageout and not folio_partial(s, e, pfn, addr):
             # reclaim takes the whole folio: a lazily freed clean one is
             # discarded at once, a redirtied one kept whole (and no longer
