@@ -329,9 +329,10 @@ def _run_steps(base, npages, steps):
     return obs
 
 
-def run_live(steps, npages, align=PMD_SIZE):
-    """Run ``steps`` in a fresh forked runner, the region at an
-    ``align``-aligned base; returns (base, observations)."""
+def in_runner(fn):
+    """Call ``fn()`` in a fresh forked runner pinned to one CPU and return
+    what it returns (pickled back), so that the test process's own memory
+    is never touched; an exception in the runner becomes a RuntimeError."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -343,18 +344,16 @@ def run_live(steps, npages, align=PMD_SIZE):
             # isolated yet and the outcome would depend on scheduling
             cpus = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {cpus[-1]})
-            base = reserve(npages + 8, align)
-            out = ("ok", base, _run_steps(base, npages, steps))
+            out = ("ok", fn())
         except BaseException as e:  # report, never return into pytest
             import traceback
-            out = ("error", repr(e), traceback.format_exc())
+            out = ("error", f"{e!r}\n{traceback.format_exc()}")
             code = 1
         try:
             data = pickle.dumps(out)
             view = memoryview(data)
             while view:
-                n = os.write(w, view)
-                view = view[n:]
+                view = view[os.write(w, view):]
         finally:
             os._exit(code)
     os.close(w)
@@ -368,8 +367,17 @@ def run_live(steps, npages, align=PMD_SIZE):
     os.waitpid(pid, 0)
     out = pickle.loads(b"".join(chunks))
     if out[0] != "ok":
-        raise RuntimeError(f"live runner failed: {out[1]}\n{out[2]}")
-    return out[1], out[2]
+        raise RuntimeError(f"live runner failed: {out[1]}")
+    return out[1]
+
+
+def run_live(steps, npages, align=PMD_SIZE):
+    """Run ``steps`` in a fresh forked runner, the region at an
+    ``align``-aligned base; returns (base, observations)."""
+    def go():
+        base = reserve(npages + 8, align)
+        return base, _run_steps(base, npages, steps)
+    return in_runner(go)
 
 
 def _model_maps(mm, base, npages):
@@ -501,40 +509,11 @@ def _live_smaps_mincore(base, npages):
 def run_live_final(steps, npages):
     """Run ``steps`` live in a fresh forked runner; then the smaps figures
     and mincore bytes of each VMA in the region (see SMAPS_FIELDS)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            cpus = sorted(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {cpus[-1]})
-            base = reserve(npages + 8)
-            _run_steps(base, npages, steps)
-            out = ("ok", _live_smaps_mincore(base, npages))
-        except BaseException as e:  # report, never return into pytest
-            out = ("error", repr(e))
-            code = 1
-        try:
-            data = pickle.dumps(out)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        c = os.read(r, 1 << 20)
-        if not c:
-            break
-        chunks.append(c)
-    os.close(r)
-    os.waitpid(pid, 0)
-    out = pickle.loads(b"".join(chunks))
-    if out[0] != "ok":
-        raise RuntimeError(f"live runner failed: {out[1]}")
-    return out[1]
+    def go():
+        base = reserve(npages + 8)
+        _run_steps(base, npages, steps)
+        return _live_smaps_mincore(base, npages)
+    return in_runner(go)
 
 
 def run_model_final(steps, npages, base=0x7F0000000000):

@@ -687,42 +687,29 @@ def test_collapse(backing):
 
 
 def _gu_live(steps, npages):
-    """Run ``steps`` live in a forked child; after each, the region's VMAs
+    """Run ``steps`` live in a forked runner; after each, the region's VMAs
     as (start, end, has "gu") from /proc/self/smaps."""
-    import os
-    import pickle
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            base = L.reserve(npages + 8)
-            out = []
-            for st in steps:
-                L._do_step(st, base)
-                vmas, cur = [], None
-                with open("/proc/self/smaps") as f:
-                    for line in f:
-                        head = line.split()[0]
-                        if "-" in head and not line[0].isupper():
-                            s_, e_ = (int(x, 16) for x in head.split("-"))
-                            cur = None
-                            if s_ < base + npages * P.PAGE_SIZE and e_ > base:
-                                cur = [(max(s_, base) - base) // P.PAGE_SIZE,
-                                       (min(e_, base + npages * P.PAGE_SIZE) - base) // P.PAGE_SIZE]
-                        elif cur is not None and line.startswith("VmFlags:"):
-                            vmas.append((cur[0], cur[1], "gu" in line.split()[1:]))
-                out.append(vmas)
-            os.write(w, pickle.dumps(out))
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 1 << 16):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return pickle.loads(data)
+    def go():
+        base = L.reserve(npages + 8)
+        end = base + npages * P.PAGE_SIZE
+        out = []
+        for st in steps:
+            L._do_step(st, base)
+            vmas, cur = [], None
+            with open("/proc/self/smaps") as f:
+                for line in f:
+                    head = line.split()[0]
+                    if "-" in head and not line[0].isupper():
+                        s_, e_ = (int(x, 16) for x in head.split("-"))
+                        cur = None
+                        if s_ < end and e_ > base:
+                            cur = ((max(s_, base) - base) // P.PAGE_SIZE,
+                                   (min(e_, end) - base) // P.PAGE_SIZE)
+                    elif cur is not None and line.startswith("VmFlags:"):
+                        vmas.append(cur + ("gu" in line.split()[1:],))
+            out.append(vmas)
+        return out
+    return L.in_runner(go)
 
 
 def _gu_model(steps, npages, base=0x7F0000000000):
