@@ -413,12 +413,14 @@ class ProcessMixin:
         (0, None) or (fault code, address) at the first page that faulted."""
         if vma.vm_file is not None and vma.vm_file.huge:
             # blocks of the shmem object that are one huge folio are mapped
-            # by PMD; the rest page by page
+            # by PMD (those the populate reaches before a guard); the rest
+            # page by page
+            stop = self._populate_stop(start, end)
             rest = []
             a = start
             while a < end:
                 b = min(end, (a & ~(PMD_SIZE - 1)) + PMD_SIZE)
-                if not self._shmem_pmd_fault(vma, a, write, mark):
+                if a >= stop or not self._shmem_pmd_fault(vma, a, write, mark):
                     if rest and rest[-1][1] == a:
                         rest[-1] = (rest[-1][0], b)
                     else:

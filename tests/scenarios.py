@@ -652,3 +652,8 @@ REGRESSIONS.append((1024, [("mmap", 0, 1024, RW, PRIV | P.MAP_FIXED), ("madvise"
                            ("touch", 512, True), ("fork",), ("touch", 914, True),
                            ("madvise", 512, 512, P.MADV_FREE), ("child", ("touch", 662, True)),
                            ("madvise", 512, 512, P.MADV_PAGEOUT)]))
+# a populate stopped by a guard does not reach a huge folio's block after it
+REGRESSIONS.append((1536, [("mmap", 0, 1536, RW, SHARED | P.MAP_FIXED), ("touch", 600, True),
+                           ("madvise", 512, 512, P.MADV_COLLAPSE), ("madvise", 512, 512, P.MADV_DONTNEED),
+                           ("madvise", 100, 1, P.MADV_GUARD_INSTALL),
+                           ("madvise", 0, 1536, P.MADV_POPULATE_READ)]))
