@@ -1025,7 +1025,8 @@ cdef int shmem_lru_large(OpState *s, uint64_t *e, uint64_t pfn, uint64_t addr, i
     cdef uint64_t *base = e - ((addr >> 12) & 511)
     cdef uint64_t a0 = addr - <uint64_t>(idx - first) * 4096, v, p
     cdef int64_t i
-    cdef bint whole = idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi and pos >= 0 and pos + n <= NR
+    cdef bint whole = (idx == first and a0 >= s.lo and a0 + <uint64_t>n * 4096 <= s.hi
+                       and pos >= 0 and pos + n <= NR)
     if s.nmms > 1 and s.nshared >= 0 and sorted_has(s.shared_heads, s.nshared, <uint64_t>s.shm[first]):
         return 0                     # folio_maybe_mapped_shared: the folio is left alone
     if whole:
