@@ -422,7 +422,12 @@ def plot(results, path):
         ax.set_title(shape)
         ax.set_xlabel("mapped range (GiB)")
     axes[0].set_ylabel("ns per page")
-    axes[-1].legend(fontsize=7)
+    # the tiers' legend, taken from a panel that has lines (a quick run may
+    # leave the last one empty)
+    legend = next((ax.get_legend_handles_labels() for ax in axes
+                   if ax.get_legend_handles_labels()[0]), None)
+    if legend is not None:
+        axes[-1].legend(*legend, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
