@@ -344,29 +344,17 @@ cdef bint sorted_has(const uint64_t *a, int64_t n, uint64_t x) noexcept nogil:
     return lo < n and a[lo] == x
 
 
-cdef bint folio_mapped_elsewhere(OpState *s, uint64_t *base, uint64_t head) noexcept nogil:
-    """folio_maybe_mapped_shared for a PTE-mapped large folio whose PTEs in
-    this mm are in the table ``base``: with forked mms alive, some other mm
-    maps it too when its pages have more mappings in all than this table
-    holds (a child that keeps a part the parent has since replaced shares
-    the folio, even though no single page is mapped twice).  Without them,
-    never (part of it may sit in another table of this mm after mremap)."""
-    cdef PhysState *ps = s.ps
-    cdef int64_t total = 0, here = 0
-    cdef uint64_t v, p
-    cdef int i
+cdef bint folio_mapped_elsewhere(OpState *s, uint64_t head) noexcept nogil:
+    """folio_maybe_mapped_shared for the large anonymous folio ``head``:
+    only with fork relatives alive, and then as the caller counted it over
+    whole mms (MMOp.set_shared_heads; a child that keeps a part the parent
+    has since replaced shares the folio although no page of it is mapped
+    twice).  Not counted: some page of it is mapped twice."""
     if s.nmms <= 1:
         return False
     if s.nshared >= 0:
         return sorted_has(s.shared_heads, s.nshared, head)
-    for i in range(NR):
-        total += ps.mapcount[head + i]
-        v = base[i]
-        if pte_present(v):
-            p = (v & PGW_PFN_MASK) >> 12
-            if head <= p < head + NR:
-                here += 1
-    return total > here
+    return thp_shared(s.ps, head)
 
 
 cdef inline bint pmd_is_table(OpState *s, uint64_t *pmd) noexcept nogil:
@@ -559,13 +547,7 @@ cdef bint can_reuse(OpState *s, uint64_t pfn) noexcept nogil:
     if not (s.ps.pflags[pfn] & PF_LARGE):
         return s.ps.mapcount[pfn] == 1
     head = pfn & ~(<uint64_t>511)
-    if folio_mapcount(s.ps, head) <= 1:
-        return False
-    if s.nmms <= 1:
-        return True
-    if s.nshared >= 0:
-        return not sorted_has(s.shared_heads, s.nshared, head)
-    return s.ps.mapcount[pfn] == 1
+    return folio_mapcount(s.ps, head) > 1 and not folio_mapped_elsewhere(s, head)
 
 
 cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -1126,7 +1108,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             e[0] = v & ~PGW_ACCESSED     # COLD makes the PTE old
         return 0
     if s.ps.pflags[pfn] & PF_LARGE:
-        if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), pfn & ~(<uint64_t>511)):
+        if folio_mapped_elsewhere(s, pfn & ~(<uint64_t>511)):
             return 0                 # folio_maybe_mapped_shared: the folio is left alone
         if s.pageout and not folio_partial(s, e, pfn, addr):
             # reclaim takes the whole folio: a lazily freed clean one is
@@ -1170,7 +1152,7 @@ cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t ad
     if s.ps.pflags[pfn] & PF_LARGE:
         head = pfn & ~(<uint64_t>511)
         if folio_partial(s, e, pfn, addr):
-            if folio_mapped_elsewhere(s, e - ((addr >> 12) & 511), head):
+            if folio_mapped_elsewhere(s, head):
                 return 0             # folio_maybe_mapped_shared: not split
             split_folio(s, e, addr)
             v = e[0]

@@ -478,16 +478,15 @@ SMAPS_FIELDS = ("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_C
                 "Locked", "THPeligible")
 
 
-def _live_smaps_mincore(base, npages):
-    """smaps figures and mincore bytes of each VMA in the region, here (the
-    live runner)."""
-    libc = _libc
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+def live_smaps(base, npages):
+    """This process's /proc/self/smaps entries for the VMAs in the region:
+    {"start", "end" (page offsets, clipped to the region), each numeric
+    field, "VmFlags" (a list)}."""
     end = base + npages * PAGE_SIZE
     vmas, cur = [], None
     with open("/proc/self/smaps") as f:
         for line in f:
-            head = line.split()[0]
+            head, *rest = line.split()
             if "-" in head and not line[0].isupper():
                 s, e = (int(x, 16) for x in head.split("-"))
                 cur = None
@@ -495,8 +494,20 @@ def _live_smaps_mincore(base, npages):
                     cur = {"start": (max(s, base) - base) // PAGE_SIZE,
                            "end": (min(e, end) - base) // PAGE_SIZE}
                     vmas.append(cur)
-            elif cur is not None and line.split(":")[0] in SMAPS_FIELDS:
-                cur[line.split(":")[0]] = int(line.split()[1])
+            elif cur is not None and head == "VmFlags:":
+                cur["VmFlags"] = rest
+            elif cur is not None and rest and rest[0].isdigit():
+                cur[head.rstrip(":")] = int(rest[0])
+    return vmas
+
+
+def _live_smaps_mincore(base, npages):
+    """smaps figures (SMAPS_FIELDS) and mincore bytes of each VMA in the
+    region, here (the live runner)."""
+    libc = _libc
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    vmas = [{k: v[k] for k in ("start", "end") + SMAPS_FIELDS if k in v}
+            for v in live_smaps(base, npages)]
     mc = []
     for v in vmas:
         n = v["end"] - v["start"]

@@ -691,23 +691,10 @@ def _gu_live(steps, npages):
     as (start, end, has "gu") from /proc/self/smaps."""
     def go():
         base = L.reserve(npages + 8)
-        end = base + npages * P.PAGE_SIZE
         out = []
         for st in steps:
             L._do_step(st, base)
-            vmas, cur = [], None
-            with open("/proc/self/smaps") as f:
-                for line in f:
-                    head = line.split()[0]
-                    if "-" in head and not line[0].isupper():
-                        s_, e_ = (int(x, 16) for x in head.split("-"))
-                        cur = None
-                        if s_ < end and e_ > base:
-                            cur = ((max(s_, base) - base) // P.PAGE_SIZE,
-                                   (min(e_, end) - base) // P.PAGE_SIZE)
-                    elif cur is not None and line.startswith("VmFlags:"):
-                        vmas.append(cur + ("gu" in line.split()[1:],))
-            out.append(vmas)
+            out.append([(v["start"], v["end"], "gu" in v["VmFlags"]) for v in L.live_smaps(base, npages)])
         return out
     return L.in_runner(go)
 
