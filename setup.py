@@ -1,22 +1,29 @@
 """Build the compiled modules with Cython (directives set here, once).
 
-Every ``pgwalk/*.pyx`` is an extension module ``pgwalk.<name>``."""
+Every ``pgwalk/**/X.pyx`` is an extension module named by its path
+(``pgwalk/walker/_core.pyx`` -> ``pgwalk.walker._core``).  The walker's C
+headers (``pgwalk/walker/*.h``) are on every module's include path: the
+process model's and images' C ops use its helpers."""
 from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+HEADERS = sorted(str(h) for h in Path("pgwalk").rglob("*.h"))
+PXDS = sorted(str(p) for p in Path("pgwalk").rglob("*.pxd"))
+
 extensions = [
     Extension(
-        f"pgwalk.{pyx.stem}",
+        ".".join(pyx.with_suffix("").parts),
         [str(pyx)],
-        depends=[str(h) for h in Path("pgwalk").glob("*.h")],
-        include_dirs=[np.get_include()],
+        depends=HEADERS + PXDS,
+        include_dirs=[np.get_include(), "pgwalk/walker"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O3"],
     )
-    for pyx in sorted(Path("pgwalk").glob("*.pyx"))
+    for pyx in sorted(Path("pgwalk").rglob("*.pyx"))
+    if "_examples" not in pyx.parts      # built by the user against the installed package
 ]
 
 setup(

@@ -142,7 +142,7 @@ def load_c_counter(tmpdir):
 
 def run_case(levels, shape, size, samples, min_time, q):
     import pgwalk
-    from pgwalk import _core
+    from pgwalk.walker import _core
     from pgwalk._builtin import MincoreOp, call_python_4
     res = {"levels": levels, "shape": shape, "size_gib": size / GiB, "tiers": {}, "floors": {}}
     t0 = time.perf_counter()

@@ -2,5 +2,5 @@
 # `cimport pgwalk`: the C contract of the walker for Cython users (the ops
 # slot typedefs, pgwalk_walk_t, CFunc/make_cfunc to put a C function in an
 # MMWalkOps slot) and the inline x86-64 entry predicates.
-from pgwalk._core cimport *
-from pgwalk._entries cimport *
+from pgwalk.walker._core cimport *
+from pgwalk.walker._entries cimport *

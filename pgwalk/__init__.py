@@ -1,12 +1,18 @@
 """pgwalk: the Linux kernel's generic page-table walker (mm/pagewalk.c,
 6.13, with install_pte) over numpy-backed x86-64 page tables.
 
-Re-exports only; see README.md for examples.
+Re-exports only; see README.md for examples.  Three rooms: the walker
+(``pgwalk.walker``), the process model (``pgwalk.process``) and memory
+images (``pgwalk.image``); ``docs/architecture.md`` shows how they fit.
 """
 
 from . import constants, entries
-from ._core import (
-    Batch, CFunc, EntryRef, LockAssertionError, MMWalk, PageTable, Scratch, WalkStats, batch,
+# the names of modules that moved into the rooms, kept as attributes too
+from . import locks, lowlevel, mm, ops  # noqa: F401
+from .walker import (
+    Batch, CFunc, EntryRef, LockAssertionError, LowLevelCallable, MMWalk, MMWalkOps,
+    PageTable, Scratch, WalkStats, WalkStruct, batch, vma_start_write,
+    walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
 )
 from .constants import *  # noqa: F401,F403  (geometry, enums, VM_/PROT_/MAP_/MADV_)
 from .entries import (
@@ -19,14 +25,7 @@ from .entries import (
     pud_pfn, pud_present, pud_trans_huge, swp_entry, swp_entry_to_pmd,
     swp_entry_to_pte, swp_offset, swp_type, table_index,
 )
-from .locks import vma_start_write
+from .process import MM, VMA, BusError, InvariantError, SegmentationFault, init_mm
 from .image import ImageError, PhysImage
-from .lowlevel import LowLevelCallable, WalkStruct
-from .mm import MM, VMA, InvariantError, init_mm
-from .ops import MMWalkOps
-from .process import BusError, SegmentationFault
-from .walker import (
-    walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
-)
 
 __version__ = "0.1.0"

@@ -11,6 +11,20 @@ two agree.
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def page_down(n):
+    """``n`` rounded down to a page boundary, in Python's unbounded ints (no
+    64-bit wrap: syscall models check the range afterwards, as the kernel does)."""
+    return n & ~(PAGE_SIZE - 1)
+
+
+def page_align(n):
+    """``n`` rounded up to a page boundary (the kernel's ``PAGE_ALIGN``),
+    in Python's unbounded ints."""
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
 PMD_SHIFT = 21
 PUD_SHIFT = 30
 P4D_SHIFT = 39

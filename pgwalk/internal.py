@@ -1,19 +1,9 @@
-"""mm-internal entry points (the kernel's mm/internal.h).
+"""mm-internal entry points (the kernel's mm/internal.h), kept importable as
+``pgwalk.internal``; ``walk_page_range_mm`` lives in ``pgwalk.walker.internal``.
 
 ``walk_page_range_mm`` is the only entry point that accepts ``install_pte``;
-the guard-region code and other mm internals use it.
-"""
+the guard-region code and other mm internals use it."""
 
-from ._args import check_mm, check_ops, check_range, check_stats
-from .walker import _walk_page_range_mm
+from .walker.internal import walk_page_range_mm
 
 __all__ = ["walk_page_range_mm"]
-
-
-def walk_page_range_mm(mm, start, end, ops, private=None, *, stats=None):
-    """``walk_page_range`` without the ``install_pte`` refusal."""
-    check_mm(mm)
-    check_ops(ops)
-    check_stats(stats)
-    check_range(mm, start, end)
-    return _walk_page_range_mm(mm, start, end, ops, private, stats)

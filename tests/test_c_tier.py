@@ -66,4 +66,4 @@ def test_slot_signature_checked():
     with pytest.raises(ValueError):
         ops.install_pte = c.pte_hole
     with pytest.raises(TypeError):
-        pgwalk._core.CFunc()
+        pgwalk.walker._core.CFunc()

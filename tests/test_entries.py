@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 import pgwalk
-from pgwalk import _core
+from pgwalk.walker import _core
 from pgwalk import entries as E
 from pgwalk.constants import (
     PTE_MARKER_GUARD, SWP_MIGRATION_READ, SWP_MIGRATION_WRITE, SWP_PTE_MARKER,

@@ -186,7 +186,8 @@ def test_install_walk_count_is_two_walks_and_one_zap_over_populated_memory():
     """Installation over populated memory takes exactly 2 walks and 1 zap
     (the first walk stops at the first populated PTE, keeping the markers it
     wrote before it); over empty memory 1 walk."""
-    from pgwalk import guard, internal
+    from pgwalk import internal
+    from pgwalk.process import guard
     calls = []
     real = internal.walk_page_range_mm
 

@@ -320,7 +320,7 @@ def test_kernel_shaped_mappings_op_equals_the_per_pte_op(tmp_path, levels, seed)
     """mm.mappings() uses MappingsOp.pte_range as its pmd_entry (each PTE
     table read in one loop); the per-PTE shape (pmd_entry + pte_entry) gives
     the same records, the same bad-entry report and the same order."""
-    from pgwalk import _image
+    from pgwalk.image import _image
     img, root = make_image(seed, levels)
     path = tmp_path / "img.raw"
     img.tofile(path)

@@ -9,7 +9,8 @@ import pytest
 
 import pgwalk
 import pgwalk.reference
-from pgwalk import PTE, _core
+from pgwalk import PTE
+from pgwalk.walker import _core
 
 B = 0x7F0000000000
 KERNEL = 0xFFFF888000000000          # above 2**60: a three-digit int in CPython

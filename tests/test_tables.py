@@ -131,8 +131,8 @@ def test_type_stub_matches_the_compiled_module(tmp_path):
     root = Path(pgwalk.__file__).parent
     allow = Path(__file__).resolve().parent.parent / "pgwalk" / "stubtest-allowlist.txt"
     env = dict(__import__("os").environ, PYTHONPATH=str(root.parent))
-    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pgwalk._core", "pgwalk._builtin",
-                        "pgwalk._image", "pgwalk._mmops",
+    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pgwalk.walker._core", "pgwalk.walker._builtin",
+                        "pgwalk.image._image", "pgwalk.process._mmops",
                         "--allowlist", str(allow)], capture_output=True, text=True,
                        cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout + r.stderr + str(root)

@@ -243,7 +243,7 @@ def test_inlined_op_gives_what_the_slot_op_gives(levels):
     inline[:] = 7
     with mm.mmap_read_lock():
         assert pgwalk.walk_page_range(mm, B, B + (8 << 21), ops) == 0
-        assert pgwalk._core._walk_inline_mincore(mm, B, B + (8 << 21), ops2, inline) == 0
+        assert pgwalk.walker._core._walk_inline_mincore(mm, B, B + (8 << 21), ops2, inline) == 0
     want = np.zeros(n, dtype=np.uint8)
     for k in (0, 1, 5, 511, 600, 1100, 1536):
         want[k] = 1

@@ -20,12 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _image
-from ._args import check_range
-from .constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
-from .mm import MM
-from .ops import MMWalkOps
-from .ptdump import guard_hole_end, kernel_ptdump, x86_64_markers
-from .walker import walk_page_range_novma
+from ..walker import AddressSpace, MMWalkOps, check_range, walk_page_range_novma
+from ..constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
+from ..walker.ptdump import guard_hole_end, kernel_ptdump, x86_64_markers
 
 MAPPING_DTYPE = _image.MAPPING_DTYPE
 NONPRESENT_DTYPE = _image.OTHER_DTYPE
@@ -122,7 +119,7 @@ class PhysImage:
         return f"<PhysImage {self.kind} {self.path} frames={self.frames.size // 512}>"
 
 
-class ImageMM(MM):
+class ImageMM(AddressSpace):
     """The tables of a physical-memory image seen as a (kernel) mm: no VMAs,
     read only; walk it with ``walk_page_range_novma``."""
 

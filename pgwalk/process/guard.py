@@ -8,9 +8,8 @@ a walk whose ``pte_entry`` clears the markers.  The slot functions are C
 See ../shared/spec/guard-regions.md sections 3-5.
 """
 
-from .constants import EINVAL, VM_HUGETLB, VM_LOCKED, VM_MAYBE_GUARD, VM_SPECIAL
-from .internal import walk_page_range_mm
-from .walker import walk_page_range_vma
+from ..constants import EINVAL, VM_HUGETLB, VM_LOCKED, VM_MAYBE_GUARD, VM_SPECIAL
+from ..walker import walk_page_range_mm, walk_page_range_vma
 
 MAX_MADVISE_GUARD_RETRIES = 3
 

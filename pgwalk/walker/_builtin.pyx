@@ -12,8 +12,8 @@ from libc.string cimport memset
 
 import numpy as np
 
-from pgwalk._core cimport CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pte_offset_map
-from pgwalk._entries cimport pte_none, pte_present, pmd_leaf, pmd_trans_huge, PGW_P, PGW_PROTNONE
+from pgwalk.walker._core cimport CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pte_offset_map
+from pgwalk.walker._entries cimport pte_none, pte_present, pmd_leaf, pmd_trans_huge, PGW_P, PGW_PROTNONE
 
 cdef enum:
     C_PTE_PRESENT = 0
@@ -120,7 +120,7 @@ cdef class CountPresentOp:
 # --- mincore(2) as a walk op -----------------------------------------------------
 
 from libc.stdint cimport uint8_t
-from pgwalk._entries cimport pte_none
+from pgwalk.walker._entries cimport pte_none
 
 cdef struct MincoreState:
     uint8_t *vec
@@ -231,8 +231,8 @@ cdef class MincoreOp:
 # handed to walk_page_range_mm, so the walker allocates every table.  THP
 # layouts set PMD leaves through the pool directly (no walker installs them).
 
-from pgwalk._core cimport PageTables
-from pgwalk._entries cimport PGW_PSE, PGW_PFN_MASK
+from pgwalk.walker._core cimport PageTables
+from pgwalk.walker._entries cimport PGW_PSE, PGW_PFN_MASK
 
 cdef struct FillState:
     uint64_t pfn_base
@@ -261,6 +261,9 @@ cdef class FillOp:
         self.state.prot = prot
         self.state.stride_mask = stride - 1
         self.install_pte = make_cfunc(<void *>_fill_install, &self.state, "install", self)
+
+
+__all__ = ["CountOp", "CountPresentOp", "FillOp", "MincoreOp", "call_python_4", "map_thp_range"]
 
 
 def map_thp_range(PageTables mm not None, uint64_t start, uint64_t end, uint64_t pfn_base=1 << 24,

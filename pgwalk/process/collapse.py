@@ -6,9 +6,11 @@ EINVAL and ends the call, as on the live kernel; blocks already PMD-mapped
 are left alone.  Shared anonymous memory collapses into a huge page of its
 shmem object."""
 
-from . import constants as C
-from .constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
-from .entries import pmd_leaf, pte_none, pte_present, pte_pfn
+from .. import constants as C
+from ..constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
+from ..entries import pmd_leaf, pte_none, pte_present, pte_pfn
+from .objects import PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, PF_SHMEM, PF_SHMEM_DIRTY, pte_prot
+from .shmem import unmap_object_range
 
 
 def collapse(mm, vma, s, e):
@@ -62,7 +64,6 @@ def _collapse_block(mm, vma, h):
 
 
 def _replace(mm, vma, h, data):
-    from .process import PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, pte_prot
     mm._anon_vma_prepare(vma)
     new = mm._phys.alloc(512, 512)
     mm._phys.add_map(new, 512)
@@ -88,8 +89,6 @@ def _collapse_shmem(mm, vma, hs, he):
     unmapped everywhere.  Blocks with nothing cached fail with EINVAL; so
     do blocks with a guard marker here, after the object's folio was made
     (the marker only stops the PMD mapping)."""
-    from .process import PF_DATA, PF_LARGE, PF_SHMEM_DIRTY, pte_prot
-    from .shmem import unmap_object_range
     if vma.vm_flags & (C.VM_NOHUGEPAGE | C.VM_SPECIAL | C.VM_HUGETLB):
         return EINVAL
     obj = vma.vm_file
@@ -123,7 +122,7 @@ def _collapse_shmem(mm, vma, hs, he):
         for i in range(512):
             old = int(pages[i])
             # the new folio is dirty (collapse_file marks it so): reclaim keeps it
-            mm._phys.set_flags(new + i, 4 | PF_LARGE | PF_SHMEM_DIRTY
+            mm._phys.set_flags(new + i, PF_SHMEM | PF_LARGE | PF_SHMEM_DIRTY
                                | (mm._phys.flags(old) & PF_DATA if old else 0))
         unmap_object_range(mm, obj, lo, lo + 512)
         for i in range(512):
@@ -160,7 +159,6 @@ def _map_huge_folio(mm, vma, h, pmdv, head):
     the PMD; a PTE table may hold only empty entries and this folio's own
     pages at their places (a marker or anything else: EINVAL, nothing
     changed), and is then replaced by the PMD."""
-    from .process import pte_prot
     if pmdv != 0:
         for i in range(512):
             v = mm.entry(h + i * PAGE_SIZE, PTE)

@@ -21,10 +21,11 @@ from libc.string cimport memset, memcpy
 import numpy as np
 cimport numpy as cnp
 
-from pgwalk._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
+from pgwalk.walker._core cimport (CFunc, make_cfunc, pgwalk_walk_t, pgwalk_pool_t,
                            PageTables, table_of, pool_alloc, pool_free_subtree, pool_slot,
                            SLAB_TABLES, pgwalk_pte_offset_map)
-from pgwalk._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
+from pgwalk.walker._constants cimport *
+from pgwalk.walker._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
                               PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE)
@@ -34,28 +35,7 @@ cdef extern from "_kernels.h":
 
 cnp.import_array()
 
-cdef enum:
-    ZERO_PFN = 1
-    HUGE_ZERO_PFN = 512
-    NR = 512
-    E_NOMEM = 12
-    ACT_SUBTREE = 0
-    ACT_CONTINUE = 1
-    L_PGD = 0
-    L_P4D = 1
-    L_PUD = 2
-    L_PMD = 3
-    L_PTE = 4
-
-# page flags (per PFN)
-cdef enum:
-    PF_DATA = 1          # content is not all zero (written by a touch)
-    PF_LAZYFREE = 2      # MADV_FREE'd, clean: reclaim may discard it
-    PF_SHMEM = 4         # a shmem (page cache) page: not anonymous
-    PF_LARGE = 8         # part of a PMD-sized folio (THP)
-    PF_ANON = 16
-    PF_DIRTY = 32        # a shmem page written through a mapping (reclaim must keep it)
-    PF_FDIRTY = 64       # an anonymous folio's PG_dirty (see anon_folio_dirty below)
+# page flags (per PFN): PageFlag in _mmops.pxd
 
 # fault codes left in OpState.fault
 cdef enum:
@@ -522,7 +502,7 @@ cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t
         s.ps.mapcount[pfn] += 1
         mark_data(s, pfn)
         if s.write:
-            s.ps.pflags[pfn] |= PF_DIRTY
+            s.ps.pflags[pfn] |= PF_SHMEM_DIRTY
         # a shared writable mapping's vm_page_prot is writable: a read fault
         # maps the page writable and clean, a write fault writable and dirty
         ptep[0] = pte_of(pfn, s.prot | (s.rw if s.write else (s.rw & PGW_RW)))
@@ -561,7 +541,7 @@ cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         pfn = (v & PGW_PFN_MASK) >> 12
         if s.shared:
             e[0] = v | s.rw
-            s.ps.pflags[pfn] |= PF_DIRTY
+            s.ps.pflags[pfn] |= PF_SHMEM_DIRTY
             mark_data(s, pfn)
             return 0
         if pfn == ZERO_PFN:
@@ -1099,7 +1079,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             # object, a clean one is dropped from it
             page_put(s.ps, pfn)
             e[0] = 0
-            if not (s.ps.pflags[pfn] & PF_DIRTY) and s.ps.mapcount[pfn] == 0 and s.is_shmem:
+            if not (s.ps.pflags[pfn] & PF_SHMEM_DIRTY) and s.ps.mapcount[pfn] == 0 and s.is_shmem:
                 idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
                 if 0 <= idx < s.shm_size and s.shm[idx] == <int64_t>pfn:
                     s.shm[idx] = 0
@@ -1358,7 +1338,7 @@ cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint 
     if mc < 1:
         mc = 1
     # smaps_page_accumulate: dirty when the mapping is or the folio is
-    if fl & (PF_DIRTY | PF_FDIRTY):
+    if fl & (PF_SHMEM_DIRTY | PF_FDIRTY):
         dirty = True
     s.cnt[0] += 4096
     s.cnt[1] += (4096 << 12) // mc

@@ -56,23 +56,23 @@ import threading
 import numpy as np
 cimport numpy as cnp
 
-from pgwalk._entries cimport *
+from pgwalk.walker._entries cimport *
+from pgwalk.walker._constants cimport *
 
 cnp.import_array()
 
 
 cdef enum:
     CHECK_EVERY = 1 << 16          # entries between two Ctrl-C checks
-    ACT_SUBTREE = 0
-    ACT_CONTINUE = 1
-    ACT_AGAIN = 2
-    E_NOMEM = 12
-    E_INVAL = 22
-    L_PGD = 0
-    L_P4D = 1
-    L_PUD = 2
-    L_PMD = 3
-    L_PTE = 4
+
+# The C view of pgwalk.constants' levels, actions and errnos (for the test
+# that the two views agree).
+C_CONSTANTS = {
+    "PGD": L_PGD, "P4D": L_P4D, "PUD": L_PUD, "PMD": L_PMD, "PTE": L_PTE,
+    "ACTION_SUBTREE": ACT_SUBTREE, "ACTION_CONTINUE": ACT_CONTINUE, "ACTION_AGAIN": ACT_AGAIN,
+    "ENOMEM": E_NOMEM, "EINVAL": E_INVAL, "PTRS_PER_TABLE": NR,
+    "ZERO_PFN": ZERO_PFN, "HUGE_ZERO_PFN": HUGE_ZERO_PFN,
+}
 
 cdef size_t SIZE_MAX_ = <size_t>-1
 cdef uint64_t PMD_SIZE_ = (<uint64_t>1) << 21

@@ -3,15 +3,17 @@ by a walk: ``pagemap`` (/proc/PID/pagemap words), ``mincore`` (mincore(2)
 vector), ``smaps`` (/proc/PID/smaps fields, kB) and ``ptdump`` (a text dump
 of the tables, like the kernel's page-table dump)."""
 
-import os
-
 import numpy as np
 
-from . import constants as C
-from .constants import ENOMEM, EINVAL, PAGE_SIZE
-from .entries import is_guard_marker, is_pte_marker, pmd_leaf, pte_none, pte_present
+from .. import constants as C
+from ..constants import ENOMEM, EINVAL, PAGE_SIZE, page_align, page_down
+from ..entries import is_guard_marker, is_pte_marker, pmd_leaf, pte_none, pte_present
+from .objects import oserror
+from ..walker.ptdump import kernel_ptdump
+from ..walker import (
+    MMWalkOps, walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
+)
 
-PAGE_MASK = ~(PAGE_SIZE - 1)
 
 PM_SOFT_DIRTY = 1 << 55
 PM_MMAP_EXCLUSIVE = 1 << 56
@@ -34,9 +36,6 @@ VMFLAG_NAMES = [
 ]
 
 
-def _err(errno):
-    return OSError(errno, os.strerror(errno))
-
 
 class IntrospectMixin:
     """``pagemap``, ``mincore``, ``smaps``, ``ptdump`` of an ``MM``."""
@@ -46,9 +45,8 @@ class IntrospectMixin:
         uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
         markers), 56 exclusively mapped, 58 guard region, 61 file/shared
         anon, 62 swap (guard markers too), 63 present."""
-        from .walker import walk_page_range
-        start &= PAGE_MASK
-        end = (end + PAGE_SIZE - 1) & PAGE_MASK
+        start = page_down(start)
+        end = page_align(end)
         out = np.zeros(max(0, (end - start) // PAGE_SIZE), dtype=np.uint64)
         if end <= start:
             return out
@@ -62,13 +60,12 @@ class IntrospectMixin:
         mapped pages (a guard page is not resident); shmem: the object's
         pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
         if the range is not wholly mapped."""
-        from .walker import walk_page_range_vma
         if start & (PAGE_SIZE - 1):
-            raise _err(EINVAL)
-        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+            raise oserror(EINVAL)
+        length = page_align(length)
         end = start + length
         if end > self.task_size + PAGE_SIZE:
-            raise _err(ENOMEM)
+            raise oserror(ENOMEM)
         out = np.zeros(length // PAGE_SIZE, dtype=np.uint8)
         if not length:
             return out
@@ -77,7 +74,7 @@ class IntrospectMixin:
             while a < end:
                 vma = self.find_vma(a)
                 if vma is None or vma.vm_start > a:
-                    raise _err(ENOMEM)
+                    raise oserror(ENOMEM)
                 b = min(end, vma.vm_end)
                 op = self._setup(self._op(), vma, out=out, out_start=start)
                 walk_page_range_vma(vma, a, b, self._ops(op, "mincore"))
@@ -95,7 +92,6 @@ class IntrospectMixin:
 
     def smaps(self):
         """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
-        from .walker import walk_page_vma
         res = []
         with self.mmap_read_lock():
             for vma in self._vmas:
@@ -126,12 +122,9 @@ class IntrospectMixin:
         entries and zero pages named.  ``kernel_format=True``: exactly the
         kernel's page_tables text (``pgwalk.ptdump``), where non-present
         entries show no attributes."""
-        from .ops import MMWalkOps
-        from .walker import walk_page_range_novma
         if end is None:
             end = 1 << (47 if self.levels == 4 else 56)
         if kernel_format:
-            from .ptdump import kernel_ptdump
             with self.mmap_write_lock():
                 return kernel_ptdump(self, [(start, end)])
         runs = []

@@ -12,9 +12,9 @@ from libc.stdlib cimport malloc, realloc, free
 import numpy as np
 cimport numpy as cnp
 
-from pgwalk._core cimport (CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t, table_of,
+from pgwalk.walker._core cimport (CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t, table_of,
                            pgwalk_pte_offset_map)
-from pgwalk._entries cimport (
+from pgwalk.walker._entries cimport (
     PGW_P, PGW_PSE, PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_PUD_PAGE_MASK,
     pte_none, p4d_bad, pgd_bad_l5,
 )

@@ -13,8 +13,9 @@ from typing_extensions import Self, disjoint_base
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from pgwalk.mm import MM, VMA
-from pgwalk.ops import MMWalkOps
+from pgwalk.walker.addrspace import AddressSpace
+from pgwalk.walker.vma import VMA
+from pgwalk.walker.ops import MMWalkOps
 
 # Callback names in dispatch-table order (the index is the slot number used
 # in error messages).
@@ -182,7 +183,7 @@ class MMWalk:
     """The ``struct mm_walk`` a callback receives."""
 
     @property
-    def mm(self) -> MM: ...
+    def mm(self) -> AddressSpace: ...
     @property
     def vma(self) -> VMA | None:
         """The VMA being walked; None in a hole or a no-VMA walk."""

@@ -1,5 +1,6 @@
 """The process model's page-table consumers as C walk ops (see _mmops.pyx)."""
 
+import enum
 from typing import Any, Iterable
 
 from typing_extensions import Self, disjoint_base
@@ -7,7 +8,17 @@ from typing_extensions import Self, disjoint_base
 import numpy as np
 from numpy.typing import NDArray
 
-from pgwalk._core import CFunc, PageTables
+from pgwalk.walker._core import CFunc, PageTables
+
+class PageFlag(enum.IntEnum):
+    """Flags the model keeps per physical page (defined in _mmops.pxd)."""
+    PF_DATA = 1
+    PF_LAZYFREE = 2
+    PF_SHMEM = 4
+    PF_LARGE = 8
+    PF_ANON = 16
+    PF_SHMEM_DIRTY = 32
+    PF_FDIRTY = 64
 
 @disjoint_base
 class Phys:

@@ -1,147 +1,43 @@
-"""The process model: syscalls and page faults of a Linux process, as
-methods of ``pgwalk.MM`` (``ProcessMixin``).
+"""The process model's syscalls and page faults on an ``MM``
+(``ProcessMixin``): mmap/munmap, mprotect, mlock/munlock, exit, populate and
+``touch`` (faults), and the VMA bookkeeping they share (split, merge,
+``anon_vma``).
 
-Python here orchestrates per VMA — argument checks and errnos in the
-kernel's order, VMA splitting and merging, ``anon_vma`` bookkeeping — and
-hands every page-table operation to the one walker as an ops table of C
-slot functions (``pgwalk/_mmops.pyx``): populate, zap, table reclaim,
-protection change, fork copy, mremap move.  Guard regions are in
-``pgwalk/guard.py``; the reference is Linux 6.18 (see
-``../shared/spec/guard-regions.md``).
+Python here orchestrates per VMA (argument checks and errnos in the
+kernel's order, VMA splitting and merging, ``anon_vma`` bookkeeping) and
+hands every page-table operation to the one walker as an ops table of C slot
+functions (``_mmops.pyx``): populate, zap, table reclaim, protection change,
+fork copy, mremap move.  madvise, mremap and fork are their own modules
+(``madvise.py``, ``mremap.py``, ``fork.py``); ``mm.py`` puts the families
+together.  The reference is Linux 6.18.
 """
 
-import os
 import threading
-import weakref
 
 import numpy as np
 
-from . import constants as C
-from ._mmops import MMOp
-from .constants import (
+from .. import constants as C
+from ..constants import (
     EEXIST, EFAULT, EINVAL, ENOMEM, EAGAIN, EBADF, EOPNOTSUPP, PAGE_SIZE,
-    PMD_SIZE, PMD, PTE, VM_ACCOUNT, VM_DONTCOPY, VM_EXEC, VM_HUGEPAGE, VM_HUGETLB,
+    PMD_SIZE, PMD, PTE, VM_ACCOUNT, VM_HUGEPAGE, VM_HUGETLB,
     VM_LOCKED, VM_LOCKONFAULT, VM_MAYBE_GUARD, VM_MAYEXEC, VM_MAYREAD,
     VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE, VM_NORESERVE, VM_PFNMAP, VM_IO,
-    VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE,
-    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE,
-    _PAGE_RW, _PAGE_SPECIAL, _PAGE_USER, HUGE_ZERO_PFN,
+    VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, VM_WRITE,
+    HUGE_ZERO_PFN, _PAGE_DIRTY, page_align, page_down, _PAGE_RW,
 )
-from .entries import pmd_leaf
-from .internal import walk_page_range_mm
-from .ops import MMWalkOps
+from ..entries import pmd_leaf
+from ..walker import (
+    VMA, MMWalkOps, walk_page_range, walk_page_range_mm, walk_page_range_novma,
+)
+from ._mmops import MMOp
+from .objects import (
+    PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, PF_SHMEM_DIRTY, VM_ACCESS, SHMEM, AnonVma, BusError, SegmentationFault, ShmemObject, oserror,
+    pte_prot, rw_bits, vma_is_anonymous, zero_prot,
+)
 from .shmem import around_window, whole_folio_ranges
-from .walker import walk_page_range, walk_page_range_novma, walk_page_vma
 
-PAGE_MASK = ~(PAGE_SIZE - 1)
-VM_ACCESS = VM_READ | VM_WRITE | VM_EXEC
 VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
-PF_ANON, PF_LARGE, PF_DATA = 16, 8, 1
-PF_SHMEM_DIRTY = 32                                  # a shmem page written through a mapping
-PF_FDIRTY = 64                                       # an anonymous folio's PG_dirty (_mmops.pyx)
-SHMEM = "shmem"                                      # vm_ops of MAP_SHARED|MAP_ANONYMOUS
 _FAULT_LOCK = threading.RLock()                      # see touch()
-
-
-class SegmentationFault(Exception):
-    """A touch the kernel answers with SIGSEGV (``addr``: the faulting address)."""
-
-    def __init__(self, addr, reason=""):
-        super().__init__(f"SIGSEGV at {addr:#x}" + (f": {reason}" if reason else ""))
-        self.addr = addr
-        self.reason = reason
-
-
-class BusError(Exception):
-    """A touch the kernel answers with SIGBUS (``addr``: the faulting address)."""
-
-    def __init__(self, addr, reason=""):
-        super().__init__(f"SIGBUS at {addr:#x}" + (f": {reason}" if reason else ""))
-        self.addr = addr
-        self.reason = reason
-
-
-def _err(errno):
-    return OSError(errno, os.strerror(errno))
-
-
-class AnonVma:
-    """An ``anon_vma``: identity decides VMA merging; ``singular`` is False
-    for the chained anon_vma of a forked child's VMA."""
-
-    __slots__ = ("singular",)
-
-    def __init__(self, singular=True):
-        self.singular = singular
-
-
-class WeakList:
-    """A list of weak references (``append``, ``remove``, ``in``, iteration
-    over the live ones in order): the shmem object's mms, which refer to
-    the object through their VMAs, so that a strong list would keep every
-    mm that maps it in a reference cycle."""
-
-    __slots__ = ("_refs",)
-
-    def __init__(self):
-        self._refs = []
-
-    def __iter__(self):
-        return iter([x for x in (r() for r in self._refs) if x is not None])
-
-    def __len__(self):
-        return len(list(iter(self)))
-
-    def __contains__(self, obj):
-        return any(r() is obj for r in self._refs)
-
-    def append(self, obj):
-        self._refs = [r for r in self._refs if r() is not None]
-        self._refs.append(weakref.ref(obj))
-
-    def remove(self, obj):
-        for i, r in enumerate(self._refs):
-            if r() is obj:
-                del self._refs[i]
-                return
-        raise ValueError("not in the list")
-
-
-class ShmemObject:
-    """The shmem file behind a MAP_SHARED|MAP_ANONYMOUS mapping: one PFN per
-    page (0: a hole), fixed size (mremap cannot grow it: SIGBUS beyond)."""
-
-    def __init__(self, npages):
-        self.pages = np.zeros(npages, dtype=np.int64)
-        self.mms = WeakList()    # the mms mapping it, for hole punching
-        self.huge = False        # MADV_COLLAPSE made a huge folio of it once
-        self.order = np.zeros(npages, dtype=np.int8)   # folio order per page (pgwalk/shmem.py)
-
-    @property
-    def npages(self):
-        return self.pages.shape[0]
-
-
-def pte_prot(vm_flags):
-    """Flags of a present PTE for a VMA (without RW and D)."""
-    if not vm_flags & VM_ACCESS:
-        return _PAGE_PROTNONE | _PAGE_ACCESSED
-    p = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED
-    if not vm_flags & VM_EXEC:
-        p |= _PAGE_NX
-    return p
-
-
-def zero_prot(vm_flags):
-    return pte_prot(vm_flags) | _PAGE_SPECIAL
-
-
-def rw_bits(vm_flags):
-    return (_PAGE_RW | _PAGE_DIRTY) if vm_flags & VM_WRITE else 0
-
-
-def vma_is_anonymous(vma):
-    return vma.vm_ops is None
 
 
 class ProcessMixin:
@@ -180,7 +76,6 @@ class ProcessMixin:
         return self._vmas[i + 1] if i + 1 < len(self._vmas) else None
 
     def _new_vma(self, start, end, vm_flags, pgoff, vm_ops=None, vm_file=None, anon_vma=None):
-        from .mm import VMA
         v = VMA(start, end, vm_flags, vm_mm=self, vm_ops=vm_ops)
         v.vm_pgoff = pgoff
         v.vm_file = vm_file
@@ -443,7 +338,7 @@ class ProcessMixin:
             for a0, a1 in whole_folio_ranges(self, vma, start, self._populate_stop(start, end)):
                 rc = walk_page_range_mm(self, a0, a1, whole)
                 if rc < 0:
-                    raise _err(-rc)
+                    raise oserror(-rc)
         shared = None
         if write and vma.vm_file is None and self._live_mms() > 1:
             # a write to a page of a large folio reuses it only if no other
@@ -477,7 +372,7 @@ class ProcessMixin:
             if rc == 1:
                 return op.fault, op.fault_addr
             if rc < 0:
-                raise _err(-rc)
+                raise oserror(-rc)
         return 0, None
 
     def _pagemap_locked(self, start, end):
@@ -590,7 +485,7 @@ class ProcessMixin:
         self._check_alive()
         if not isinstance(addr, int) or isinstance(addr, bool):
             raise TypeError("addr must be an int")
-        page = addr & PAGE_MASK
+        page = page_down(addr)
         with self.mmap_read_lock():
             vma = self.find_vma(page)
             if vma is None or vma.vm_start > page:
@@ -635,7 +530,7 @@ class ProcessMixin:
     def _free_area(self, length, hint=0, align=PAGE_SIZE):
         """get_unmapped_area: the hint if free, else top-down from the base."""
         if hint:
-            hint = (hint + PAGE_SIZE - 1) & PAGE_MASK
+            hint = page_align(hint)
             if (C.MMAP_MIN_ADDR <= hint and hint + length <= self.task_size + PAGE_SIZE
                     and not self._vmas_in(hint, hint + length)):
                 return hint
@@ -651,19 +546,19 @@ class ProcessMixin:
             cand = (hi - length) & ~(align - 1)
             if cand >= lo and cand + length <= hi:
                 return cand
-        raise _err(ENOMEM)
+        raise oserror(ENOMEM)
 
     def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
         """mmap(2) of anonymous memory, private or shared (shmem); returns the address."""
         self._check_alive()
         addr = addr or 0
         if flags & C.MAP_ANONYMOUS == 0:
-            raise _err(EBADF)
+            raise oserror(EBADF)
         if length <= 0:
-            raise _err(EINVAL)
-        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+            raise oserror(EINVAL)
+        length = page_align(length)
         if length > self.task_size:
-            raise _err(ENOMEM)
+            raise oserror(ENOMEM)
         mtype = flags & C.MAP_TYPE
         if mtype == C.MAP_SHARED_VALIDATE:
             known = (C.MAP_SHARED_VALIDATE | C.MAP_FIXED | C.MAP_ANONYMOUS | C.MAP_FIXED_NOREPLACE
@@ -671,25 +566,25 @@ class ProcessMixin:
                      | C.MAP_STACK | C.MAP_GROWSDOWN | C.MAP_DENYWRITE | C.MAP_EXECUTABLE
                      | C.MAP_SYNC | C.MAP_HUGETLB | 0xFC000000)
             if flags & ~known:
-                raise _err(EOPNOTSUPP)
+                raise oserror(EOPNOTSUPP)
             shared = True
         elif mtype in (C.MAP_SHARED, C.MAP_PRIVATE):
             shared = mtype == C.MAP_SHARED
         else:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         if flags & C.MAP_HUGETLB:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         fixed = bool(flags & (C.MAP_FIXED | C.MAP_FIXED_NOREPLACE))
         if fixed:
             if addr & (PAGE_SIZE - 1):
-                raise _err(EINVAL)
+                raise oserror(EINVAL)
             if addr + length > self.task_size + PAGE_SIZE or addr + length < addr:
-                raise _err(ENOMEM)
+                raise oserror(ENOMEM)
         with self.mmap_write_lock():
             if fixed:
                 start = addr
                 if flags & C.MAP_FIXED_NOREPLACE and self._vmas_in(start, start + length):
-                    raise _err(EEXIST)
+                    raise oserror(EEXIST)
             else:
                 align = PMD_SIZE if (not shared and length % PMD_SIZE == 0 and not addr) else PAGE_SIZE
                 start = self._free_area(length, addr, align)
@@ -721,10 +616,10 @@ class ProcessMixin:
         """munmap(2)."""
         self._check_alive()
         if addr & (PAGE_SIZE - 1) or length <= 0:
-            raise _err(EINVAL)
-        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+            raise oserror(EINVAL)
+        length = page_align(length)
         if addr + length > self.task_size + PAGE_SIZE:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         with self.mmap_write_lock():
             self._unmap(addr, addr + length)
         return 0
@@ -830,19 +725,19 @@ class ProcessMixin:
         """mprotect(2)."""
         self._check_alive()
         if addr & (PAGE_SIZE - 1):
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC):
-            raise _err(EINVAL)
-        length = (length + PAGE_SIZE - 1) & PAGE_MASK
+            raise oserror(EINVAL)
+        length = page_align(length)
         end = addr + length
         if end < addr:
-            raise _err(ENOMEM)
+            raise oserror(ENOMEM)
         if length == 0:
             return 0
         with self.mmap_write_lock():
             vma = self.find_vma(addr)
             if vma is None or vma.vm_start > addr:
-                raise _err(ENOMEM)
+                raise oserror(ENOMEM)
             a = addr
             err = 0
             while a < end:
@@ -878,7 +773,7 @@ class ProcessMixin:
                                 raise
                 a = b
             if err:
-                raise _err(err)
+                raise oserror(err)
         return 0
 
     # --- mlock / munlock -------------------------------------------------------------------
@@ -910,87 +805,36 @@ class ProcessMixin:
     def mlock(self, addr, length, onfault=False):
         """mlock(2) (``onfault``: mlock2(MLOCK_ONFAULT))."""
         self._check_alive()
-        end = (addr + length + PAGE_SIZE - 1) & PAGE_MASK
-        addr &= PAGE_MASK
+        end = page_align(addr + length)
+        addr = page_down(addr)
         if end < addr:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         if end == addr:
             return 0
         with self.mmap_write_lock():
             if self.find_vma(addr) is None or self.find_vma(addr).vm_start > addr:
-                raise _err(ENOMEM)
+                raise oserror(ENOMEM)
             err = self._set_flags(addr, end, VM_LOCKED | (VM_LOCKONFAULT if onfault else 0),
                                   0 if onfault else VM_LOCKONFAULT)
             if err:
-                raise _err(err)
+                raise oserror(err)
             if not onfault:
                 err = self._populate(addr, end, "auto", ignore_errors=False)
                 if err:
-                    raise _err({EFAULT: ENOMEM, ENOMEM: EAGAIN}.get(err, err))
+                    raise oserror({EFAULT: ENOMEM, ENOMEM: EAGAIN}.get(err, err))
         return 0
 
     def munlock(self, addr, length):
         """munlock(2)."""
         self._check_alive()
-        end = (addr + length + PAGE_SIZE - 1) & PAGE_MASK
-        addr &= PAGE_MASK
+        end = page_align(addr + length)
+        addr = page_down(addr)
         if end == addr:
             return 0
         with self.mmap_write_lock():
             if self.find_vma(addr) is None or self.find_vma(addr).vm_start > addr:
-                raise _err(ENOMEM)
+                raise oserror(ENOMEM)
             err = self._set_flags(addr, end, 0, VM_LOCKED | VM_LOCKONFAULT)
             if err:
-                raise _err(err)
+                raise oserror(err)
         return 0
-
-    # --- madvise -----------------------------------------------------------------------------
-    def madvise(self, addr, length, advice):
-        """madvise(2), including MADV_GUARD_INSTALL / MADV_GUARD_REMOVE."""
-        from . import madvise as M
-        self._check_alive()
-        return M.madvise(self, addr, length, advice)
-
-    # --- mremap --------------------------------------------------------------------------------
-    def mremap(self, addr, old_len, new_len, flags=0, new_addr=None):
-        """mremap(2); returns the (new) address."""
-        from . import mremap as R
-        self._check_alive()
-        return R.mremap(self, addr, old_len, new_len, flags, new_addr)
-
-    # --- fork ------------------------------------------------------------------------------------
-    def fork(self):
-        """fork(2): a child mm sharing anonymous pages copy-on-write, guard
-        markers copied, WIPEONFORK ranges empty, DONTFORK VMAs absent."""
-        from .mm import MM
-        self._check_alive()
-        child = MM(self.levels)
-        child._phys = self._phys
-        child._phys.attach(child)
-        child._join_group(self._phys_group)
-        with self.mmap_write_lock():
-            for vma in self._vmas:
-                if vma.vm_flags & VM_DONTCOPY:
-                    continue
-                flags = vma.vm_flags & ~(VM_LOCKED | VM_LOCKONFAULT)
-                c = child._new_vma(vma.vm_start, vma.vm_end, flags, vma.vm_pgoff,
-                                   vma.vm_ops, vma.vm_file)
-                child._vmas.append(c)
-                if vma.vm_file is not None and child not in vma.vm_file.mms:
-                    vma.vm_file.mms.append(child)
-                if vma.vm_flags & VM_WIPEONFORK:
-                    continue
-                if vma.anon_vma is not None:
-                    c.anon_vma = AnonVma(singular=False)
-                if vma.anon_vma is None and not vma.vm_flags & (VM_MAYBE_GUARD | VM_PFNMAP | C.VM_MIXEDMAP):
-                    continue
-                op = self._setup(self._op(), vma, dst=child)
-                rc = walk_page_vma(vma, self._ops(op, "fork"))
-                if rc < 0:
-                    # dup_mmap fails; the new mm is torn down (mmput), which
-                    # drops the map counts its copied entries took
-                    child._reindex()
-                    child.exit()
-                    raise _err(-rc)
-            child._reindex()
-        return child

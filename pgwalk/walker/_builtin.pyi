@@ -5,7 +5,7 @@ from typing_extensions import Self, disjoint_base
 import numpy as np
 from numpy.typing import NDArray
 
-from pgwalk._core import CFunc, PageTables
+from pgwalk.walker._core import CFunc, PageTables
 
 @disjoint_base
 class CountOp:

@@ -3,50 +3,47 @@ MREMAP_FIXED, MREMAP_DONTUNMAP).  Entries (pages, guard markers, whole PTE
 tables and THPs where both ends are 2 MiB aligned) move with a walk of the
 old range whose C slots write them at the new address (``move`` op)."""
 
-from . import constants as C
-from .constants import EFAULT, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_LOCKONFAULT
-from .process import _err, vma_is_anonymous
-from .walker import walk_page_range
-
-PAGE_MASK = ~(PAGE_SIZE - 1)
+from .. import constants as C
+from ..constants import EFAULT, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_LOCKONFAULT, page_align
+from ..walker import walk_page_range
+from .objects import oserror, vma_is_anonymous
 
 
-def _align(n):
-    return (n + PAGE_SIZE - 1) & PAGE_MASK
+_align = page_align
 
 
 def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
     if flags & ~(C.MREMAP_MAYMOVE | C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     if flags & C.MREMAP_FIXED and not flags & C.MREMAP_MAYMOVE:
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     if flags & C.MREMAP_DONTUNMAP and (not flags & C.MREMAP_MAYMOVE or old_len != new_len):
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     if addr & (PAGE_SIZE - 1):
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     old_len, new_len = _align(old_len), _align(new_len)
     if not new_len:
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     top = mm.task_size + PAGE_SIZE
     new_addr = new_addr or 0
     fixed = bool(flags & C.MREMAP_FIXED)
     if fixed:
         if new_addr & (PAGE_SIZE - 1):
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         if new_len > top or new_addr > top - new_len:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
         if new_addr < addr + old_len and addr < new_addr + new_len:
-            raise _err(EINVAL)
+            raise oserror(EINVAL)
     with mm.mmap_write_lock():
         vma = mm.find_vma(addr)
         if vma is None or vma.vm_start > addr:
-            raise _err(EFAULT)
+            raise oserror(EFAULT)
         if old_len == 0:
-            raise _err(EINVAL)          # duplicating a private mapping
+            raise oserror(EINVAL)          # duplicating a private mapping
         if new_len > old_len and old_len > vma.vm_end - addr:
-            raise _err(EFAULT)          # growing: the old range stays inside one VMA
+            raise oserror(EFAULT)          # growing: the old range stays inside one VMA
         if fixed and new_len < old_len and new_len > vma.vm_end - addr:
-            raise _err(EFAULT)          # shrinking move: what moves is inside one VMA
+            raise oserror(EFAULT)          # shrinking move: what moves is inside one VMA
         if fixed:
             return _move_to(mm, addr, old_len, new_addr, new_len, flags)
         if flags & C.MREMAP_DONTUNMAP:
@@ -57,7 +54,7 @@ def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
                 mm._unmap(addr + new_len, addr + old_len)
             return addr
         if old_len > vma.vm_end - addr:
-            raise _err(EFAULT)
+            raise oserror(EFAULT)
         delta = new_len - old_len
         if addr + old_len == vma.vm_end and vma.vm_end + delta <= top and \
                 not mm._vmas_in(vma.vm_end, vma.vm_end + delta):
@@ -69,7 +66,7 @@ def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
                 mm._populate(old_end, old_end + delta, "auto", ignore_errors=True)
             return addr
         if not flags & C.MREMAP_MAYMOVE:
-            raise _err(ENOMEM)
+            raise oserror(ENOMEM)
         dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
         return _move_vma(mm, vma, addr, old_len, dst, new_len, flags)
 
@@ -93,7 +90,7 @@ def _move_to(mm, addr, old_len, new_addr, new_len, flags):
         old_len = new_len
     vma = mm.find_vma(addr)
     if vma is None or vma.vm_start > addr:
-        raise _err(EFAULT)
+        raise oserror(EFAULT)
     return _move_vma(mm, vma, addr, old_len, new_addr, new_len, flags)
 
 
@@ -132,7 +129,7 @@ def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
         back = mm._op().setup(delta=(old_addr - new_addr) & 0xFFFFFFFFFFFFFFFF)
         walk_page_range(mm, new_addr, new_addr + old_len, mm._ops(back, "move"))
         mm._unmap(new_addr, new_addr + new_len)
-        raise _err(-rc)
+        raise oserror(-rc)
     if flags & C.MREMAP_DONTUNMAP:
         # the old VMA is not split: it loses VM_LOCKED* whole, and its
         # anon_vma when all of it moved

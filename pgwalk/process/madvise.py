@@ -3,14 +3,14 @@ the kernel's hole rule (mapped parts are advised, the call still fails with
 ENOMEM), and one handler per advice.  Page-table work is done by walks
 (``MM._zap``, the ``lru`` op, the guard ops of ``pgwalk/guard.py``)."""
 
-from . import constants as C
-from .constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE
+from .. import constants as C
+from ..constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE, page_align
+from ..walker import walk_page_range
+from .collapse import collapse
 from .guard import guard_install, guard_remove
 from .shmem import punch_hole, unmap_object_range
-from .process import _err, vma_is_anonymous
-from .walker import walk_page_range
+from .objects import oserror, vma_is_anonymous
 
-PAGE_MASK = ~(PAGE_SIZE - 1)
 
 # advice -> (flags to set, flags to clear) for the advices that only change vm_flags
 FLAG_ADVICE = {
@@ -34,29 +34,29 @@ POPULATE = {C.MADV_POPULATE_READ: "read", C.MADV_POPULATE_WRITE: "write"}
 
 def madvise(mm, start, length, advice):
     if advice not in FLAG_ADVICE and advice not in PAGE_ADVICE and advice not in POPULATE:
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     if start & (PAGE_SIZE - 1):
-        raise _err(EINVAL)
-    rounded = (length + PAGE_SIZE - 1) & PAGE_MASK
+        raise oserror(EINVAL)
+    rounded = page_align(length)
     if length and not rounded or length < 0:
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     end = start + rounded
     if end < start or end > (1 << 64):
-        raise _err(EINVAL)
+        raise oserror(EINVAL)
     if end == start:
         return 0
     with mm.mmap_write_lock():
         if advice in POPULATE:
             err = mm._populate(start, end, POPULATE[advice], ignore_errors=False)
             if err:
-                raise _err(err)
+                raise oserror(err)
             return 0
         unmapped = 0
         a = start
         while True:
             vma = mm.find_vma(a)
             if vma is None:
-                raise _err(ENOMEM)
+                raise oserror(ENOMEM)
             if a < vma.vm_start:
                 unmapped = ENOMEM
                 a = vma.vm_start
@@ -65,12 +65,12 @@ def madvise(mm, start, length, advice):
             b = min(end, vma.vm_end)
             err = _visit(mm, vma, a, b, advice)
             if err:
-                raise _err(err)
+                raise oserror(err)
             a = b
             if a >= end:
                 break
         if unmapped:
-            raise _err(unmapped)
+            raise oserror(unmapped)
     return 0
 
 
@@ -130,7 +130,6 @@ def _visit(mm, vma, s, e, advice):
     if advice == C.MADV_GUARD_REMOVE:
         return guard_remove(mm, vma, s, e)
     if advice == C.MADV_COLLAPSE:
-        from .collapse import collapse
         return collapse(mm, vma, s, e)
     return EINVAL
 

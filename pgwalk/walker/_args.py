@@ -6,7 +6,10 @@ kernel itself rejects (an empty range, a missing mm, ...) is left to the
 walkers, which return the kernel's negative errno.
 """
 
-from .constants import U64_MASK
+from ..constants import U64_MASK
+from ._core import PageTable, PageTables, WalkStats
+from .ops import MMWalkOps
+from .vma import VMA
 
 
 def _levels_of(mm):
@@ -40,31 +43,26 @@ def check_range(mm, start, end):
 
 
 def check_mm(mm, name="mm"):
-    from .mm import MM
-    if mm is not None and not isinstance(mm, MM):
+    if mm is not None and not isinstance(mm, PageTables):
         raise TypeError(f"{name} must be a pgwalk.MM or None, not {type(mm).__name__}")
 
 
 def check_ops(ops):
-    from .ops import MMWalkOps
     if not isinstance(ops, MMWalkOps):
         raise TypeError(f"ops must be a pgwalk.MMWalkOps, not {type(ops).__name__}")
 
 
 def check_stats(stats):
-    from ._core import WalkStats
     if stats is not None and not isinstance(stats, WalkStats):
         raise TypeError(f"stats must be a pgwalk.WalkStats or None, not {type(stats).__name__}")
 
 
 def check_vma(vma):
-    from .mm import VMA
     if not isinstance(vma, VMA):
         raise TypeError(f"vma must be a pgwalk.VMA, not {type(vma).__name__}")
 
 
 def check_pgd(mm, pgd):
-    from ._core import PageTable
     if pgd is None:
         return
     if not isinstance(pgd, PageTable):

@@ -9,10 +9,9 @@ the folio holding page ``i`` (0 for a single page or a hole).  Splitting a
 shmem folio unmaps it from every mapping first (file folios are not
 remapped after a split: they fault back in later), as the kernel does."""
 
-from .constants import PAGE_SIZE, PMD_SIZE, PMD, PTE
-from .entries import pmd_leaf
-
-PF_LARGE = 8
+from ..constants import PAGE_SIZE, PMD_SIZE, PMD, PTE
+from ..entries import pmd_leaf
+from .objects import PF_LARGE
 
 
 def folio_span(obj, idx):

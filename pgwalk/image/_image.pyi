@@ -7,7 +7,7 @@ from typing_extensions import Self, disjoint_base
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pgwalk._core import CFunc, PageTables
+from pgwalk.walker._core import CFunc, PageTables
 
 MAPPING_DTYPE: np.dtype[Any]
 OTHER_DTYPE: np.dtype[Any]

@@ -1,6 +1,6 @@
 """The public walk entry points (include/linux/pagewalk.h), on the compiled
 core.  Each applies the kernel's checks in the kernel's order, then runs the
-Cython walker; see ../shared/spec/pagewalk.md section 3.
+Cython walker.
 
 ``stats=pgwalk.WalkStats()`` (keyword) asks for the walk's counters: calls
 per slot (the indirect calls made), tables and entries visited, and what the
@@ -8,7 +8,7 @@ walk changed in the mm's counters (tables allocated, splits)."""
 
 from . import _core
 from ._args import check_mm, check_ops, check_pgd, check_range, check_stats, check_vma
-from .constants import EINVAL
+from ..constants import EINVAL
 
 
 def walk_page_range(mm, start, end, ops, private=None, *, stats=None):

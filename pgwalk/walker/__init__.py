@@ -1,0 +1,34 @@
+"""The walker: the kernel's generic page-table walker and what it walks.
+
+Holds the table store (``_core``: slab pool, ``PageTables``), the callback
+walk (``_core``'s level loops, ``api``'s entry points, ``internal``'s
+``walk_page_range_mm``), the callback tiers (``ops``, ``lowlevel``,
+``_core``'s trampolines), built-in C ops (``_builtin``), the walker-facing
+address space (``addrspace``: VMAs, mmap lock, table editing), ``ptdump``
+and the pure-Python reference walker (``reference``).
+
+May use: ``pgwalk.constants`` and ``pgwalk.entries`` only.  It knows nothing
+of the process model or of memory images; they use it through the names
+exported here and through the C contract in ``_core.pxd``/``_entries.pxd``.
+"""
+
+from ._args import check_range
+from ._core import (
+    Batch, CFunc, EntryRef, LockAssertionError, MMWalk, PageTable, PageTables, Scratch,
+    WalkStats, batch,
+)
+from .addrspace import DEFAULT_PROT, AddressSpace, InvariantError
+from .api import walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma
+from .internal import walk_page_range_mm
+from .locks import MMapLock, vma_start_write, vma_write_locked
+from .lowlevel import LowLevelCallable, WalkStruct
+from .ops import CALLBACKS, MMWalkOps
+from .vma import VMA
+
+__all__ = [
+    "AddressSpace", "Batch", "CALLBACKS", "CFunc", "DEFAULT_PROT", "EntryRef",
+    "InvariantError", "LockAssertionError", "LowLevelCallable", "MMWalk", "MMWalkOps",
+    "MMapLock", "PageTable", "PageTables", "Scratch", "VMA", "WalkStats", "WalkStruct",
+    "batch", "check_range", "vma_start_write", "vma_write_locked", "walk_page_range", "walk_page_range_mm",
+    "walk_page_range_novma", "walk_page_range_vma", "walk_page_vma",
+]

@@ -1,0 +1,726 @@
+"""The reference walker: ``mm/pagewalk.c`` (6.13) in plain Python.
+
+The executable specification of pgwalk.  It walks the same ``MM`` objects as
+the compiled walker, through the Python primitives of the table pool, and is
+written for reading, not speed: each function is the kernel function of the
+same name.  The test suite runs both walkers on random tables and ops and
+requires identical callbacks, results and final tables.
+
+A slot is named by ``(tables, tid, idx)``: the ``PageTables`` that holds the
+table, the table's pool index and the slot's index in it.
+"""
+
+from types import SimpleNamespace
+
+from .. import entries as E
+from ._args import check_mm, check_ops, check_pgd, check_range, check_vma
+from .ops import CALLBACKS
+from ..constants import (
+    ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL,
+    HUGE_ZERO_PFN, P4D, PAGE_SIZE, PGD, PMD, PTE, PUD, PUD_SIZE, U64_MASK,
+    VM_HUGETLB, VM_PFNMAP, ZERO_PFN, _PAGE_DIRTY, _PAGE_PSE, _PAGE_RW,
+    _PAGE_SPECIAL, PTE_FLAGS_MASK, PTE_PFN_MASK, task_size,
+)
+
+__all__ = [
+    "LEVEL_NAMES", "ScratchPTE", "Slot", "Walk", "addr_end", "hugetlb_walk",
+    "pte_offset_map", "split_huge_pmd", "split_huge_pud", "walk_hugetlb_range",
+    "walk_p4d_range", "walk_page_range", "walk_page_range_mm", "walk_page_range_novma",
+    "walk_page_range_vma", "walk_page_test", "walk_page_vma", "walk_pgd_range",
+    "walk_pmd_range", "walk_pte_range", "walk_pte_range_inner", "walk_pud_range",
+]
+
+INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
+
+
+class Slot:
+    """A reference to a live slot, valid only during its callback."""
+
+    __slots__ = ("tables", "tid", "idx", "level", "live")
+
+    def __init__(self, tables, tid, idx, level):
+        self.tables, self.tid, self.idx, self.level = tables, tid, idx, level
+        self.live = True
+
+    def _check(self):
+        if not self.live:
+            raise RuntimeError("entry reference used outside its callback")
+
+    @property
+    def val(self):
+        self._check()
+        return int(self.tables._table(self.tid)[self.idx])
+
+    def __int__(self):
+        return self.val
+
+    __index__ = __int__
+
+    def __eq__(self, other):
+        return self.val == int(other)
+
+    def __hash__(self):
+        return hash(self.val)
+
+    def set(self, value):
+        """Write the slot; refuses to unlink a table above PTE level (8.3)."""
+        if not isinstance(value, int):
+            raise TypeError(f"value must be an int, not {type(value).__name__}")
+        if not 0 <= value <= U64_MASK:
+            raise ValueError(f"value must fit in 64 bits: {value:#x}")
+        old = self.val
+        if (self.level < PTE and value != old
+                and self.tables._child(self.tid, self.idx) >= 0):
+            raise ValueError("entry.set: this slot links a page table; "
+                             "a callback may not unlink tables (pgwalk decision 8.3)")
+        self.tables._table(self.tid)[self.idx] = value
+
+
+class ScratchPTE:
+    """The ``ptep`` of ``install_pte``: starts at 0 (none)."""
+
+    __slots__ = ("value", "live")
+
+    def __init__(self):
+        self.value, self.live = 0, True
+
+    @property
+    def val(self):
+        if not self.live:
+            raise RuntimeError("ptep used outside install_pte")
+        return self.value
+
+    def __int__(self):
+        return self.val
+
+    __index__ = __int__
+
+    def set(self, value):
+        if not self.live:
+            raise RuntimeError("ptep used outside install_pte")
+        if not isinstance(value, int):
+            raise TypeError(f"value must be an int, not {type(value).__name__}")
+        if not 0 <= value <= U64_MASK:
+            raise ValueError(f"value must fit in 64 bits: {value:#x}")
+        self.value = value
+
+
+class Walk:
+    """``struct mm_walk`` as the callbacks see it."""
+
+    def __init__(self, mm, ops, private, no_vma=False, pgd=None):
+        self.mm, self.ops, self.private = mm, ops, private
+        # the callbacks as they were when the walk started (the kernel's ops
+        # are const; the compiled walker fills its slot table once)
+        self.cbs = SimpleNamespace(**{n: getattr(ops, n) for n in CALLBACKS})
+        self.no_vma, self.pgd, self.vma = no_vma, pgd, None
+        self._action = ACTION_SUBTREE
+        # internal state of the walk
+        self.tables = mm if pgd is None else pgd.tables
+        self.refused = (None, 0)          # ((pmd slot, value), refusals in a row)
+        self.levels = mm.levels
+        self.task_size = task_size(mm.levels)
+
+    @property
+    def action(self):
+        return self._action
+
+    @action.setter
+    def action(self, value):
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or value not in (ACTION_SUBTREE, ACTION_CONTINUE, ACTION_AGAIN)):
+            raise ValueError("walk.action must be ACTION_SUBTREE, ACTION_CONTINUE or ACTION_AGAIN")
+        self._action = value
+
+    # --- calling the callbacks (return values as the C int of the kernel) --
+    def _ret(self, name, r):
+        if type(r) is not int:
+            if r is None or not hasattr(type(r), "__index__"):
+                raise TypeError(f"{name} must return an int, not {type(r).__name__}")
+            r = r.__index__()
+        if r > INT_MAX or r < INT_MIN:
+            raise OverflowError(f"{name} returned {r}, which does not fit in a C int")
+        return int(r)
+
+    def call_entry(self, name, level, slot, addr, next):
+        ref = Slot(self.tables, slot[0], slot[1], level)
+        try:
+            return self._ret(name, getattr(self.cbs, name)(ref, addr, next, self))
+        finally:
+            ref.live = False
+
+    def call_hole(self, addr, next, depth):
+        return self._ret("pte_hole", self.cbs.pte_hole(addr, next, depth, self))
+
+
+# --- reading and writing slots -----------------------------------------------
+
+def _get(walk, slot):
+    return int(walk.tables._table(slot[0])[slot[1]])
+
+
+def _put(walk, slot, value):
+    walk.tables._table(slot[0])[slot[1]] = value
+
+
+def _child(walk, slot):
+    """The table ``slot`` links to, or None when the link is not a live table
+    linked from exactly this slot (pgwalk never follows garbage)."""
+    tid = walk.tables._child(slot[0], slot[1])
+    return None if tid < 0 else tid
+
+
+def _alloc(walk, slot, level):
+    """A counted page-table allocation (__pud_alloc & co.)."""
+    return walk.tables._alloc(slot[0], slot[1], level)
+
+
+def addr_end(addr, end, size):
+    """The ``*_addr_end`` clipping: next boundary, or ``end`` if sooner
+    (compared as boundary-1 < end-1, so an end of 0 means the top)."""
+    boundary = ((addr + size) & ~(size - 1)) & U64_MASK
+    return boundary if (boundary - 1) & U64_MASK < (end - 1) & U64_MASK else end
+
+
+def _pgd_shift(walk):
+    return 39 if walk.levels == 4 else 48
+
+
+# --- the level walk ------------------------------------------------------------
+
+def walk_pte_range_inner(walk, tid, idx, addr, end):
+    ops = walk.cbs
+    err = 0
+    while True:
+        slot = (tid, idx)
+        if ops.install_pte is not None and E.pte_none(_get(walk, slot)):
+            scratch = ScratchPTE()
+            try:
+                err = walk._ret("install_pte", ops.install_pte(addr, addr + PAGE_SIZE, scratch, walk))
+            finally:
+                scratch.live = False
+            if err:
+                break
+            _put(walk, slot, scratch.value)
+            walk.tables._stat_inc("set_pte_at")
+            if not walk.no_vma:
+                walk.tables._stat_inc("update_mmu_cache")
+        else:
+            if ops.pte_entry is None:
+                raise TypeError(
+                    f"install_pte is set without pte_entry and the walk met a non-none PTE at "
+                    f"{addr:#x}: the kernel would call a NULL pte_entry here (pgwalk decision 8.1)")
+            err = walk.call_entry("pte_entry", PTE, slot, addr, addr + PAGE_SIZE)
+            if err:
+                break
+        if addr >= end - PAGE_SIZE:
+            break
+        addr += PAGE_SIZE
+        idx += 1
+    return err
+
+
+def pte_offset_map(walk, pmd):
+    """The PTE table under ``pmd``, or None (clearing a bad PMD)."""
+    v = _get(walk, pmd)
+    if (E.pmd_none(v) or E.is_pmd_migration_entry(v) or E.pmd_trans_huge(v)
+            or E.pmd_devmap(v)):
+        walk.tables._stat_inc("pte_map_null")
+        return None
+    tid = _child(walk, pmd)
+    if E.pmd_bad(v) or tid is None:
+        _put(walk, pmd, 0)
+        walk.tables._stat_inc("clear_bad")
+        walk.tables._stat_inc("pte_map_null")
+        return None
+    walk.tables._stat_inc("pte_map_ok")
+    return tid
+
+
+def walk_pte_range(walk, pmd, addr, end):
+    if walk.no_vma and (walk.mm.is_init_mm or addr >= walk.task_size):
+        tid = _child(walk, pmd)        # pte_offset_kernel(); garbage not followed
+        if tid is None:
+            return 0
+    else:
+        tid = pte_offset_map(walk, pmd)
+    if tid is None:
+        # pgwalk's guard against the kernel's endless retry of an unmappable,
+        # unchanging PMD: the third refusal in a row moves on (decision 17).
+        key = (pmd, _get(walk, pmd))
+        count = walk.refused[1] + 1 if walk.refused[0] == key else 1
+        walk.refused = (None, 0) if count >= 3 else (key, count)
+        if count >= 3:
+            return 0
+        walk._action = ACTION_AGAIN
+        return 0
+    walk.refused = (None, 0)
+    return walk_pte_range_inner(walk, tid, (addr >> 12) & 511, addr, end)
+
+
+def split_huge_pmd(walk, pmd):
+    v = _get(walk, pmd)
+    if not (E.is_swap_pmd(v) or E.pmd_trans_huge(v) or E.pmd_devmap(v)):
+        return
+    if not (E.pmd_trans_huge(v) or E.pmd_devmap(v) or E.is_pmd_migration_entry(v)):
+        return
+    walk.tables._stat_inc("split_pmd")
+    if walk.vma.vm_ops is not None:             # not anonymous: zap the PMD
+        _put(walk, pmd, 0)
+        walk.tables._clear_leaf_hook(v, PMD)    # its rmap goes (the process model's counts)
+        return
+    _put(walk, pmd, 0)
+    tid = walk.tables._take_uncounted(pmd[0], pmd[1], PTE)
+    table = walk.tables._table(tid)
+    if E.is_pmd_migration_entry(v):
+        e = E.pmd_to_swp_entry(v)
+        for i in range(512):
+            table[i] = E.swp_entry_to_pte(E.swp_entry(E.swp_type(e), E.swp_offset(e) + i))
+    elif E.pmd_pfn(v) == HUGE_ZERO_PFN:
+        flags = (v & PTE_FLAGS_MASK & ~(_PAGE_PSE | _PAGE_RW | _PAGE_DIRTY)) | _PAGE_SPECIAL
+        for i in range(512):
+            table[i] = (ZERO_PFN << 12) | flags
+    else:
+        flags = v & PTE_FLAGS_MASK & ~_PAGE_PSE
+        pfn = E.pmd_pfn(v)
+        for i in range(512):
+            table[i] = (((pfn + i) << 12) & PTE_PFN_MASK) | flags
+
+
+def split_huge_pud(walk, pud):
+    v = _get(walk, pud)
+    if E.pud_trans_huge(v) or E.pud_devmap(v):
+        _put(walk, pud, 0)
+        walk.tables._stat_inc("split_pud")
+        walk.tables._clear_leaf_hook(v, PUD)
+
+
+def walk_pmd_range(walk, pud, addr, end):
+    ops = walk.cbs
+    has_handler = ops.pte_entry is not None
+    has_install = ops.install_pte is not None
+    tid = _child(walk, pud)
+    if tid is None:
+        return 0
+    idx = (addr >> 21) & 511
+    err = 0
+    while True:
+        pmd = (tid, idx)
+        next = addr_end(addr, end, 1 << 21)
+        if E.pmd_none(_get(walk, pmd)):
+            if has_install:
+                err = _alloc(walk, pmd, PTE)
+            elif ops.pte_hole is not None:
+                err = walk.call_hole(addr, next, 3)
+            if err:
+                break
+            if not has_install:
+                idx, addr = idx + 1, next
+                if addr == end:
+                    break
+                continue
+        walk._action = ACTION_SUBTREE
+        if ops.pmd_entry is not None:
+            err = walk.call_entry("pmd_entry", PMD, pmd, addr, next)
+            if err:
+                break
+        if walk._action == ACTION_AGAIN:
+            continue                                  # again: same slot
+        descend = walk._action != ACTION_CONTINUE
+        if descend and not has_handler:
+            v = _get(walk, pmd)
+            if not has_install or (E.pmd_present(v) and (E.pmd_trans_huge(v) or E.pmd_devmap(v))):
+                descend = False
+        if descend:
+            if walk.vma is not None:
+                split_huge_pmd(walk, pmd)
+            else:
+                v = _get(walk, pmd)
+                if E.pmd_leaf(v) or not E.pmd_present(v):
+                    descend = False
+        if descend:
+            err = walk_pte_range(walk, pmd, addr, next)
+            if err:
+                break
+            if walk._action == ACTION_AGAIN:
+                continue
+        idx, addr = idx + 1, next
+        if addr == end:
+            break
+    return err
+
+
+def walk_pud_range(walk, p4d, addr, end):
+    ops = walk.cbs
+    has_handler = ops.pmd_entry is not None or ops.pte_entry is not None
+    has_install = ops.install_pte is not None
+    tid = _child(walk, p4d)
+    if tid is None:
+        return 0
+    idx = (addr >> 30) & 511
+    err = 0
+    while True:
+        pud = (tid, idx)
+        next = addr_end(addr, end, 1 << 30)
+        if E.pud_none(_get(walk, pud)):
+            if has_install:
+                err = _alloc(walk, pud, PMD)
+            elif ops.pte_hole is not None:
+                err = walk.call_hole(addr, next, 2)
+            if err:
+                break
+            if not has_install:
+                idx, addr = idx + 1, next
+                if addr == end:
+                    break
+                continue
+        walk._action = ACTION_SUBTREE
+        if ops.pud_entry is not None:
+            err = walk.call_entry("pud_entry", PUD, pud, addr, next)
+            if err:
+                break
+        if walk._action == ACTION_AGAIN:
+            continue
+        descend = walk._action != ACTION_CONTINUE
+        if descend and not has_handler:
+            v = _get(walk, pud)
+            if not has_install or (E.pud_present(v) and (E.pud_trans_huge(v) or E.pud_devmap(v))):
+                descend = False
+        if descend:
+            if walk.vma is not None:
+                split_huge_pud(walk, pud)
+            else:
+                v = _get(walk, pud)
+                if E.pud_leaf(v) or not E.pud_present(v):
+                    descend = False
+        if descend:
+            if E.pud_none(_get(walk, pud)):
+                continue                              # the split cleared it: again
+            if _child(walk, pud) is not None:         # garbage is not followed
+                err = walk_pmd_range(walk, pud, addr, next)
+                if err:
+                    break
+        idx, addr = idx + 1, next
+        if addr == end:
+            break
+    return err
+
+
+def _none_or_clear_bad(walk, slot, bad):
+    v = _get(walk, slot)
+    if E.p4d_none(v):
+        return True
+    if bad(v) or _child(walk, slot) is None:
+        _put(walk, slot, 0)
+        walk.tables._stat_inc("clear_bad")
+        return True
+    return False
+
+
+def walk_p4d_range(walk, pgd, addr, end):
+    ops = walk.cbs
+    has_handler = (ops.pud_entry is not None or ops.pmd_entry is not None
+                   or ops.pte_entry is not None)
+    has_install = ops.install_pte is not None
+    folded = walk.levels == 4
+    depth = 0 if folded else 1                    # real_depth(1)
+    if folded:
+        tid, idx = pgd                            # p4d_offset(): the pgd slot itself
+    else:
+        tid = _child(walk, pgd)
+        if tid is None:
+            return 0
+        idx = (addr >> 39) & 511
+    err = 0
+    while True:
+        p4d = (tid, idx)
+        next = end if folded else addr_end(addr, end, 1 << 39)
+        if _none_or_clear_bad(walk, p4d, E.p4d_bad):
+            if has_install:
+                err = _alloc(walk, p4d, PUD)
+            elif ops.pte_hole is not None:
+                err = walk.call_hole(addr, next, depth)
+            if err:
+                break
+            if not has_install:
+                idx, addr = idx + 1, next
+                if addr == end:
+                    break
+                continue
+        if ops.p4d_entry is not None:
+            err = walk.call_entry("p4d_entry", P4D, p4d, addr, next)
+            if err:
+                break
+        if has_handler or has_install:
+            err = walk_pud_range(walk, p4d, addr, next)
+        if err:
+            break
+        idx, addr = idx + 1, next
+        if addr == end:
+            break
+    return err
+
+
+def walk_pgd_range(walk, addr, end):
+    ops = walk.cbs
+    has_handler = (ops.p4d_entry is not None or ops.pud_entry is not None
+                   or ops.pmd_entry is not None or ops.pte_entry is not None)
+    has_install = ops.install_pte is not None
+    shift = _pgd_shift(walk)
+    tid = walk.tables.pgd_id
+    idx = (addr >> shift) & 511
+    err = 0
+    while True:
+        pgd = (tid, idx)
+        next = addr_end(addr, end, 1 << shift)
+        if walk.levels == 5 and _pgd_none_or_clear_bad(walk, pgd):
+            if has_install:
+                err = _alloc(walk, pgd, P4D)
+            elif ops.pte_hole is not None:
+                err = walk.call_hole(addr, next, 0)
+            if err:
+                break
+            if not has_install:
+                idx, addr = idx + 1, next
+                if addr == end:
+                    break
+                continue
+        if ops.pgd_entry is not None:
+            err = walk.call_entry("pgd_entry", PGD, pgd, addr, next)
+            if err:
+                break
+        if has_handler or has_install:
+            err = walk_p4d_range(walk, pgd, addr, next)
+        if err:
+            break
+        idx, addr = idx + 1, next
+        if addr == end:
+            break
+    return err
+
+
+def _pgd_none_or_clear_bad(walk, pgd):
+    v = _get(walk, pgd)
+    if E.pgd_none(v, 5):
+        return True
+    if E.pgd_bad(v, 5) or _child(walk, pgd) is None:
+        _put(walk, pgd, 0)
+        walk.tables._stat_inc("clear_bad")
+        return True
+    return False
+
+
+# --- hugetlb ---------------------------------------------------------------------
+
+def hugetlb_walk(walk, addr, sz):
+    """Generic huge_pte_offset(): the PMD (PUD for 1 GiB) slot, or None."""
+    pgd = (walk.tables.pgd_id, (addr >> _pgd_shift(walk)) & 511)
+    if walk.levels == 5:
+        if not E.pgd_present(_get(walk, pgd), 5):
+            return None
+        tid = _child(walk, pgd)
+        if tid is None:
+            return None
+        p4d = (tid, (addr >> 39) & 511)
+    else:
+        p4d = pgd
+    if not E.p4d_present(_get(walk, p4d)):
+        return None
+    tid = _child(walk, p4d)
+    if tid is None:
+        return None
+    pud = (tid, (addr >> 30) & 511)
+    if sz == PUD_SIZE:
+        return pud
+    if not E.pud_present(_get(walk, pud)):
+        return None
+    tid = _child(walk, pud)
+    if tid is None:
+        return None
+    return (tid, (addr >> 21) & 511)
+
+
+def walk_hugetlb_range(walk, addr, end):
+    ops = walk.cbs
+    sz = walk.vma.hugepage_size
+    hmask = ~(sz - 1) & U64_MASK
+    err = 0
+    while True:
+        boundary = (addr & hmask) + sz
+        next = boundary if boundary < end else end
+        slot = hugetlb_walk(walk, addr & hmask, sz)
+        if slot is not None:
+            ref = Slot(walk.tables, slot[0], slot[1], PUD if sz == PUD_SIZE else PMD)
+            try:
+                err = walk._ret("hugetlb_entry", ops.hugetlb_entry(ref, hmask, addr, next, walk))
+            finally:
+                ref.live = False
+        elif ops.pte_hole is not None:
+            err = walk.call_hole(addr, next, -1)
+        if err:
+            break
+        addr = next
+        if addr == end:
+            break
+    return err
+
+
+# --- VMA level ---------------------------------------------------------------------
+
+def walk_page_test(walk, start, end):
+    ops = walk.cbs
+    if ops.test_walk is not None:
+        return walk._ret("test_walk", ops.test_walk(start, end, walk))
+    if walk.vma.vm_flags & VM_PFNMAP:
+        err = 1
+        if ops.pte_hole is not None:
+            err = walk.call_hole(start, end, -1)
+        return err if err else 1
+    return 0
+
+
+def __walk_page_range(walk, start, end):
+    ops = walk.cbs
+    is_hugetlb = bool(walk.vma.vm_flags & VM_HUGETLB)
+    if ops.install_pte is not None and is_hugetlb:
+        return -EINVAL
+    if ops.pre_vma is not None:
+        err = walk._ret("pre_vma", ops.pre_vma(start, end, walk))
+        if err:
+            return err
+    err = 0
+    if is_hugetlb:
+        if ops.hugetlb_entry is not None:
+            err = walk_hugetlb_range(walk, start, end)
+    else:
+        err = walk_pgd_range(walk, start, end)
+    if ops.post_vma is not None:
+        ops.post_vma(walk)
+    return err
+
+
+_walk_vma_range = __walk_page_range
+
+
+def walk_page_range_mm(mm, start, end, ops, private=None):
+    """The mm-internal entry point: ``install_pte`` allowed."""
+    check_mm(mm)
+    check_ops(ops)
+    check_range(mm, start, end)
+    return _walk_page_range_mm(mm, start, end, ops, private)
+
+
+def _walk_page_range_mm(mm, start, end, ops, private):
+    if start >= end:
+        return -EINVAL
+    if mm is None:
+        return -EINVAL
+    lock = ops.walk_lock
+    mm._process_mm_walk_lock(lock)
+    mm._walk_enter()              # raw edits may not free tables under a running walk
+    try:
+        return _walk_vmas(mm, start, end, ops, private, lock)
+    finally:
+        mm._walk_exit()
+
+
+def _walk_vmas(mm, start, end, ops, private, lock):
+    walk = Walk(mm, ops, private)
+    ops = walk.cbs
+    vma = mm.find_vma(start)
+    err = 0
+    while True:
+        if vma is None:
+            walk.vma = None
+            next = end
+            if ops.pte_hole is not None:
+                err = walk.call_hole(start, next, -1)
+        elif start < vma.vm_start:
+            walk.vma = None
+            next = min(end, vma.vm_start)
+            if ops.pte_hole is not None:
+                err = walk.call_hole(start, next, -1)
+        else:
+            mm._process_vma_walk_lock(vma, lock)
+            walk.vma = vma
+            next = min(end, vma.vm_end)
+            vma = mm.find_vma(vma.vm_end)
+            err = walk_page_test(walk, start, next)
+            if err > 0:
+                err = 0                           # skip this VMA
+            elif err == 0:
+                err = _walk_vma_range(walk, start, next)
+        if err:
+            break
+        start = next
+        if start >= end:
+            break
+    return err
+
+
+def walk_page_range(mm, start, end, ops, private=None):
+    check_mm(mm)
+    check_ops(ops)
+    check_range(mm, start, end)
+    if ops.install_pte is not None:
+        return -EINVAL
+    return _walk_page_range_mm(mm, start, end, ops, private)
+
+
+def walk_page_range_vma(vma, start, end, ops, private=None):
+    check_vma(vma)
+    check_ops(ops)
+    mm = vma.vm_mm
+    check_range(mm, start, end)
+    if start >= end or mm is None:
+        return -EINVAL
+    if start < vma.vm_start or end > vma.vm_end:
+        return -EINVAL
+    if ops.install_pte is not None:
+        return -EINVAL
+    mm._process_mm_walk_lock(ops.walk_lock)
+    mm._process_vma_walk_lock(vma, ops.walk_lock)
+    walk = Walk(mm, ops, private)
+    walk.vma = vma
+    mm._walk_enter()
+    try:
+        return _walk_vma_range(walk, start, end)
+    finally:
+        mm._walk_exit()
+
+
+def walk_page_vma(vma, ops, private=None):
+    check_vma(vma)
+    check_ops(ops)
+    mm = vma.vm_mm
+    if mm is None or ops.install_pte is not None:
+        return -EINVAL
+    mm._process_mm_walk_lock(ops.walk_lock)
+    mm._process_vma_walk_lock(vma, ops.walk_lock)
+    walk = Walk(mm, ops, private)
+    walk.vma = vma
+    mm._walk_enter()
+    try:
+        return _walk_vma_range(walk, vma.vm_start, vma.vm_end)
+    finally:
+        mm._walk_exit()
+
+
+def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None):
+    check_mm(mm)
+    check_ops(ops)
+    check_pgd(mm, pgd)
+    check_range(mm, start, end)
+    if start >= end or mm is None:
+        return -EINVAL
+    if ops.install_pte is not None:
+        return -EINVAL
+    mm._assert_novma_lock()
+    walk = Walk(mm, ops, private, no_vma=True, pgd=pgd)
+    tree = mm if pgd is None else pgd.tables
+    tree._walk_enter()
+    try:
+        return walk_pgd_range(walk, start, end)
+    finally:
+        tree._walk_exit()
