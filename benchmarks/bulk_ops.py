@@ -25,7 +25,7 @@ def main(gib=64):
     flags = pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS | pgwalk.MAP_NORESERVE
     a = mm.mmap(None, size, prot, flags)
     mm.madvise(a, size, MADV_NOHUGEPAGE)               # 4 KiB pages, no THP
-    mm._phys.reserve(2 * npages)                        # the model's "RAM" for the PFNs
+    mm.phys.reserve(2 * npages)                        # the model's "RAM" for the PFNs
 
     def report(name, t, n):
         print(f"{name:<28} {t:8.3f} s  {n:>10} pages  {t / n * 1e9:7.1f} ns/page  "

@@ -54,7 +54,7 @@ def check_map_counts(mm):
         for w in pm[(pm & PRESENT) != 0]:
             if int(w & PFN_MASK) >= FIRST_DATA_PFN:
                 want[int(w & PFN_MASK)] += 1
-    phys = mm._phys
+    phys = mm.phys
     got = {p: phys.mapcount(p) for p in range(FIRST_DATA_PFN, phys.next_pfn) if phys.mapcount(p)}
     assert got == dict(want)
 

@@ -102,7 +102,7 @@ def check_mm(*mms):
                 pfn = int(w & PFN_MASK)
                 if pfn >= FIRST_DATA_PFN:
                     want[pfn] += 1
-    phys = mms[0]._phys
+    phys = mms[0].phys
     got = {pfn: phys.mapcount(pfn) for pfn in range(FIRST_DATA_PFN, phys.next_pfn)
            if phys.mapcount(pfn)}
     assert got == dict(want), "map counts differ from the mappings"

@@ -202,34 +202,34 @@ def two_vmas():
 
 def test_vmas_disjoint():
     mm, a, b = two_vmas()
-    mm._vmas[0].vm_end = b + PAGE_SIZE
-    mm._reindex()
+    mm.vma_tree[0].vm_end = b + PAGE_SIZE
+    mm.vma_tree._ends[:] = [v.vm_end for v in mm.vma_tree]
     broken(mm, "overlaps the VMA before it")
 
 
 def test_vma_index():
     mm, a, b = two_vmas()
-    mm._ends[0] += PAGE_SIZE
+    mm.vma_tree._ends[0] += PAGE_SIZE
     broken(mm, "index out of date")
     mm, a, b = two_vmas()
-    mm._ends.pop()
+    mm.vma_tree._ends.pop()
     broken(mm, "VMA index is out of date")
 
 
 def test_vma_owner():
     mm, a, b = two_vmas()
     other = pgwalk.MM(4)
-    mm._vmas[1].vm_mm = other
+    mm.vma_tree[1].vm_mm = other
     broken(mm, "index out of date")
 
 
 def test_vma_alignment_and_size():
     mm, a, b = two_vmas()
-    mm._vmas[1].vm_end = mm._vmas[1].vm_start
-    mm._reindex()
+    mm.vma_tree[1].vm_end = mm.vma_tree[1].vm_start
+    mm.vma_tree._ends[:] = [v.vm_end for v in mm.vma_tree]
     broken(mm, "empty or not page aligned")
     mm, a, b = two_vmas()
-    mm._vmas[0].vm_start += 8
+    mm.vma_tree[0].vm_start += 8
     broken(mm, "empty or not page aligned")
 
 
@@ -356,7 +356,7 @@ def test_writable_private_page_mapped_once():
 def test_map_count_matches_the_tables():
     mm, a, s = process()
     pfn = E.pte_pfn(mm.entry(a + 2 * MiB, PTE))
-    mm._phys.add_map(pfn, 1, 1)
+    mm.phys.add_map(pfn, 1, 1)
     broken(mm, f"PFN {pfn:#x}: map count 2, but the group's tables map it 1")
     mm, a, s = process()
     t, i = slot(mm, a + 2 * MiB, PTE)
@@ -367,7 +367,7 @@ def test_map_count_matches_the_tables():
 def test_thp_counts_once_per_subpage():
     mm, a, s = process()
     pfn = E.pmd_pfn(mm.entry(a, PMD))
-    mm._phys.add_map(pfn + 511, 1, 1)
+    mm.phys.add_map(pfn + 511, 1, 1)
     broken(mm, f"PFN {pfn + 511:#x}: map count 2, but the group's tables map it 1")
 
 
@@ -375,7 +375,7 @@ def test_fork_shares_counted_in_both():
     mm, a, s = process()
     child = mm.fork()
     pfn = E.pte_pfn(mm.entry(a + 2 * MiB, PTE))
-    assert mm._phys.mapcount(pfn) == 2
+    assert mm.phys.mapcount(pfn) == 2
     t, i = slot(child, a + 2 * MiB, PTE)
     t[i] = 0                                        # the child's mapping gone, count left
     broken(mm, "map count 2, but the group's tables map it 1")
@@ -384,7 +384,7 @@ def test_fork_shares_counted_in_both():
 def test_pfn_never_handed_out():
     mm, a, s = process()
     t, i = slot(mm, a + 2 * MiB, PTE)
-    t[i + 9] = E.pfn_pte(mm._phys.next_pfn + 5, _PAGE_PRESENT) & ~_PAGE_RW
+    t[i + 9] = E.pfn_pte(mm.phys.next_pfn + 5, _PAGE_PRESENT) & ~_PAGE_RW
     broken(mm, "never handed out")
     mm, a, s = process()
     t, i = slot(mm, a + 2 * MiB, PTE)
@@ -397,7 +397,7 @@ def test_unmapped_page_is_free():
     pfn = E.pte_pfn(mm.entry(a + 2 * MiB, PTE))
     mm.munmap(a + 2 * MiB, PAGE_SIZE)
     mm.validate()
-    mm._phys.set_flags(pfn, 1)                      # PF_DATA on a freed page
+    mm.phys.set_flags(pfn, 1)                      # PF_DATA on a freed page
     broken(mm, "mapped nowhere but not free")
 
 
@@ -412,9 +412,9 @@ def test_low_level_edits_turn_the_process_checks_off():
         mm, a, s = process()
         child = mm.fork()
         edit(child, a)
-        mm._phys.add_map(E.pte_pfn(mm.entry(a + 2 * MiB, PTE)), 1, 1)
+        mm.phys.add_map(E.pte_pfn(mm.entry(a + 2 * MiB, PTE)), 1, 1)
         mm.validate()
-        assert mm._phys_group.inexact.startswith("low-level edit")
+        assert mm.phys_group.inexact.startswith("low-level edit")
         mm._pool_poke("live", value=1)
         broken(mm, "live .* free tables")
 
@@ -424,13 +424,13 @@ def test_a_child_dropped_without_exit_turns_them_off():
     child = mm.fork()
     child.exit()
     del child
-    mm._phys.add_map(E.pte_pfn(mm.entry(a + 2 * MiB, PTE)), 1, 1)
+    mm.phys.add_map(E.pte_pfn(mm.entry(a + 2 * MiB, PTE)), 1, 1)
     broken(mm, "map count")                         # an exited child: still checked
     mm, a, s = process()
     child = mm.fork()
     del child                                       # its mappings vanished, counts stayed
     gc.collect()
-    assert mm._phys_group.inexact == "an mm of the group was dropped without exit()"
+    assert mm.phys_group.inexact == "an mm of the group was dropped without exit()"
     mm.validate()
 
 
@@ -471,15 +471,15 @@ def test_walk_splitting_a_shmem_thp_keeps_the_map_counts(impl):
 def test_page_kind_follows_the_vma():
     mm, a, s = process()
     pfn = E.pte_pfn(mm.entry(a + 2 * MiB, PTE))
-    mm._phys.set_flags(pfn, 4)                      # PF_SHMEM on an anonymous page
+    mm.phys.set_flags(pfn, 4)                      # PF_SHMEM on an anonymous page
     broken(mm, "not an anonymous page")
     mm, a, s = process()
     pfn = E.pte_pfn(mm.entry(s, PTE))
-    mm._phys.set_flags(pfn, 16, 4)                  # the shmem page made anonymous
+    mm.phys.set_flags(pfn, 16, 4)                  # the shmem page made anonymous
     broken(mm, "not a shmem page")
     mm, a, s = process()
     pfn = E.pmd_pfn(mm.entry(a, PMD))
-    mm._phys.set_flags(pfn + 300, 0, 16)            # one subpage of the THP
+    mm.phys.set_flags(pfn + 300, 0, 16)            # one subpage of the THP
     broken(mm, f"PFN {pfn + 300:#x} with page flags .* not an anonymous page")
 
 
@@ -490,22 +490,22 @@ def test_failed_fork_gives_the_map_counts_back(monkeypatch):
     checked."""
     mm, a, s = process()
     pfn = E.pmd_pfn(mm.entry(a, PMD))                # the THP is copied before the failure
-    join = pgwalk.MM._join_group
+    join = pgwalk.MM.join_group
 
     def failing_join(self, group):
         join(self, group)
-        if group is mm._phys_group:
+        if group is mm.phys_group:
             self.fail_table_alloc(at=[3])           # inside the copy of the first VMA
-    monkeypatch.setattr(pgwalk.MM, "_join_group", failing_join)
+    monkeypatch.setattr(pgwalk.MM, "join_group", failing_join)
     with pytest.raises(OSError) as exc:
         mm.fork()
     assert exc.value.errno == 12
     monkeypatch.undo()
     del exc                                         # its traceback holds the child
     gc.collect()
-    assert len(mm._phys_group.live()) == 1
-    assert mm._phys_group.inexact is None
-    assert mm._phys.mapcount(pfn) == mm._phys.mapcount(pfn + 511) == 1
+    assert len(mm.phys_group.live()) == 1
+    assert mm.phys_group.inexact is None
+    assert mm.phys.mapcount(pfn) == mm.phys.mapcount(pfn + 511) == 1
     mm.validate()
 
 

@@ -244,7 +244,7 @@ def test_split_folio_heads_are_not_capped():
     once kept only the first 16): the heads round-trip sorted, any number."""
     mm = P.MM()
     heads = [(1 << 20) + 512 * k for k in range(40, 0, -1)]
-    op = mm._op().setup().set_split_heads(heads)
+    op = mm.new_op().setup().set_split_heads(heads)
     assert op.split_heads == sorted(heads)
 
 

@@ -415,7 +415,7 @@ class ProcessMachine(RuleBasedStateMachine):
     def valid(self):
         for mm in self.mms:
             mm.validate()
-            assert mm._phys_group.inexact is None, mm._phys_group.inexact
+            assert mm.phys_group.inexact is None, mm.phys_group.inexact
         STATS["steps"] += 1
         if STATS["steps"] % 2000 == 0:
             _dump_stats()                   # a long run killed by a timeout still leaves figures

@@ -109,7 +109,7 @@ class PhysImage:
             raise ValueError(f"cr3 must fit in 64 bits: {cr3}")
         mm = ImageMM(levels, is_init_mm=True)
         try:
-            mm._attach_image(self.frames, (cr3 & PTE_PFN_MASK) >> PAGE_SHIFT, self.segments)
+            mm.attach_image(self.frames, (cr3 & PTE_PFN_MASK) >> PAGE_SHIFT, self.segments)
         except ValueError as e:
             raise ValueError(f"cr3 {cr3:#x}: {e}") from None
         mm.image = self

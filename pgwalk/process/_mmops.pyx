@@ -5,7 +5,7 @@ Every per-page operation of ``pgwalk.MM``'s process model (populate and
 fault-in, zap, table reclaim, protection change, fork copy, mremap move,
 guard install/remove, MADV_FREE / COLD / PAGEOUT, pagemap, mincore, smaps)
 is an ops table of C slot functions handed to the one walker; the Python
-side (``pgwalk/process.py`` and friends) only orchestrates per VMA.
+side (the family modules of ``pgwalk/process/``) only orchestrates per VMA.
 
 ``Phys`` is the model's physical memory: per-PFN map counts and page flags,
 shared by an mm and the processes forked from it.  ``MMOp`` owns one
@@ -242,7 +242,7 @@ cdef struct OpState:
     int mark_data                # a touch writes data into the page
     int is_shmem
     int64_t *shm                 # shmem object: PFN per page (0 = hole)
-    int8_t *shm_order            # and the order of the folio holding it (pgwalk/shmem.py)
+    int8_t *shm_order            # and the order of the folio holding it (shmem.py)
     int64_t shm_size
     int64_t pgoff0               # object page at vma_start
     uint64_t vstart
@@ -939,7 +939,7 @@ cdef void shm_folio_to_pages(OpState *s, int64_t first, int64_t n) noexcept nogi
     """split_folio of a shmem folio (object pages [first, first + n)) to
     single pages: orders 0, no longer part of a PMD-sized folio.  The split
     unmaps it from every mapping: here, the PTEs the caller clears; the
-    rest after the walk (MMOp.shmem_splits, pgwalk/madvise.py)."""
+    rest after the walk (MMOp.shmem_splits, madvise.py)."""
     cdef int64_t i
     push_u64(&s.ssplit, &s.nssplit, &s.cap_ssplit,
              (<uint64_t>first << 4) | _log2(n))

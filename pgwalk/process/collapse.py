@@ -8,10 +8,9 @@ shmem object."""
 
 from .. import constants as C
 from ..constants import EINVAL, PAGE_SIZE, PMD, PMD_SIZE, PTE
-from ..entries import pmd_leaf, pte_none, pte_present, pte_pfn
+from ..entries import pmd_leaf, pte_none, pte_pfn, pte_present
 from .objects import PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, PF_SHMEM, PF_SHMEM_DIRTY, pte_prot
 from .shmem import unmap_object_range
-
 
 def collapse(mm, vma, s, e):
     hs, he = (s + PMD_SIZE - 1) & ~(PMD_SIZE - 1), e & ~(PMD_SIZE - 1)
@@ -64,20 +63,20 @@ def _collapse_block(mm, vma, h):
 
 
 def _replace(mm, vma, h, data):
-    mm._anon_vma_prepare(vma)
-    new = mm._phys.alloc(512, 512)
-    mm._phys.add_map(new, 512)
+    mm.anon_vma_prepare(vma)
+    new = mm.phys.alloc(512, 512)
+    mm.phys.add_map(new, 512)
     for i in range(512):
-        mm._phys.set_flags(new + i, PF_ANON | PF_LARGE | PF_FDIRTY)
+        mm.phys.set_flags(new + i, PF_ANON | PF_LARGE | PF_FDIRTY)
     for i, pfn in data:
-        if mm._phys.flags(pfn) & PF_DATA:
-            mm._phys.set_flags(new + i, PF_DATA)
-    mm._zap(h, h + PMD_SIZE)
-    tid, idx = mm._locate(h, PMD, True)
-    if mm._child(tid, idx) >= 0:
-        mm._free_below(tid, idx, PMD)
+        if mm.phys.flags(pfn) & PF_DATA:
+            mm.phys.set_flags(new + i, PF_DATA)
+    mm.zap(h, h + PMD_SIZE)
+    tid, idx = mm.locate(h, PMD, True)
+    if mm.child(tid, idx) >= 0:
+        mm.free_below(tid, idx, PMD)
     # collapse_huge_page: a dirty PMD, writable only in a writable VMA
-    mm._table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+    mm.table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
                            | C._PAGE_PSE | C._PAGE_DIRTY
                            | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
     return 0
@@ -117,18 +116,18 @@ def _collapse_shmem(mm, vma, hs, he):
             continue
         # the tables down to the PMD first: if one cannot be allocated
         # (OSError ENOMEM), nothing has been changed yet
-        mm._locate(h, PMD, True)
-        new = mm._phys.alloc(512, 512)
+        mm.locate(h, PMD, True)
+        new = mm.phys.alloc(512, 512)
         for i in range(512):
             old = int(pages[i])
             # the new folio is dirty (collapse_file marks it so): reclaim keeps it
-            mm._phys.set_flags(new + i, PF_SHMEM | PF_LARGE | PF_SHMEM_DIRTY
-                               | (mm._phys.flags(old) & PF_DATA if old else 0))
+            mm.phys.set_flags(new + i, PF_SHMEM | PF_LARGE | PF_SHMEM_DIRTY
+                               | (mm.phys.flags(old) & PF_DATA if old else 0))
         unmap_object_range(mm, obj, lo, lo + 512)
         for i in range(512):
             old = int(pages[i])
             if old:
-                mm._phys.set_flags(old, 0, 0xFF)
+                mm.phys.set_flags(old, 0, 0xFF)
         obj.pages[lo:lo + 512] = range(new, new + 512)
         obj.order[lo:lo + 512] = 9
         obj.huge = True
@@ -139,11 +138,11 @@ def _collapse_shmem(mm, vma, hs, he):
             result = result or EINVAL
             h += PMD_SIZE
             continue
-        mm._phys.add_map(new, 512)
-        tid, idx = mm._locate(h, PMD, True)
-        if mm._child(tid, idx) >= 0:
-            mm._free_below(tid, idx, PMD)
-        mm._table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+        mm.phys.add_map(new, 512)
+        tid, idx = mm.locate(h, PMD, True)
+        if mm.child(tid, idx) >= 0:
+            mm.free_below(tid, idx, PMD)
+        mm.table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
                                | C._PAGE_PSE | C._PAGE_DIRTY
                                | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
         h += PMD_SIZE
@@ -166,11 +165,11 @@ def _map_huge_folio(mm, vma, h, pmdv, head):
                 continue
             if not pte_present(v) or pte_pfn(v) != head + i:
                 return EINVAL
-        mm._zap(h, h + PMD_SIZE)
-    tid, idx = mm._locate(h, PMD, True)
-    if mm._child(tid, idx) >= 0:
-        mm._free_below(tid, idx, PMD)
-    mm._phys.add_map(head, 512)
-    mm._table(tid)[idx] = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
+        mm.zap(h, h + PMD_SIZE)
+    tid, idx = mm.locate(h, PMD, True)
+    if mm.child(tid, idx) >= 0:
+        mm.free_below(tid, idx, PMD)
+    mm.phys.add_map(head, 512)
+    mm.table(tid)[idx] = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
                            | C._PAGE_PSE | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
     return 0

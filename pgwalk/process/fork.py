@@ -12,19 +12,18 @@ from ..constants import (
 from ..walker import walk_page_vma
 from .objects import AnonVma, oserror
 
-
 def copy_mm(parent, child):
     """Fill the empty ``child`` (which already shares ``parent``'s physical
     memory) with ``parent``'s VMAs and tables; on failure tear the child
     down and raise the errno."""
     with parent.mmap_write_lock():
-        for vma in parent._vmas:
+        for vma in parent.vma_tree:
             if vma.vm_flags & VM_DONTCOPY:
                 continue
             flags = vma.vm_flags & ~(VM_LOCKED | VM_LOCKONFAULT)
-            c = child._new_vma(vma.vm_start, vma.vm_end, flags, vma.vm_pgoff,
+            c = child.new_vma(vma.vm_start, vma.vm_end, flags, vma.vm_pgoff,
                                vma.vm_ops, vma.vm_file)
-            child._vmas.append(c)
+            child.vma_tree.insert(c)
             if vma.vm_file is not None and child not in vma.vm_file.mms:
                 vma.vm_file.mms.append(child)
             if vma.vm_flags & VM_WIPEONFORK:
@@ -33,13 +32,11 @@ def copy_mm(parent, child):
                 c.anon_vma = AnonVma(singular=False)
             if vma.anon_vma is None and not vma.vm_flags & (VM_MAYBE_GUARD | VM_PFNMAP | VM_MIXEDMAP):
                 continue
-            op = parent._setup(parent._op(), vma, dst=child)
-            rc = walk_page_vma(vma, parent._ops(op, "fork"))
+            op = parent.setup_op(parent.new_op(), vma, dst=child)
+            rc = walk_page_vma(vma, parent.walk_ops(op, "fork"))
             if rc < 0:
                 # dup_mmap fails; the new mm is torn down (mmput), which
                 # drops the map counts its copied entries took
-                child._reindex()
                 child.exit()
                 raise oserror(-rc)
-        child._reindex()
     return child

@@ -3,9 +3,7 @@ kernel implements them (mm/madvise.c, 6.13-6.18): installation is a
 ``walk_page_range_mm`` walk whose ``install_pte`` writes guard markers into
 empty PTEs, retried after a zap when it meets populated entries; removal is
 a walk whose ``pte_entry`` clears the markers.  The slot functions are C
-(``pgwalk/_mmops.pyx``: ``guard_install`` and ``guard_remove`` ops).
-
-See ../shared/spec/guard-regions.md sections 3-5.
+(``_mmops.pyx``: ``guard_install`` and ``guard_remove`` ops).
 """
 
 from ..constants import EINVAL, VM_HUGETLB, VM_LOCKED, VM_MAYBE_GUARD, VM_SPECIAL
@@ -32,10 +30,10 @@ def guard_install(mm, vma, start, end):
     # 6.18 on these machines: VM_MAYBE_GUARD ("gu", sticky) makes fork copy
     # the page tables; an anon_vma is attached to anonymous VMAs only
     if vma.vm_ops is None:
-        mm._anon_vma_prepare(vma)
+        mm.anon_vma_prepare(vma)
     vma.vm_flags |= VM_MAYBE_GUARD
-    op = mm._op()
-    ops = mm._ops(op, "guard_install")
+    op = mm.new_op()
+    ops = mm.walk_ops(op, "guard_install")
     while True:                        # restart_syscall() after the retries: run again
         for _ in range(MAX_MADVISE_GUARD_RETRIES):
             op.setup()
@@ -44,13 +42,13 @@ def guard_install(mm, vma, start, end):
                 return -rc
             if rc == 0:
                 return 0
-            mm._zap(start, end)        # DONTNEED semantics, markers kept, no reclaim
+            mm.zap(start, end)        # DONTNEED semantics, markers kept, no reclaim
 
 
 def guard_remove(mm, vma, start, end):
     """madvise_guard_remove: clear every guard marker in [start, end)."""
     if not guard_eligible(vma, allow_locked=True):
         return EINVAL
-    op = mm._op().setup()
-    rc = walk_page_range_vma(vma, start, end, mm._ops(op, "guard_remove"))
+    op = mm.new_op().setup()
+    rc = walk_page_range_vma(vma, start, end, mm.walk_ops(op, "guard_remove"))
     return -rc if rc < 0 else 0

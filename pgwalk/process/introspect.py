@@ -6,14 +6,14 @@ of the tables, like the kernel's page-table dump)."""
 import numpy as np
 
 from .. import constants as C
-from ..constants import ENOMEM, EINVAL, PAGE_SIZE, page_align, page_down
+from ..constants import EINVAL, ENOMEM, page_align, page_down, PAGE_SIZE
 from ..entries import is_guard_marker, is_pte_marker, pmd_leaf, pte_none, pte_present
-from .objects import oserror
 from ..walker.ptdump import kernel_ptdump
 from ..walker import (
     MMWalkOps, walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
 )
-
+from . import faults
+from .objects import oserror
 
 PM_SOFT_DIRTY = 1 << 55
 PM_MMAP_EXCLUSIVE = 1 << 56
@@ -37,152 +37,153 @@ VMFLAG_NAMES = [
 
 
 
-class IntrospectMixin:
-    """``pagemap``, ``mincore``, ``smaps``, ``ptdump`` of an ``MM``."""
-
-    def pagemap(self, start, end):
-        """/proc/PID/pagemap words for the pages of [start, end): numpy
-        uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
-        markers), 56 exclusively mapped, 58 guard region, 61 file/shared
-        anon, 62 swap (guard markers too), 63 present."""
-        start = page_down(start)
-        end = page_align(end)
-        out = np.zeros(max(0, (end - start) // PAGE_SIZE), dtype=np.uint64)
-        if end <= start:
-            return out
-        op = self._op().setup(out=out, out_start=start)
-        with self.mmap_read_lock():
-            walk_page_range(self, start, end, self._ops(op, "pagemap"))
+def pagemap(mm, start, end):
+    """/proc/PID/pagemap words for the pages of [start, end): numpy
+    uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
+    markers), 56 exclusively mapped, 58 guard region, 61 file/shared
+    anon, 62 swap (guard markers too), 63 present."""
+    start = page_down(start)
+    end = page_align(end)
+    out = np.zeros(max(0, (end - start) // PAGE_SIZE), dtype=np.uint64)
+    if end <= start:
         return out
+    op = mm.new_op().setup(out=out, out_start=start)
+    with mm.mmap_read_lock():
+        walk_page_range(mm, start, end, mm.walk_ops(op, "pagemap"))
+    return out
 
-    def mincore(self, start, length):
-        """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
-        mapped pages (a guard page is not resident); shmem: the object's
-        pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
-        if the range is not wholly mapped."""
-        if start & (PAGE_SIZE - 1):
-            raise oserror(EINVAL)
-        length = page_align(length)
-        end = start + length
-        if end > self.task_size + PAGE_SIZE:
-            raise oserror(ENOMEM)
-        out = np.zeros(length // PAGE_SIZE, dtype=np.uint8)
-        if not length:
-            return out
-        with self.mmap_read_lock():
-            a = start
-            while a < end:
-                vma = self.find_vma(a)
-                if vma is None or vma.vm_start > a:
-                    raise oserror(ENOMEM)
-                b = min(end, vma.vm_end)
-                op = self._setup(self._op(), vma, out=out, out_start=start)
-                walk_page_range_vma(vma, a, b, self._ops(op, "mincore"))
-                a = b
+
+def mincore(mm, start, length):
+    """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
+    mapped pages (a guard page is not resident); shmem: the object's
+    pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
+    if the range is not wholly mapped."""
+    if start & (PAGE_SIZE - 1):
+        raise oserror(EINVAL)
+    length = page_align(length)
+    end = start + length
+    if end > mm.task_size + PAGE_SIZE:
+        raise oserror(ENOMEM)
+    out = np.zeros(length // PAGE_SIZE, dtype=np.uint8)
+    if not length:
         return out
+    with mm.mmap_read_lock():
+        a = start
+        while a < end:
+            vma = mm.find_vma(a)
+            if vma is None or vma.vm_start > a:
+                raise oserror(ENOMEM)
+            b = min(end, vma.vm_end)
+            op = mm.setup_op(mm.new_op(), vma, out=out, out_start=start)
+            walk_page_range_vma(vma, a, b, mm.walk_ops(op, "mincore"))
+            a = b
+    return out
 
-    def _thp_eligible(self, vma):
-        """smaps' THPeligible (thp_vma_allowable_orders for smaps): the VMA
-        may get THPs (private anonymous, VM_HUGEPAGE: this kernel's THP mode
-        is "madvise"; shmem's is "never") and the highest 2 MiB-aligned
-        block that ends by its end starts inside it."""
-        haddr = (vma.vm_end - C.PMD_SIZE) & ~(C.PMD_SIZE - 1)
-        return bool(vma.vm_end >= C.PMD_SIZE and haddr >= vma.vm_start
-                    and self._thp_suitable(vma, haddr))
 
-    def smaps(self):
-        """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
-        res = []
-        with self.mmap_read_lock():
-            for vma in self._vmas:
-                op = self._setup(self._op(), vma)
-                walk_page_vma(vma, self._ops(op, "smaps"))
-                n = op.counts
-                kb = lambda x: x >> 10  # noqa: E731
-                d = {
-                    "start": vma.vm_start, "end": vma.vm_end,
-                    "Size": kb(vma.vm_end - vma.vm_start),
-                    "Rss": kb(n[0]), "Pss": kb(n[1] >> 12),
-                    "Shared_Clean": kb(n[2]), "Shared_Dirty": kb(n[3]),
-                    "Private_Clean": kb(n[4]), "Private_Dirty": kb(n[5]),
-                    "Referenced": kb(n[6]), "Anonymous": kb(n[7]),
-                    "LazyFree": kb(n[10]), "AnonHugePages": kb(n[8]),
-                    "ShmemPmdMapped": kb(n[11]), "Swap": kb(n[9]),
-                    "Locked": kb(n[1] >> 12) if vma.vm_flags & C.VM_LOCKED else 0,
-                    "THPeligible": int(self._thp_eligible(vma)),
-                    "VmFlags": " ".join(name for bit, name in VMFLAG_NAMES if vma.vm_flags & bit),
-                }
-                res.append(d)
-        return res
+def thp_eligible(mm, vma):
+    """smaps' THPeligible (thp_vma_allowable_orders for smaps): the VMA
+    may get THPs (private anonymous, VM_HUGEPAGE: this kernel's THP mode
+    is "madvise"; shmem's is "never") and the highest 2 MiB-aligned
+    block that ends by its end starts inside it."""
+    haddr = (vma.vm_end - C.PMD_SIZE) & ~(C.PMD_SIZE - 1)
+    return bool(vma.vm_end >= C.PMD_SIZE and haddr >= vma.vm_start
+                and faults.thp_suitable(mm, vma, haddr))
 
-    def ptdump(self, start=0, end=None, kernel_format=False):
-        """A text dump of the page tables of [start, end) (default: the user
-        half), one line per run of like entries: address range, size, level
-        and the entry's attributes, with guard markers, other markers, swap
-        entries and zero pages named.  ``kernel_format=True``: exactly the
-        kernel's page_tables text (``pgwalk.ptdump``), where non-present
-        entries show no attributes."""
-        if end is None:
-            end = 1 << (47 if self.levels == 4 else 56)
-        if kernel_format:
-            with self.mmap_write_lock():
-                return kernel_ptdump(self, [(start, end)])
-        runs = []
 
-        def attrs(v, level):
-            if pte_none(v):
-                return None
-            if level == "pte" and not pte_present(v):
-                if is_guard_marker(v):
-                    return "guard"
-                return "marker" if is_pte_marker(v) else "swap"
-            if not v & (C._PAGE_PRESENT | C._PAGE_PROTNONE):
-                return "swap"
-            parts = ["RW" if v & C._PAGE_RW else "ro", "USR" if v & C._PAGE_USER else "   ",
-                     "PSE" if level != "pte" else "   ", "NX" if v & C._PAGE_NX else "x "]
-            if not v & C._PAGE_PRESENT:
-                parts[0] = "none"
-            pfn = (v & C.PTE_PFN_MASK) >> 12
-            if pfn == C.ZERO_PFN and level == "pte" or level == "pmd" and pfn == C.HUGE_ZERO_PFN:
-                parts.append("zero")
-            return " ".join(parts)
+def smaps(mm):
+    """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
+    res = []
+    with mm.mmap_read_lock():
+        for vma in mm.vma_tree:
+            op = mm.setup_op(mm.new_op(), vma)
+            walk_page_vma(vma, mm.walk_ops(op, "smaps"))
+            n = op.counts
+            kb = lambda x: x >> 10  # noqa: E731
+            d = {
+                "start": vma.vm_start, "end": vma.vm_end,
+                "Size": kb(vma.vm_end - vma.vm_start),
+                "Rss": kb(n[0]), "Pss": kb(n[1] >> 12),
+                "Shared_Clean": kb(n[2]), "Shared_Dirty": kb(n[3]),
+                "Private_Clean": kb(n[4]), "Private_Dirty": kb(n[5]),
+                "Referenced": kb(n[6]), "Anonymous": kb(n[7]),
+                "LazyFree": kb(n[10]), "AnonHugePages": kb(n[8]),
+                "ShmemPmdMapped": kb(n[11]), "Swap": kb(n[9]),
+                "Locked": kb(n[1] >> 12) if vma.vm_flags & C.VM_LOCKED else 0,
+                "THPeligible": int(thp_eligible(mm, vma)),
+                "VmFlags": " ".join(name for bit, name in VMFLAG_NAMES if vma.vm_flags & bit),
+            }
+            res.append(d)
+    return res
 
-        def add(addr, nxt, level, v):
-            a = attrs(v, level)
-            if a is None:
-                return
-            if runs and runs[-1][1] == addr and runs[-1][2] == level and runs[-1][3] == a:
-                runs[-1][1] = nxt
-            else:
-                runs.append([addr, nxt, level, a])
 
-        def pmd_entry(e, addr, nxt, walk):
-            v = int(e)
-            if pmd_leaf(v) or (not pte_none(v) and not v & 1):
-                add(addr, nxt, "pmd", v)
-            return 0
+def ptdump(mm, start=0, end=None, kernel_format=False):
+    """A text dump of the page tables of [start, end) (default: the user
+    half), one line per run of like entries: address range, size, level
+    and the entry's attributes, with guard markers, other markers, swap
+    entries and zero pages named.  ``kernel_format=True``: exactly the
+    kernel's page_tables text (``pgwalk.ptdump``), where non-present
+    entries show no attributes."""
+    if end is None:
+        end = 1 << (47 if mm.levels == 4 else 56)
+    if kernel_format:
+        with mm.mmap_write_lock():
+            return kernel_ptdump(mm, [(start, end)])
+    runs = []
 
-        def pud_entry(e, addr, nxt, walk):
-            v = int(e)
-            if pmd_leaf(v):
-                add(addr, nxt, "pud", v)
-            return 0
+    def attrs(v, level):
+        if pte_none(v):
+            return None
+        if level == "pte" and not pte_present(v):
+            if is_guard_marker(v):
+                return "guard"
+            return "marker" if is_pte_marker(v) else "swap"
+        if not v & (C._PAGE_PRESENT | C._PAGE_PROTNONE):
+            return "swap"
+        parts = ["RW" if v & C._PAGE_RW else "ro", "USR" if v & C._PAGE_USER else "   ",
+                 "PSE" if level != "pte" else "   ", "NX" if v & C._PAGE_NX else "x "]
+        if not v & C._PAGE_PRESENT:
+            parts[0] = "none"
+        pfn = (v & C.PTE_PFN_MASK) >> 12
+        if pfn == C.ZERO_PFN and level == "pte" or level == "pmd" and pfn == C.HUGE_ZERO_PFN:
+            parts.append("zero")
+        return " ".join(parts)
 
-        def pte_entry(e, addr, nxt, walk):
-            add(addr, nxt, "pte", int(e))
-            return 0
+    def add(addr, nxt, level, v):
+        a = attrs(v, level)
+        if a is None:
+            return
+        if runs and runs[-1][1] == addr and runs[-1][2] == level and runs[-1][3] == a:
+            runs[-1][1] = nxt
+        else:
+            runs.append([addr, nxt, level, a])
 
-        ops = MMWalkOps(pud_entry=pud_entry, pmd_entry=pmd_entry, pte_entry=pte_entry)
-        with self.mmap_write_lock():
-            walk_page_range_novma(self, start, end, ops)
-        lines = []
-        for a, b, level, at in runs:
-            size = b - a
-            unit = "K"
-            n = size >> 10
-            for u, shift in (("G", 30), ("M", 20)):
-                if size % (1 << shift) == 0:
-                    unit, n = u, size >> shift
-                    break
-            lines.append(f"0x{a:016x}-0x{b:016x} {n:>8}{unit} {level:<4} {at}")
-        return "\n".join(lines) + ("\n" if lines else "")
+    def pmd_entry(e, addr, nxt, walk):
+        v = int(e)
+        if pmd_leaf(v) or (not pte_none(v) and not v & 1):
+            add(addr, nxt, "pmd", v)
+        return 0
+
+    def pud_entry(e, addr, nxt, walk):
+        v = int(e)
+        if pmd_leaf(v):
+            add(addr, nxt, "pud", v)
+        return 0
+
+    def pte_entry(e, addr, nxt, walk):
+        add(addr, nxt, "pte", int(e))
+        return 0
+
+    ops = MMWalkOps(pud_entry=pud_entry, pmd_entry=pmd_entry, pte_entry=pte_entry)
+    with mm.mmap_write_lock():
+        walk_page_range_novma(mm, start, end, ops)
+    lines = []
+    for a, b, level, at in runs:
+        size = b - a
+        unit = "K"
+        n = size >> 10
+        for u, shift in (("G", 30), ("M", 20)):
+            if size % (1 << shift) == 0:
+                unit, n = u, size >> shift
+                break
+        lines.append(f"0x{a:016x}-0x{b:016x} {n:>8}{unit} {level:<4} {at}")
+    return "\n".join(lines) + ("\n" if lines else "")

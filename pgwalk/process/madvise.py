@@ -1,16 +1,16 @@
 """madvise(2) of the process model: the front-end checks, the VMA loop with
 the kernel's hole rule (mapped parts are advised, the call still fails with
 ENOMEM), and one handler per advice.  Page-table work is done by walks
-(``MM._zap``, the ``lru`` op, the guard ops of ``pgwalk/guard.py``)."""
+(``ProcessCore.zap``, the ``lru`` op, the guard ops of ``guard.py``)."""
 
 from .. import constants as C
-from ..constants import EACCES, EINVAL, ENOMEM, PAGE_SIZE, page_align
+from ..constants import EACCES, EINVAL, ENOMEM, page_align, PAGE_SIZE
 from ..walker import walk_page_range
+from . import faults
 from .collapse import collapse
 from .guard import guard_install, guard_remove
-from .shmem import punch_hole, unmap_object_range
 from .objects import oserror, vma_is_anonymous
-
+from .shmem import punch_hole, unmap_object_range
 
 # advice -> (flags to set, flags to clear) for the advices that only change vm_flags
 FLAG_ADVICE = {
@@ -47,7 +47,7 @@ def madvise(mm, start, length, advice):
         return 0
     with mm.mmap_write_lock():
         if advice in POPULATE:
-            err = mm._populate(start, end, POPULATE[advice], ignore_errors=False)
+            err = faults.populate(mm, start, end, POPULATE[advice], ignore_errors=False)
             if err:
                 raise oserror(err)
             return 0
@@ -86,9 +86,9 @@ def _visit(mm, vma, s, e, advice):
             return EINVAL
         new = (fl & ~clear) | set_
         if new != fl:
-            (part,) = mm._isolate(s, e)
+            (part,) = mm.isolate(s, e)
             part.vm_flags = new
-            mm._merge_around(s, e)
+            mm.merge_around(s, e)
         return 0
     if advice in (C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED, C.MADV_FREE):
         forbidden = C.VM_PFNMAP | (0 if advice == C.MADV_DONTNEED_LOCKED else C.VM_LOCKED)
@@ -97,12 +97,12 @@ def _visit(mm, vma, s, e, advice):
         if advice == C.MADV_FREE:
             if not vma_is_anonymous(vma):
                 return EINVAL
-            op = _outside_vma_kept(mm._setup(mm._op(), vma, write=True, lo=s, hi=e), vma)
+            op = _outside_vma_kept(mm.setup_op(mm.new_op(), vma, write=True, lo=s, hi=e), vma)
             _shared_heads(mm, op, s, e)
-            walk_page_range(mm, s, e, mm._ops(op, "lru"))
+            walk_page_range(mm, s, e, mm.walk_ops(op, "lru"))
             _remap_split(mm, op)
             return 0
-        mm._zap(s, e, reclaim=True)
+        mm.zap(s, e, reclaim=True)
         return 0
     if advice == C.MADV_REMOVE:
         if fl & C.VM_LOCKED or vma.vm_file is None:
@@ -117,10 +117,10 @@ def _visit(mm, vma, s, e, advice):
     if advice in (C.MADV_COLD, C.MADV_PAGEOUT):
         if fl & (C.VM_LOCKED | C.VM_PFNMAP | C.VM_HUGETLB):
             return EINVAL
-        op = _outside_vma_kept(mm._setup(mm._op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT),
+        op = _outside_vma_kept(mm.setup_op(mm.new_op(), vma, lo=s, hi=e, pageout=advice == C.MADV_PAGEOUT),
                                vma)
         _shared_heads(mm, op, s, e)
-        walk_page_range(mm, s, e, mm._ops(op, "lru"))
+        walk_page_range(mm, s, e, mm.walk_ops(op, "lru"))
         _remap_split(mm, op)
         for first, n in op.shmem_splits:
             unmap_object_range(mm, vma.vm_file, first, first + n)
@@ -137,10 +137,10 @@ def _visit(mm, vma, s, e, advice):
 def _shared_heads(mm, op, s, e):
     """With fork relatives alive, tell the walk which large folios in
     [s, e) another mm maps too (they are left alone, not split)."""
-    if mm._live_mms() > 1:
+    if mm.live_mms() > 1:
         vma = mm.find_vma(s)
         huge = vma is not None and vma.vm_file is not None and vma.vm_file.huge
-        op.set_shared_heads(mm._heads_mapped_elsewhere(s, e, shmem_huge=huge))
+        op.set_shared_heads(faults.heads_mapped_elsewhere(mm, s, e, shmem_huge=huge))
 
 
 def _outside_vma_kept(op, vma):
@@ -158,7 +158,7 @@ def _remap_split(mm, op):
     subpage of a split folio becomes the zero page, as the kernel's remap
     after a split does (locked VMAs excepted)."""
     heads = op.split_heads
-    if not heads or not mm._vmas:
+    if not heads or not mm.vma_tree:
         return
-    z = mm._op().setup().set_split_heads(heads)
-    walk_page_range(mm, mm._vmas[0].vm_start, mm._vmas[-1].vm_end, mm._ops(z, "zero_remap"))
+    z = mm.new_op().setup().set_split_heads(heads)
+    walk_page_range(mm, mm.vma_tree[0].vm_start, mm.vma_tree[-1].vm_end, mm.walk_ops(z, "zero_remap"))

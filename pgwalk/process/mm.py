@@ -1,109 +1,114 @@
-"""The process model's mm: ``MM``, an ``AddressSpace`` with a process's
-physical-page bookkeeping (``Phys``, shared with forked children through a
-``PhysGroup``), its syscalls and faults (``ProcessMixin``, ``syscalls.py``),
-the madvise, mremap and fork families (``madvise.py``, ``mremap.py``,
-``fork.py``) and its introspection (``IntrospectMixin``).
+"""The process model's mm: ``MM``, a ``ProcessCore`` (an ``AddressSpace``
+with a process's physical-page bookkeeping and the interface the syscall
+families share, ``core.py``) whose methods are the syscalls, faults and
+introspection, each handed to its family's module.
 
 This is the one module that puts the families together: none of them
 imports it, so the process model has no import cycle."""
 
-import weakref
-
-from ..constants import FIRST_DATA_PFN
-from ..walker import AddressSpace
+from . import faults as _faults
+from . import introspect as _introspect
 from . import madvise as _madvise
+from . import mmap as _mmap
+from . import mprotect as _mprotect
 from . import mremap as _mremap
-from ._mmops import Phys
+from .core import ProcessCore
 from .fork import copy_mm
-from .introspect import IntrospectMixin
-from .syscalls import ProcessMixin
 from .validate import validate_process
 
 
-class PhysGroup:
-    """The mms that share one physical-memory map (``Phys``): an mm and the
-    processes forked from it.  ``validate()`` sums their mappings to check
-    the per-PFN map counts, which only holds while the group is *exact*:
-    no member edited its tables or VMAs with the low-level calls (``map``,
-    ``set_entry``, ``add_vma``), which bypass the physical-page bookkeeping,
-    and no member was dropped without ``exit()`` (its mappings vanished
-    with it while the map counts stayed)."""
-
-    __slots__ = ("members", "exited", "inexact", "_seq", "__weakref__")
-
-    def __init__(self):
-        self.members = {}        # key -> weakref to the mm
-        self.exited = set()      # keys of members that ran exit()
-        self.inexact = None      # why the map counts can no longer be checked
-        self._seq = 0
-
-    def add(self, mm):
-        key = self._seq
-        self._seq += 1
-        gref = weakref.ref(self)
-
-        def gone(_ref, key=key):
-            group = gref()
-            if group is None:
-                return
-            group.members.pop(key, None)
-            if key not in group.exited and group.inexact is None:
-                group.inexact = "an mm of the group was dropped without exit()"
-        self.members[key] = weakref.ref(mm, gone)
-        return key
-
-    def live(self):
-        return [m for m in (r() for r in list(self.members.values())) if m is not None]
-
-
-class MM(ProcessMixin, IntrospectMixin, AddressSpace):
+class MM(ProcessCore):
     """A model process address space (``struct mm_struct``): the tables,
-    VMAs and mmap lock of ``AddressSpace``; the process model (``mmap``,
-    ``touch``, ``madvise``, ``fork``, ... in ``syscalls.py``) and its
-    introspection (``pagemap``, ``mincore``, ``smaps``, ``ptdump`` in
-    ``introspect.py``)."""
+    VMAs and mmap lock of ``AddressSpace``, the physical memory it shares
+    with forked children, and the process's syscalls (``mmap``,
+    ``mprotect``, ``madvise``, ``mremap``, ``fork``, ...), faults
+    (``touch``) and introspection (``pagemap``, ``mincore``, ``smaps``,
+    ``ptdump``)."""
 
-    def __init__(self, levels=4, is_init_mm=False):
-        super().__init__(levels, is_init_mm)
-        self._phys = Phys(FIRST_DATA_PFN)   # shared with forked children
-        self._phys.attach(self)             # splits that clear shmem PMDs update its counts
-        self._join_group(PhysGroup())
-        self._exited = False
+    # --- syscalls -----------------------------------------------------------
 
-    def _join_group(self, group):
-        self._phys_group = group
-        self._group_key = group.add(self)
+    def mmap(self, addr, length, prot, flags, fd=-1, offset=0):
+        """mmap(2) of anonymous memory, private or shared (shmem); returns the address."""
+        return _mmap.mmap(self, addr, length, prot, flags, fd, offset)
 
-    def _lowlevel_edit(self, what):
-        """A low-level edit bypasses the process model's bookkeeping: the
-        process-model invariants are no longer checked for this mm's group."""
-        group = self._phys_group
-        if group.inexact is None:
-            group.inexact = f"low-level edit ({what})"
+    def munmap(self, addr, length):
+        """munmap(2)."""
+        return _mmap.munmap(self, addr, length)
 
-    def alloc_pfn(self, nr=1, align=1):
-        """Hand out ``nr`` fresh data PFNs (aligned), from the group's physical memory."""
-        return self._phys.alloc(nr, align)
+    def mprotect(self, addr, length, prot):
+        """mprotect(2)."""
+        return _mprotect.mprotect(self, addr, length, prot)
+
+    def mlock(self, addr, length, onfault=False):
+        """mlock(2) (``onfault``: mlock2(MLOCK_ONFAULT))."""
+        return _mprotect.mlock(self, addr, length, onfault)
+
+    def munlock(self, addr, length):
+        """munlock(2)."""
+        return _mprotect.munlock(self, addr, length)
 
     def madvise(self, addr, length, advice):
         """madvise(2), including MADV_GUARD_INSTALL / MADV_GUARD_REMOVE."""
-        self._check_alive()
+        self.check_alive()
         return _madvise.madvise(self, addr, length, advice)
 
     def mremap(self, addr, old_len, new_len, flags=0, new_addr=None):
         """mremap(2); returns the (new) address."""
-        self._check_alive()
+        self.check_alive()
         return _mremap.mremap(self, addr, old_len, new_len, flags, new_addr)
 
     def fork(self):
         """fork(2): a child mm sharing anonymous pages copy-on-write, guard
         markers copied, WIPEONFORK ranges empty, DONTFORK VMAs absent."""
-        self._check_alive()
+        self.check_alive()
         child = MM(self.levels)
-        child._phys = self._phys
-        child._phys.attach(child)
-        child._join_group(self._phys_group)
+        child.phys = self.phys
+        child.phys.attach(child)
+        child.join_group(self.phys_group)
         return copy_mm(self, child)
+
+    def exit(self):
+        """Tear the process down: every VMA unmapped, every table freed."""
+        return _mmap.exit_mm(self)
+
+
+    # --- faults ---------------------------------------------------------------
+
+    def touch(self, addr, write=False):
+        """One user access at ``addr`` and its page fault.  Raises
+        ``SegmentationFault`` (unmapped, no permission, guard page) or
+        ``BusError`` (beyond the end of a shmem object)."""
+        return _faults.touch(self, addr, write)
+
+
+    # --- introspection (each a walk) -------------------------------------------
+
+    def pagemap(self, start, end):
+        """/proc/PID/pagemap words for the pages of [start, end): numpy
+        uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
+        markers), 56 exclusively mapped, 58 guard region, 61 file/shared
+        anon, 62 swap (guard markers too), 63 present."""
+        return _introspect.pagemap(self, start, end)
+
+    def mincore(self, start, length):
+        """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
+        mapped pages (a guard page is not resident); shmem: the object's
+        pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
+        if the range is not wholly mapped."""
+        return _introspect.mincore(self, start, length)
+
+    def smaps(self):
+        """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
+        return _introspect.smaps(self)
+
+    def ptdump(self, start=0, end=None, kernel_format=False):
+        """A text dump of the page tables of [start, end) (default: the user
+        half), one line per run of like entries: address range, size, level
+        and the entry's attributes, with guard markers, other markers, swap
+        entries and zero pages named.  ``kernel_format=True``: exactly the
+        kernel's page_tables text (``pgwalk.ptdump``), where non-present
+        entries show no attributes."""
+        return _introspect.ptdump(self, start, end, kernel_format)
 
     def validate(self):
         """Check every structural invariant (``AddressSpace.validate``) and,
@@ -111,12 +116,10 @@ class MM(ProcessMixin, IntrospectMixin, AddressSpace):
         the kernel guarantees of a process's tables (``validate.py``); raise
         InvariantError on the first broken one."""
         super().validate()
-        if not self.is_init_mm and self._phys_group.inexact is None:
+        if not self.is_init_mm and self.phys_group.inexact is None:
             validate_process(self)
 
 
 def init_mm(levels=4):
     """A new, empty kernel mm (no VMAs), for no-VMA walks of kernel addresses."""
     return MM(levels, is_init_mm=True)
-
-

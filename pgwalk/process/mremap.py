@@ -4,10 +4,13 @@ tables and THPs where both ends are 2 MiB aligned) move with a walk of the
 old range whose C slots write them at the new address (``move`` op)."""
 
 from .. import constants as C
-from ..constants import EFAULT, EINVAL, ENOMEM, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_LOCKONFAULT, page_align
+from ..constants import (
+    EFAULT, EINVAL, ENOMEM, page_align, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_LOCKONFAULT,
+)
 from ..walker import walk_page_range
+from . import faults
+from . import mmap
 from .objects import oserror, vma_is_anonymous
-
 
 _align = page_align
 
@@ -47,27 +50,26 @@ def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
         if fixed:
             return _move_to(mm, addr, old_len, new_addr, new_len, flags)
         if flags & C.MREMAP_DONTUNMAP:
-            dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
+            dst = mmap.free_area(mm, new_len, 0, _align_for(vma, new_len))
             return _move_to(mm, addr, old_len, dst, new_len, flags)
         if old_len >= new_len:         # shrink in place (the tail may span VMAs)
             if old_len > new_len:
-                mm._unmap(addr + new_len, addr + old_len)
+                mm.unmap(addr + new_len, addr + old_len)
             return addr
         if old_len > vma.vm_end - addr:
             raise oserror(EFAULT)
         delta = new_len - old_len
         if addr + old_len == vma.vm_end and vma.vm_end + delta <= top and \
-                not mm._vmas_in(vma.vm_end, vma.vm_end + delta):
+                not mm.vmas_in(vma.vm_end, vma.vm_end + delta):
             old_end = vma.vm_end
-            vma.vm_end += delta
-            mm._reindex()
-            mm._merge_around(vma.vm_end, vma.vm_end)
+            mm.vma_tree.resize(vma, vma.vm_end + delta)
+            mm.merge_around(vma.vm_end, vma.vm_end)
             if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:
-                mm._populate(old_end, old_end + delta, "auto", ignore_errors=True)
+                faults.populate(mm, old_end, old_end + delta, "auto", ignore_errors=True)
             return addr
         if not flags & C.MREMAP_MAYMOVE:
             raise oserror(ENOMEM)
-        dst = mm._free_area(new_len, 0, _align_for(vma, new_len))
+        dst = mmap.free_area(mm, new_len, 0, _align_for(vma, new_len))
         return _move_vma(mm, vma, addr, old_len, dst, new_len, flags)
 
 
@@ -84,9 +86,9 @@ def _move_to(mm, addr, old_len, new_addr, new_len, flags):
     if old_len == new_len and old_len > vma.vm_end - addr:
         return _move_multi(mm, addr, old_len, new_addr, flags)
     if flags & C.MREMAP_FIXED:
-        mm._unmap(new_addr, new_addr + new_len)
+        mm.unmap(new_addr, new_addr + new_len)
     if old_len > new_len:
-        mm._unmap(addr + new_len, addr + old_len)
+        mm.unmap(addr + new_len, addr + old_len)
         old_len = new_len
     vma = mm.find_vma(addr)
     if vma is None or vma.vm_start > addr:
@@ -99,11 +101,11 @@ def _move_multi(mm, addr, length, new_addr, flags):
     part moves to the same offset from ``new_addr`` (its destination cleared
     first); gaps in the source are skipped and leave the destination alone."""
     parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
-             for v in mm._vmas_in(addr, addr + length)]
+             for v in mm.vmas_in(addr, addr + length)]
     for a, b in parts:
         dst = new_addr + (a - addr)
         if flags & C.MREMAP_FIXED:
-            mm._unmap(dst, dst + (b - a))
+            mm.unmap(dst, dst + (b - a))
         vma = mm.find_vma(a)
         _move_vma(mm, vma, a, b - a, dst, b - a, flags)
     return new_addr
@@ -114,21 +116,21 @@ def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
     if vma_is_anonymous(vma) and vma.anon_vma is None:
         pgoff = new_addr >> 12
     new_flags = vma.vm_flags
-    new = mm._new_vma(new_addr, new_addr + new_len, new_flags, pgoff, vma.vm_ops,
+    new = mm.new_vma(new_addr, new_addr + new_len, new_flags, pgoff, vma.vm_ops,
                       vma.vm_file, vma.anon_vma)
-    mm._insert(new)
+    mm.insert_vma(new)
     if merge:
-        mm._merge_around(new_addr, new_addr + new_len)
-    op = mm._op().setup(delta=(new_addr - old_addr) & 0xFFFFFFFFFFFFFFFF)
-    rc = walk_page_range(mm, old_addr, old_addr + old_len, mm._ops(op, "move"))
+        mm.merge_around(new_addr, new_addr + new_len)
+    op = mm.new_op().setup(delta=(new_addr - old_addr) & 0xFFFFFFFFFFFFFFFF)
+    rc = walk_page_range(mm, old_addr, old_addr + old_len, mm.walk_ops(op, "move"))
     if rc < 0:
         # copy_vma_and_data: a table for the destination could not be
         # allocated; what moved goes back (the source tables are still
         # there, so this allocates nothing), then the new range is unmapped
         # instead of the old one and mremap fails with the error
-        back = mm._op().setup(delta=(old_addr - new_addr) & 0xFFFFFFFFFFFFFFFF)
-        walk_page_range(mm, new_addr, new_addr + old_len, mm._ops(back, "move"))
-        mm._unmap(new_addr, new_addr + new_len)
+        back = mm.new_op().setup(delta=(old_addr - new_addr) & 0xFFFFFFFFFFFFFFFF)
+        walk_page_range(mm, new_addr, new_addr + old_len, mm.walk_ops(back, "move"))
+        mm.unmap(new_addr, new_addr + new_len)
         raise oserror(-rc)
     if flags & C.MREMAP_DONTUNMAP:
         # the old VMA is not split: it loses VM_LOCKED* whole, and its
@@ -138,7 +140,7 @@ def _move_vma(mm, vma, old_addr, old_len, new_addr, new_len, flags, merge=True):
         if old is not new and old.vm_start == old_addr and old.vm_end == old_addr + old_len:
             old.anon_vma = None
     else:
-        mm._unmap(old_addr, old_addr + old_len)
+        mm.unmap(old_addr, old_addr + old_len)
     if new_flags & VM_LOCKED and new_len > old_len:
-        mm._populate(new_addr + old_len, new_addr + new_len, "auto", ignore_errors=True)
+        faults.populate(mm, new_addr + old_len, new_addr + new_len, "auto", ignore_errors=True)
     return new_addr

@@ -100,7 +100,7 @@ class ShmemObject:
         self.pages = np.zeros(npages, dtype=np.int64)
         self.mms = WeakList()    # the mms mapping it, for hole punching
         self.huge = False        # MADV_COLLAPSE made a huge folio of it once
-        self.order = np.zeros(npages, dtype=np.int8)   # folio order per page (pgwalk/shmem.py)
+        self.order = np.zeros(npages, dtype=np.int8)   # folio order per page (shmem.py)
 
     @property
     def npages(self):

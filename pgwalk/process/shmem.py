@@ -9,10 +9,9 @@ the folio holding page ``i`` (0 for a single page or a hole).  Splitting a
 shmem folio unmaps it from every mapping first (file folios are not
 remapped after a split: they fault back in later), as the kernel does."""
 
-from ..constants import PAGE_SIZE, PMD_SIZE, PMD, PTE
+from ..constants import PAGE_SIZE, PMD, PMD_SIZE, PTE
 from ..entries import pmd_leaf
 from .objects import PF_LARGE
-
 
 def folio_span(obj, idx):
     """(first page, number of pages) of the folio holding object page ``idx``."""
@@ -50,7 +49,7 @@ def split_folio(mm, obj, start, n, at=None):
     for i in range(start, start + n):
         pfn = int(obj.pages[i])
         if pfn:
-            mm._phys.set_flags(pfn, 0, PF_LARGE)
+            mm.phys.set_flags(pfn, 0, PF_LARGE)
     if at is None:
         obj.order[start:start + n] = 0
         return
@@ -61,7 +60,7 @@ def split_folio(mm, obj, start, n, at=None):
 def unmap_object_range(self_mm, obj, lo, hi):
     """unmap_mapping_range: zap object pages [lo, hi) in every mapping of it."""
     for mm in list(obj.mms):
-        for v in list(mm._vmas):
+        for v in list(mm.vma_tree):
             if v.vm_file is not obj:
                 continue
             vlo, vhi = v.vm_pgoff, v.vm_pgoff + (v.vm_end - v.vm_start) // PAGE_SIZE
@@ -69,10 +68,10 @@ def unmap_object_range(self_mm, obj, lo, hi):
             if a < b:
                 s, e = v.vm_start + (a - vlo) * PAGE_SIZE, v.vm_start + (b - vlo) * PAGE_SIZE
                 if mm is self_mm:
-                    mm._zap(s, e)
+                    mm.zap(s, e)
                 else:
                     with mm.mmap_read_lock():
-                        mm._zap(s, e)
+                        mm.zap(s, e)
 
 
 def punch_hole(self_mm, obj, lo, hi):
@@ -94,7 +93,7 @@ def punch_hole(self_mm, obj, lo, hi):
         _split_partial(self_mm, obj, s, n, lo, hi, at=s)
     for pfn in obj.pages[lo:hi]:
         if pfn:
-            self_mm._phys.set_flags(int(pfn), 0, 0xFF)
+            self_mm.phys.set_flags(int(pfn), 0, 0xFF)
     obj.pages[lo:hi] = 0
     obj.order[lo:hi] = 0
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import entries as E
 from ..constants import (
-    _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW, FIRST_DATA_PFN, HUGE_ZERO_PFN,
-    PAGE_SIZE, PGD, PHYSICAL_PMD_PAGE_MASK, PMD, PMD_SIZE, PTE, PTE_MARKER_GUARD,
-    PTE_PFN_MASK, PUD, VM_EXEC, VM_READ, VM_SHARED, VM_WRITE, ZERO_PFN,
+    FIRST_DATA_PFN, HUGE_ZERO_PFN, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_RW,
+    PAGE_SIZE, PGD, PHYSICAL_PMD_PAGE_MASK, PMD, PMD_SIZE, PTE, PTE_MARKER_GUARD, PTE_PFN_MASK,
+    PUD, VM_EXEC, VM_READ, VM_SHARED, VM_WRITE, ZERO_PFN,
 )
 from ..walker import InvariantError
 from .objects import PF_ANON, PF_SHMEM
@@ -38,7 +38,7 @@ def leaves(mm):
     stack = [(mm.pgd_id, PGD, 0)]         # no recursive closure: it would be a
     while stack:                            # reference cycle holding the mm
         tid, level, base = stack.pop()
-        table = np.asarray(mm._table(tid))
+        table = np.asarray(mm.table(tid))
         nz = np.flatnonzero(table)
         if level == PTE:
             pte_addr.append(base + (nz.astype(np.uint64) << np.uint64(12)))
@@ -47,7 +47,7 @@ def leaves(mm):
         shift = (39 if levels == 4 else 48) if level == PGD else 12 + 9 * (4 - level)
         for i in nz.tolist():
             addr = base + (i << shift)
-            child = mm._child(tid, i)
+            child = mm.child(tid, i)
             if child >= 0:
                 stack.append((child, PUD if (levels == 4 and level == PGD) else level + 1, addr))
             else:
@@ -60,8 +60,8 @@ def leaves(mm):
 def validate_process(mm):
     """Raise InvariantError on the first broken process-model invariant of
     ``mm``'s group (see the module docstring)."""
-    group = mm._phys_group
-    phys = mm._phys
+    group = mm.phys_group
+    phys = mm.phys
     lo, hi = FIRST_DATA_PFN, phys.next_pfn
     got = np.zeros(max(0, hi - lo), dtype=np.int64)
     exclusive = []
@@ -85,7 +85,7 @@ def validate_process(mm):
         if flags and not flags & PF_SHMEM:
             raise InvariantError(f"PFN {lo + i:#x} is mapped nowhere but not free "
                                  f"(flags {flags:#x})")
-    objs = {id(v.vm_file): v.vm_file for member in group.live() for v in member._vmas
+    objs = {id(v.vm_file): v.vm_file for member in group.live() for v in member.vma_tree
             if v.vm_file is not None}
     for obj in objs.values():
         _validate_shmem_folios(obj)
@@ -95,9 +95,9 @@ def _validate_mappings(mm, got, lo, exclusive):
     """Check this mm's entries against its VMAs; add its mappings per
     PFN (from ``lo``) to ``got``; list its writable private pages in
     ``exclusive``."""
-    where = f"mm {mm._group_key} of its group"
+    where = f"mm {mm.group_key} of its group"
     upper, addrs, vals = leaves(mm)
-    vmas = mm._vmas
+    vmas = mm.vma_tree
     starts = np.array([v.vm_start for v in vmas] + [0], dtype=np.uint64)
     ends = np.array([v.vm_end for v in vmas] + [0], dtype=np.uint64)
     access = np.array([bool(v.vm_flags & (VM_READ | VM_WRITE | VM_EXEC)) for v in vmas] + [0],
@@ -171,7 +171,7 @@ def _validate_mappings(mm, got, lo, exclusive):
             for k in range(npages):
                 count(vp + k, va[0])
             kind, other = ((PF_SHMEM, PF_ANON) if vma.vm_file is not None else (PF_ANON, PF_SHMEM))
-            pflags = mm._phys.flags
+            pflags = mm.phys.flags
             for m, p in enumerate(vp.tolist()):
                 for k in range(npages):
                     fl = pflags(p + k)
@@ -195,7 +195,7 @@ def _validate_mappings(mm, got, lo, exclusive):
 
 
 def _validate_shmem_folios(obj):
-    """A shmem object's folios (pgwalk/shmem.py): every page of a folio of
+    """A shmem object's folios (shmem.py): every page of a folio of
     order k (0..9) has that order, the folio starts at a multiple of 2**k,
     and its pages are 2**k consecutive PFNs (no hole), the first a
     multiple of 2**k."""

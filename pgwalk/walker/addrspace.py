@@ -8,8 +8,6 @@ editing calls for building models and tests.  The process model
 (``pgwalk.process.MM``) and memory images (``pgwalk.image``) are built on it.
 """
 
-from bisect import bisect_right
-
 from .. import entries as E
 from ..constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER,
@@ -20,7 +18,7 @@ from ..constants import (
 from ._core import LockAssertionError, PageTable, PageTables
 from .api import walk_page_range
 from .locks import MMapLock, vma_start_write, vma_write_locked
-from .vma import VMA
+from .vma import VMA, VMATree
 
 DEFAULT_PROT = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
 LEVEL_SIZES = {PTE: PAGE_SIZE, PMD: PMD_SIZE, PUD: PUD_SIZE}
@@ -36,8 +34,7 @@ class AddressSpace(PageTables):
     lock, with calls to edit the tables directly."""
 
     def __init__(self, levels=4, is_init_mm=False):
-        self._vmas = []             # sorted by vm_start
-        self._ends = []             # their vm_end, for bisect
+        self.vma_tree = VMATree()
         self._lock = MMapLock()
         self.task_size = task_size(levels)
         self._next_pfn = FIRST_DATA_PFN
@@ -49,7 +46,7 @@ class AddressSpace(PageTables):
 
     def __repr__(self):
         kind = "init_mm" if self.is_init_mm else type(self).__name__
-        return f"<{kind} levels={self.levels} vmas={len(self._vmas)} tables={self.nr_tables}>"
+        return f"<{kind} levels={self.levels} vmas={len(self.vma_tree)} tables={self.nr_tables}>"
 
     # --- locks ---------------------------------------------------------------
     def mmap_read_lock(self):
@@ -103,23 +100,42 @@ class AddressSpace(PageTables):
     @property
     def vmas(self):
         """The VMAs, in address order (a copy of the list)."""
-        return list(self._vmas)
+        return list(self.vma_tree)
 
     def find_vma(self, addr):
         """The first VMA whose end is above ``addr``, or None (O(log n))."""
-        i = bisect_right(self._ends, addr)
-        return self._vmas[i] if i < len(self._vmas) else None
+        return self.vma_tree.find(addr)
 
     def add_vma(self, start, end, vm_flags=0, hugepage_size=PMD_SIZE):
         """Insert a VMA as it is: no merging, no page tables."""
         self._lowlevel_edit("add_vma")
         vma = VMA(start, end, vm_flags, vm_mm=self, hugepage_size=hugepage_size)
-        i = bisect_right(self._ends, start)
-        if i < len(self._vmas) and self._vmas[i].vm_start < end:
-            raise ValueError(f"[{start:#x}, {end:#x}) overlaps {self._vmas[i]!r}")
-        self._vmas.insert(i, vma)
-        self._ends.insert(i, end)
+        self.vma_tree.insert(vma)
         return vma
+
+    # --- table access for models built on the walker ----------------------------
+    # The process model and images reach the table store through these, not
+    # through the compiled core's private methods.
+    def table(self, tid):
+        """A writable numpy view of table ``tid``'s 512 entries."""
+        return self._table(tid)
+
+    def locate(self, addr, level, alloc=False):
+        """(table id, index) of the slot for ``addr`` at ``level``, or None;
+        ``alloc`` allocates the missing tables on the way."""
+        return self._locate(addr, level, alloc)
+
+    def child(self, tid, idx):
+        """The table that slot (``tid``, ``idx``) links to, or -1."""
+        return self._child(tid, idx)
+
+    def free_below(self, tid, idx, level):
+        """Free the tables below slot (``tid``, ``idx``) at ``level`` and clear it."""
+        return self._free_below(tid, idx, level)
+
+    def attach_image(self, frames, root_pfn, segments=()):
+        """Serve the tables from a physical-memory image's frames (read only)."""
+        return self._attach_image(frames, root_pfn, segments)
 
     # --- page-table editing ----------------------------------------------------
     @property
@@ -229,14 +245,6 @@ class AddressSpace(PageTables):
         msg = self._validate_tables()
         if msg is not None:
             raise InvariantError(msg)
-        prev_end = 0
-        if len(self._ends) != len(self._vmas):
-            raise InvariantError("the VMA index is out of date")
-        for i, vma in enumerate(self._vmas):
-            if vma.vm_start % PAGE_SIZE or vma.vm_end % PAGE_SIZE or vma.vm_start >= vma.vm_end:
-                raise InvariantError(f"{vma!r} is empty or not page aligned")
-            if vma.vm_start < prev_end:
-                raise InvariantError(f"{vma!r} overlaps the VMA before it")
-            if self._ends[i] != vma.vm_end or vma.vm_mm is not self:
-                raise InvariantError(f"{vma!r}: index out of date")
-            prev_end = vma.vm_end
+        msg = self.vma_tree.check(self)
+        if msg is not None:
+            raise InvariantError(msg)
