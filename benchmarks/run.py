@@ -80,19 +80,21 @@ def eta_seconds(elapsed_done, weight_done, weight_after, weight_current=0.0, in_
     return rate * weight_after + max(0.0, rate * weight_current - in_current)
 
 
-def format_progress(done, total, elapsed, eta, label="", width=24):
+def format_progress(done, total, elapsed, eta, label="", width=20):
     """One progress line: a bar, done/total, time elapsed and time left."""
     filled = int(width * done / total) if total else width
     left = "estimating time left" if eta is None else f"about {format_duration(eta)} left"
-    line = f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} done, {format_duration(elapsed)} elapsed, {left}"
-    return f"{line}  (now: {label})" if label else line
+    line = f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}  {format_duration(elapsed)} elapsed, {left}"
+    return f"{line}  ({label})" if label else line
 
 
 def step_weight(shape, size_gib):
     """Rough relative cost of one case, for the time-left estimate: a fixed part
     (worker start, calibrated samples) and, with PTE tables, a part that grows
     with the range (building the model, walks longer than --min-time)."""
-    return 1.0 + (size_gib / 384 if shape in ("dense", "sparse") else 0.0)
+    if shape == "thp":                  # the kernel floor faults in a real THP mapping of up to 8 GiB
+        return 1.0 + 2.0 * min(size_gib, KERNEL_CAP["thp"] / GiB)
+    return 1.0 + (size_gib / 150 if shape in ("dense", "sparse") else 0.0)
 
 
 class Progress:
@@ -460,7 +462,8 @@ def floor_for(res, tier):
 
 def table(results):
     lines = []
-    hdr = f"{'lv':>2} {'shape':<6} {'GiB':>6} {'tier':<10} {'ns/page':>9} {'min-max':>15} {'Mpages/s':>11} {'floor':<15} {'x floor':>8}"
+    hdr = (f"{'lv':>2} {'shape':<6} {'GiB':>6} {'tier or [floor]':<21} {'ns/page':>9} {'min-max':>15} "
+           f"{'Mpages/s':>9} {'floor':<14} {'x floor':>7}")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for r in results:
@@ -468,11 +471,11 @@ def table(results):
             fname = floor_for(r, tier)
             f = r["floors"].get(fname, {})
             ratio = m["median"] / f["median"] if "median" in f else float("nan")
-            lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {tier:<10} {m['median']:>9.3f} "
-                         f"{m['min']:>7.3f}-{m['max']:<7.3f} {1e3 / m['median']:>11.1f} {fname:<15} {ratio:>8.2f}")
+            lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {tier:<21} {m['median']:>9.3f} "
+                         f"{m['min']:>7.3f}-{m['max']:<7.3f} {1e3 / m['median']:>9.1f} {fname:<14} {ratio:>7.2f}")
         for fname, f in r["floors"].items():
             if "median" in f:
-                lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {'[' + fname + ']':<26} "
+                lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {'[' + fname + ']':<21} "
                              f"{f['median']:>9.3f} {f['min']:>7.3f}-{f['max']:<7.3f}")
             else:
                 lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} [{fname}] {f.get('skipped', '')}")
@@ -646,8 +649,8 @@ TIER_ORDER = ("inline", "c-pmd", "c-slot", "lowlevel", "batch", "python")
 SHAPE_TITLES = {"dense": "dense (every 4 KiB page)", "sparse": "sparse (1 page per 2 MiB)",
                 "thp": "thp (2 MiB leaves)", "empty": "empty (no tables)"}
 LEVEL_STYLES = {4: ("-", "o"), 5: ("--", "s")}
-FLOOR_STYLES = (("memory", "memory floor", (0, (5, 2))), ("py-call", "py-call floor", (0, (1, 1.5))),
-                ("kernel-mincore", "kernel mincore", (0, (6, 2, 1, 2))))
+FLOOR_STYLES = (("memory", "memory floor"), ("py-call", "py-call floor"), ("kernel-mincore", "kernel mincore"))
+FLOOR_COLOUR = "0.55"
 
 
 def have_matplotlib():
@@ -659,6 +662,9 @@ def have_matplotlib():
 
 
 def plot(results, path):
+    """ns/page by size, one panel per shape: one colour per tier, one line
+    style per paging level, the floors as wide pale grey bands labelled in
+    place, the legend beside the panels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -669,19 +675,26 @@ def plot(results, path):
     levels = sorted({r["levels"] for r in results})
     sizes = sorted({r["size_gib"] for r in results})
     colours = dict(zip(TIER_ORDER, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(1, len(shapes), figsize=(3.4 * len(shapes) + 2.4, 4.4), sharey=True,
+    ncols = 2 if len(shapes) > 2 else len(shapes)
+    nrows = -(-len(shapes) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.8, 3.6 * nrows + 0.6), sharey="row",
                              squeeze=False)
-    axes = axes[0]
+    axes = axes.ravel()
+    for ax in axes[len(shapes):]:
+        ax.set_visible(False)
     floor_lv = levels[0]
     for ax, shape in zip(axes, shapes):
         rows = [r for r in results if r["shape"] == shape]
-        for name, label, dash in FLOOR_STYLES:       # the floors underneath, grey, labelled
+        for name, label in FLOOR_STYLES:                 # the floors underneath
             pts = sorted((r["size_gib"], r["floors"][name]["median"]) for r in rows
                          if r["levels"] == floor_lv and "median" in r["floors"].get(name, {}))
             if pts:
-                ax.plot(*zip(*pts), color="0.6", linestyle=dash, marker="_", markersize=9, lw=1.3, zorder=1)
-                ax.annotate(label, xy=pts[0], xytext=(2, 3), textcoords="offset points",
-                            fontsize=7, color="0.35", ha="left", va="bottom", zorder=1)
+                if len(pts) == 1:                         # one size: a short band around the point
+                    pts = [(pts[0][0] / 1.3, pts[0][1]), (pts[0][0] * 1.3, pts[0][1])]
+                ax.plot(*zip(*pts), color=FLOOR_COLOUR, lw=6, alpha=0.35, solid_capstyle="butt", zorder=1)
+                ax.annotate(label, xy=pts[-1], xytext=(0, 5), textcoords="offset points", fontsize=7,
+                            color="0.3", ha="right", va="bottom", zorder=3,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
         for tier in TIER_ORDER:
             for lv in levels:
                 ls, mk = LEVEL_STYLES.get(lv, (":", "^"))
@@ -695,15 +708,14 @@ def plot(results, path):
         ax.xaxis.set_major_locator(FixedLocator(sizes))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_size(v)))
         ax.xaxis.set_minor_locator(NullLocator())
-        if len(sizes) == 1:
-            ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
-        else:
-            ax.set_xlim(sizes[0] / 1.5, sizes[-1] * 1.5)
+        ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_title(SHAPE_TITLES[shape], fontsize=10)
         ax.set_xlabel("mapped range")
-        ax.grid(True, which="major", color="0.9", lw=0.6)
-    axes[0].set_ylabel("ns per 4 KiB page (lower is better)")
+        ax.grid(True, which="major", color="0.92", lw=0.6, zorder=0)
+    for k in range(0, len(shapes), ncols):        # each row of panels shares its y axis
+        axes[k].set_ylabel("ns per 4 KiB page\n(lower is better)")
 
     handles, labels, headers = [], [], []
 
@@ -717,18 +729,17 @@ def plot(results, path):
         if any(tier in r["tiers"] for r in results):
             handles.append(Line2D([], [], color=colours[tier], lw=2.5))
             labels.append(tier)
-    header("paging (line)")
+    header("paging (line style)")
     for lv in levels:
         ls, mk = LEVEL_STYLES.get(lv, (":", "^"))
-        handles.append(Line2D([], [], color="0.2", linestyle=ls, marker=mk, markersize=4))
+        handles.append(Line2D([], [], color="0.15", linestyle=ls, marker=mk, markersize=4))
         labels.append(f"{lv}-level")
-    header(f"floors ({floor_lv}-level runs)")
-    for name, label, dash in FLOOR_STYLES:
-        handles.append(Line2D([], [], color="0.6", linestyle=dash, lw=1.3))
-        labels.append(label)
-    fig.suptitle("pgwalk: cost of one callback per page, by tier (median of the samples)", fontsize=11)
-    fig.text(0.01, 0.01, "batch and python walk the first 1 GiB of each range; the kernel's real "
-             "mapping is capped (benchmarks/README.md)", fontsize=7, color="0.35")
+    header("floors, same run")
+    handles.append(Line2D([], [], color=FLOOR_COLOUR, lw=6, alpha=0.35, solid_capstyle="butt"))
+    labels.append(f"grey bands, labelled\n({floor_lv}-level cases)")
+    fig.suptitle("pgwalk: what one callback per page costs, by tier (median)", fontsize=11)
+    fig.text(0.01, 0.005, "batch and python walk the first 1 GiB of each range; the kernel's real mapping "
+             "is capped in size (benchmarks/README.md)", fontsize=7, color="0.35", va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     legend = fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                         frameon=False, handlelength=3)
