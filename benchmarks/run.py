@@ -716,6 +716,8 @@ def plot(results, path):
         ax.grid(True, which="major", color="0.92", lw=0.6, zorder=0)
     for k in range(0, len(shapes), ncols):        # each row of panels shares its y axis
         axes[k].set_ylabel("ns per 4 KiB page\n(lower is better)")
+        lo, hi = axes[k].get_ylim()
+        axes[k].set_ylim(lo, hi * 2.5)             # room for the top floor's label
 
     handles, labels, headers = [], [], []
 
