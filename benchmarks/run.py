@@ -12,6 +12,10 @@ are calibrated to last at least --min-time; one warm-up sample is dropped;
 the median and min-max of --samples samples are reported.
 
 Every figure is per page (4 KiB) of the walked range, like the kernel's.
+The run ends with a summary (per tier, on the 4-level dense case at the
+largest size: ns/page, the floor of its target, the ratio, the target and
+whether it is met) and what each column means; stderr shows progress with
+the time left.
 
 Tiers (the op is mincore: one byte per page; THPs are not split)
   inline      MincoreOp's pte_entry inlined in the walker's PTE loop
