@@ -1,8 +1,10 @@
 """Demo: build a large, sparse 5-level address space, walk it, print what it holds.
 
-Until the callback-overhead benchmark suite lands (issue 3) this is the
-project's main job.  It builds, through the walker itself (install_pte via
-walk_page_range_mm, as the kernel's guard-region code populates tables):
+A tour, not a measurement: the project's main job is the benchmark suite,
+benchmarks/run.py (what one callback per entry costs at each tier, against
+floors measured in the same run; see benchmarks/README.md).  This script
+builds, through the walker itself (install_pte via walk_page_range_mm, as
+the kernel's guard-region code populates tables):
   * a dense 1 GiB region of 4 KiB pages (262,144 PTEs in 512 PTE tables),
   * 1,000 single pages scattered over the whole 56-bit user address space,
   * a 64 MiB region of 2 MiB THPs,

@@ -12,6 +12,10 @@ are calibrated to last at least --min-time; one warm-up sample is dropped;
 the median and min-max of --samples samples are reported.
 
 Every figure is per page (4 KiB) of the walked range, like the kernel's.
+The run ends with a summary (per tier, on the 4-level dense case at the
+largest size: ns/page, the floor of its target, the ratio, the target and
+whether it is met) and what each column means; stderr shows progress with
+the time left.
 
 Tiers (the op is mincore: one byte per page; THPs are not split)
   inline      MincoreOp's pte_entry inlined in the walker's PTE loop
@@ -46,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 _ROOT = Path(__file__).resolve().parent.parent
-if list((_ROOT / "pgwalk").glob("_core.*.so")):       # this checkout, when built in place
+if list((_ROOT / "pgwalk").rglob("_core.*.so")):      # this checkout, when built in place
     sys.path.insert(0, str(_ROOT))                       # (else the installed pgwalk)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
 
@@ -58,9 +62,88 @@ SHAPES = ("dense", "sparse", "thp", "empty")
 SLOW_TIER_CAP = 1 * GiB        # python and batch tiers walk at most this much of the range
 
 
-def progress(msg):
-    sys.stderr.write("\r\033[K" + msg)
-    sys.stderr.flush()
+# --- progress --------------------------------------------------------------------
+
+def format_duration(seconds):
+    """42 s, 3 min 05 s, 1 h 02 min."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def eta_seconds(elapsed_done, weight_done, weight_after, weight_current=0.0, in_current=0.0):
+    """Seconds left: the finished steps' seconds per unit of weight, times the
+    weight of the steps after the current one, plus what the current step
+    should still take (never below zero).  None until a step has finished."""
+    if weight_done <= 0 or elapsed_done <= 0:
+        return None
+    rate = elapsed_done / weight_done
+    return rate * weight_after + max(0.0, rate * weight_current - in_current)
+
+
+def format_progress(done, total, elapsed, eta, label="", width=20):
+    """One progress line: a bar, done/total, time elapsed and time left."""
+    filled = int(width * done / total) if total else width
+    left = "estimating time left" if eta is None else f"about {format_duration(eta)} left"
+    line = f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}  {format_duration(elapsed)} elapsed, {left}"
+    return f"{line}  ({label})" if label else line
+
+
+def step_weight(shape, size_gib):
+    """Rough relative cost of one case, for the time-left estimate: a fixed part
+    (worker start, calibrated samples) and, with PTE tables, a part that grows
+    with the range (building the model, walks longer than --min-time)."""
+    if shape == "thp":                  # the kernel floor faults in a real THP mapping of up to 8 GiB
+        return 1.0 + 2.0 * min(size_gib, KERNEL_CAP["thp"] / GiB)
+    return 1.0 + (size_gib / 150 if shape in ("dense", "sparse") else 0.0)
+
+
+class Progress:
+    """done/total, elapsed and time left on stderr: one line rewritten in place
+    (and refreshed while a step runs) when stderr is a terminal, else one plain
+    line per step."""
+
+    def __init__(self, steps, stream=None, clock=time.perf_counter):
+        self.steps = list(steps)                   # [(label, weight)]
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.clock = clock
+        self.t0 = self.t_step = clock()
+        self.i = 0
+
+    def line(self, now=None):
+        now = self.clock() if now is None else now
+        ws = [w for _, w in self.steps]
+        i = min(self.i, len(ws))
+        eta = eta_seconds(self.t_step - self.t0, sum(ws[:i]), sum(ws[i + 1:]),
+                          ws[i] if i < len(ws) else 0.0, now - self.t_step)
+        label = self.steps[i][0] if i < len(ws) else ""
+        return format_progress(i, len(ws), now - self.t0, eta, label)
+
+    def start(self, i):
+        self.i, self.t_step = i, self.clock()
+        self._show()
+
+    def tick(self):
+        if self.tty:
+            self._show()
+
+    def _show(self):
+        if self.tty:
+            import shutil
+            cols = shutil.get_terminal_size((100, 20)).columns
+            self.stream.write("\r\033[K" + self.line()[:cols - 1])
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def finish(self):
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 # --- timing --------------------------------------------------------------------
@@ -352,7 +435,7 @@ def run_sparse_space(levels, samples, min_time, q):
            "ratio": w["median"] / t["median"], "vmas": len(pages_)})
 
 
-def in_worker(target, *args):
+def in_worker(target, *args, tick=None):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
@@ -362,6 +445,8 @@ def in_worker(target, *args):
             res = q.get(timeout=1.0)
             break
         except Exception:                          # queue.Empty: is the worker still there?
+            if tick is not None:
+                tick()
             if not p.is_alive():
                 raise RuntimeError(f"benchmark worker {target.__name__}{args} died "
                                    f"(exit code {p.exitcode})") from None
@@ -381,7 +466,8 @@ def floor_for(res, tier):
 
 def table(results):
     lines = []
-    hdr = f"{'lv':>2} {'shape':<6} {'GiB':>6} {'tier':<10} {'ns/page':>9} {'min-max':>15} {'Mpages/s':>11} {'floor':<15} {'x floor':>8}"
+    hdr = (f"{'lv':>2} {'shape':<6} {'GiB':>6} {'tier or [floor]':<21} {'ns/page':>9} {'min-max':>15} "
+           f"{'Mpages/s':>9} {'floor':<14} {'x floor':>7}")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for r in results:
@@ -389,47 +475,284 @@ def table(results):
             fname = floor_for(r, tier)
             f = r["floors"].get(fname, {})
             ratio = m["median"] / f["median"] if "median" in f else float("nan")
-            lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {tier:<10} {m['median']:>9.3f} "
-                         f"{m['min']:>7.3f}-{m['max']:<7.3f} {1e3 / m['median']:>11.1f} {fname:<15} {ratio:>8.2f}")
+            lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {tier:<21} {m['median']:>9.3f} "
+                         f"{m['min']:>7.3f}-{m['max']:<7.3f} {1e3 / m['median']:>9.1f} {fname:<14} {ratio:>7.2f}")
         for fname, f in r["floors"].items():
             if "median" in f:
-                lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {'[' + fname + ']':<26} "
+                lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} {'[' + fname + ']':<21} "
                              f"{f['median']:>9.3f} {f['min']:>7.3f}-{f['max']:<7.3f}")
             else:
                 lines.append(f"{r['levels']:>2} {r['shape']:<6} {r['size_gib']:>6g} [{fname}] {f.get('skipped', '')}")
     return "\n".join(lines)
 
 
-def plot(results, path):
+# --- the summary at the end of a run ----------------------------------------------------
+
+# What the summary shows per row: (label, key in the case's "tiers" or
+# "floors", the floor it is compared to, the target for x floor (None: no
+# target), the shapes the target is stated for).  The targets are those of
+# benchmarks/README.md ("Targets").
+HEADLINE = (
+    ("inline", "inline", "memory", 2.0, ("dense",)),
+    ("c-pmd", "c-pmd", "kernel-mincore", 1.0, SHAPES),
+    ("c-slot", "c-slot", "kernel-mincore", 1.0, SHAPES),
+    ("lowlevel", "lowlevel", "kernel-mincore", None, ()),
+    ("batch", "batch", "memory", 10.0, ("dense", "sparse")),
+    ("python", "python", "py-call", 1.2, ("dense", "sparse")),
+    ("MM.mincore", "model-mincore", "kernel-mincore", 1.0, SHAPES),
+    ("MM.pagemap", "model-pagemap", "kernel-pagemap_scan", 1.0, SHAPES),
+)
+THREADS_TARGET = 1.7          # two threads at least this many times one thread (higher is better)
+SPARSE_SPACE_TARGET = 2.0     # the whole space at most this many times its tables alone (lower is better)
+
+COLUMNS = """\
+Columns
+  tier        how the op is called, fastest first (listed at the top of
+              benchmarks/run.py and in benchmarks/README.md); MM.mincore and
+              MM.pagemap are the process model's own answers, not a walk
+  ns/page     median nanoseconds per 4 KiB page of the walked range (lower is better);
+              batch and python walk at most the first 1 GiB of a range
+  min-max     the fastest and the slowest sample
+  Mpages/s    millions of pages per second, 1000 / ns/page (higher is better)
+  floor       a reference measured in the same run: memory (reading as many
+              table entries with numpy), py-call (one Python call with 4
+              arguments from C), kernel-* (this machine's kernel over a real
+              mapping of the same shape, capped in size: see "(at N GiB)").
+              The full table divides each tier by one floor (kernel mincore
+              for the C tiers when measured, else memory; py-call for
+              python); the summary uses the floor its target is stated against
+  x floor     ns/page / the floor's ns/page: 1.00 = as fast as the floor,
+              lower is better
+  target      the goal for x floor (benchmarks/README.md, "Targets"); met:
+              yes when x floor <= target in the summary's case
+  all cases   in how many rows of the full table (the shapes the target is
+              stated for, every size and paging level) the target is met
+  [name]      a row of the full table giving a floor's own ns/page"""
+
+
+def format_size(gib):
+    """A range in GiB as 16 MiB, 1 GiB, 256 GiB, 1 TiB."""
+    for unit, scale in (("TiB", 1024), ("GiB", 1), ("MiB", 1 / 1024)):
+        if gib >= scale:
+            return f"{gib / scale:g} {unit}"
+    return f"{gib * 1024 * 1024:g} KiB"
+
+
+def _median(res, key):
+    m = res["tiers"].get(key) or res["floors"].get(key) or {}
+    return m.get("median")
+
+
+def headline_case(results):
+    """(levels, shape, size_gib) of the case the summary reports: 4-level if
+    run (else the first level), dense if run (every page costs a callback
+    there), the largest size (past the caches)."""
+    levels = sorted({r["levels"] for r in results})
+    lv = 4 if 4 in levels else levels[0]
+    shapes = [r["shape"] for r in results]
+    shape = "dense" if "dense" in shapes else shapes[0]
+    size = max(r["size_gib"] for r in results if r["levels"] == lv and r["shape"] == shape)
+    return lv, shape, size
+
+
+def headline_rows(results):
+    """One dict per HEADLINE row measured in this run: the figure in the
+    summary's case (or the largest size of that level and shape where it was
+    measured: MM.mincore/pagemap stop at 4 GiB), its floor, the ratio, the
+    target, whether it is met there and in how many rows of the full table."""
+    lv, shape, _ = headline_case(results)
+    rows = []
+    for label, key, floor, target, shapes in HEADLINE:
+        here = [r for r in results if r["levels"] == lv and r["shape"] == shape
+                and _median(r, key) is not None and _median(r, floor) is not None]
+        if not here:
+            continue
+        r = max(here, key=lambda r: r["size_gib"])
+        ns, fns = _median(r, key), _median(r, floor)
+        ratio = ns / fns if fns else float("inf")
+        walked = min(r["size_gib"], SLOW_TIER_CAP / GiB) if key in ("batch", "python") else r["size_gib"]
+        floor_gib = r["floors"][floor].get("measured_gib")      # a kernel floor's capped mapping
+        row = {"label": label, "levels": lv, "shape": shape, "size_gib": r["size_gib"], "walked_gib": walked,
+               "ns": ns, "floor": floor, "floor_ns": fns, "floor_gib": floor_gib, "ratio": ratio,
+               "target": target, "met": None if target is None else ratio <= target, "all": None}
+        if target is not None:
+            ratios = [_median(c, key) / _median(c, floor) for c in results if c["shape"] in shapes
+                      and _median(c, key) is not None and _median(c, floor)]
+            row["all"] = (sum(x <= target for x in ratios), len(ratios), shapes)
+        rows.append(row)
+    return rows
+
+
+def extra_lines(extra):
+    """The threads and sparse-address-space cases, each with its direction and target."""
+    lines = []
+    threads = sorted((v for k, v in extra.items() if k.startswith("threads_")), key=lambda v: v["levels"])
+    if threads:
+        lines.append(f"Two threads walking disjoint halves vs one thread walking all of it "
+                     f"(C tier, {format_size(threads[0]['size_gib'])} dense):")
+        for th in threads:
+            met = "met" if th["speedup"] >= THREADS_TARGET else "missed"
+            lines.append(f"  {th['levels']}-level: speed-up {th['speedup']:.2f}x (higher is better; "
+                         f"target >= {THREADS_TARGET:g}x: {met})")
+            lines.append(f"           the machine's own two-thread speed-up for memory-bound work, "
+                         f"measured beside it: {th['memory_speedup']:.2f}x ({th['cpus']} CPUs)")
+    sparse = sorted((v for k, v in extra.items() if k.startswith("sparse_space_")), key=lambda v: v["levels"])
+    if sparse:
+        lines.append(f"The whole user address space holding {sparse[0]['pages']:,} scattered pages "
+                     f"vs walking only their tables:")
+        for sp in sparse:
+            met = "met" if sp["ratio"] <= SPARSE_SPACE_TARGET else "missed"
+            lines.append(f"  {sp['levels']}-level: {sp['ratio']:.2f}x the cost (lower is better; "
+                         f"target <= {SPARSE_SPACE_TARGET:g}x: {met})")
+    return lines
+
+
+def format_headline(rows, extra=None):
+    """The summary printed at the end of a run."""
+    if not rows:
+        return "Summary: no case measured"
+    r0 = rows[0]
+    out = [f"Summary: {r0['levels']}-level {r0['shape']}, {format_size(r0['size_gib'])} "
+           f"(the largest size of this run; the full table above has every shape and size)"]
+    hdr = (f"{'tier':<11} {'ns/page':>8}  {'floor':<30} {'ns/page':>8}  {'x floor':>7}  "
+           f"{'target':<7} {'met':<4} all cases")
+    out += [hdr, "-" * len(hdr)]
+    for r in rows:
+        tier = r["label"]
+        if r["size_gib"] != r0["size_gib"] or r["walked_gib"] != r["size_gib"]:
+            tier += "*"
+        floor = r["floor"]
+        if r["floor_gib"] is not None and r["floor_gib"] != r["size_gib"]:
+            floor += f" (at {format_size(r['floor_gib'])})"
+        target = "-" if r["target"] is None else f"<= {r['target']:g}x"
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        if r["all"] is None:
+            everywhere = "-"
+        else:
+            n, total, shapes = r["all"]
+            where = "every shape" if set(shapes) >= set(SHAPES) else " and ".join(shapes)
+            everywhere = f"{n} of {total} ({where})"
+        out.append(f"{tier:<11} {r['ns']:>8.3f}  {floor:<30} {r['floor_ns']:>8.3f}  {r['ratio']:>6.2f}x  "
+                   f"{target:<7} {met:<4} {everywhere}")
+    starred = [r for r in rows if r["size_gib"] != r0["size_gib"] or r["walked_gib"] != r["size_gib"]]
+    for r in starred:
+        if r["walked_gib"] != r["size_gib"]:
+            out.append(f"  * {r['label']}: the first {format_size(r['walked_gib'])} of the range")
+        else:
+            out.append(f"  * {r['label']}: at {format_size(r['size_gib'])}, the largest size where it is measured")
+    if extra:
+        out.append("")
+        out += extra_lines(extra)
+    out += ["", COLUMNS]
+    return "\n".join(out)
+
+
+# --- the plot -------------------------------------------------------------------------------
+
+TIER_ORDER = ("inline", "c-pmd", "c-slot", "lowlevel", "batch", "python")
+SHAPE_TITLES = {"dense": "dense (every 4 KiB page)", "sparse": "sparse (1 page per 2 MiB)",
+                "thp": "thp (2 MiB leaves)", "empty": "empty (no tables)"}
+LEVEL_STYLES = {4: ("-", "o"), 5: ("--", "s")}
+FLOOR_STYLES = (("memory", "memory floor"), ("py-call", "py-call floor"), ("kernel-mincore", "kernel mincore"))
+FLOOR_COLOUR = "0.55"
+
+
+def have_matplotlib():
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
-        print("--plot needs matplotlib (pip install 'pgwalk[plot]')", file=sys.stderr)
-        return
-    fig, axes = plt.subplots(1, len(SHAPES), figsize=(4 * len(SHAPES), 4), sharey=True)
-    for ax, shape in zip(axes, SHAPES):
-        for tier in ("inline", "c-pmd", "c-slot", "lowlevel", "batch", "python"):
-            for lv, style in ((4, "-o"), (5, "--s")):
-                pts = [(r["size_gib"], r["tiers"][tier]["median"]) for r in results
-                       if r["shape"] == shape and r["levels"] == lv and tier in r["tiers"]]
+        return False
+    return True
+
+
+def plot(results, path):
+    """ns/page by size, one panel per shape: one colour per tier, one line
+    style per paging level, the floors as wide pale grey bands labelled in
+    place, the legend beside the panels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    shapes = [s for s in SHAPES if any(r["shape"] == s for r in results)]
+    levels = sorted({r["levels"] for r in results})
+    sizes = sorted({r["size_gib"] for r in results})
+    colours = dict(zip(TIER_ORDER, plt.get_cmap("tab10").colors))
+    ncols = 2 if len(shapes) > 2 else len(shapes)
+    nrows = -(-len(shapes) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.8, 3.6 * nrows + 0.6), sharey="row",
+                             squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(shapes):]:
+        ax.set_visible(False)
+    floor_lv = levels[0]
+    for ax, shape in zip(axes, shapes):
+        rows = [r for r in results if r["shape"] == shape]
+        for name, label in FLOOR_STYLES:                 # the floors underneath
+            pts = sorted((r["size_gib"], r["floors"][name]["median"]) for r in rows
+                         if r["levels"] == floor_lv and "median" in r["floors"].get(name, {}))
+            if pts:
+                if len(pts) == 1:                         # one size: a short band around the point
+                    pts = [(pts[0][0] / 1.3, pts[0][1]), (pts[0][0] * 1.3, pts[0][1])]
+                ax.plot(*zip(*pts), color=FLOOR_COLOUR, lw=6, alpha=0.35, solid_capstyle="butt", zorder=1)
+                ax.annotate(label, xy=pts[-1], xytext=(0, 5), textcoords="offset points", fontsize=7,
+                            color="0.3", ha="right", va="bottom", zorder=3,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+        for tier in TIER_ORDER:
+            for lv in levels:
+                ls, mk = LEVEL_STYLES.get(lv, (":", "^"))
+                pts = sorted((r["size_gib"], r["tiers"][tier]["median"]) for r in rows
+                             if r["levels"] == lv and tier in r["tiers"])
                 if pts:
-                    xs, ys = zip(*sorted(pts))
-                    ax.plot(xs, ys, style, label=f"{tier} ({lv}-level)")
+                    ax.plot(*zip(*pts), color=colours[tier], linestyle=ls, marker=mk, markersize=4,
+                            lw=1.5, zorder=2)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(shape)
-        ax.set_xlabel("mapped range (GiB)")
-    axes[0].set_ylabel("ns per page")
-    # the tiers' legend, taken from a panel that has lines (a quick run may
-    # leave the last one empty)
-    legend = next((ax.get_legend_handles_labels() for ax in axes
-                   if ax.get_legend_handles_labels()[0]), None)
-    if legend is not None:
-        axes[-1].legend(*legend, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_size(v)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_title(SHAPE_TITLES[shape], fontsize=10)
+        ax.set_xlabel("mapped range")
+        ax.grid(True, which="major", color="0.92", lw=0.6, zorder=0)
+    for k in range(0, len(shapes), ncols):        # each row of panels shares its y axis
+        axes[k].set_ylabel("ns per 4 KiB page\n(lower is better)")
+        lo, hi = axes[k].get_ylim()
+        axes[k].set_ylim(lo, hi * 2.5)             # room for the top floor's label
+
+    handles, labels, headers = [], [], []
+
+    def header(text):
+        headers.append(len(labels))
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(text)
+
+    header("tier (colour)")
+    for tier in TIER_ORDER:
+        if any(tier in r["tiers"] for r in results):
+            handles.append(Line2D([], [], color=colours[tier], lw=2.5))
+            labels.append(tier)
+    header("paging (line style)")
+    for lv in levels:
+        ls, mk = LEVEL_STYLES.get(lv, (":", "^"))
+        handles.append(Line2D([], [], color="0.15", linestyle=ls, marker=mk, markersize=4))
+        labels.append(f"{lv}-level")
+    header("floors, same run")
+    handles.append(Line2D([], [], color=FLOOR_COLOUR, lw=6, alpha=0.35, solid_capstyle="butt"))
+    labels.append(f"grey bands, labelled\n({floor_lv}-level cases)")
+    fig.suptitle("pgwalk: what one callback per page costs, by tier (median)", fontsize=11)
+    fig.text(0.01, 0.005, "batch and python walk the first 1 GiB of each range; the kernel's real mapping "
+             "is capped in size (benchmarks/README.md)", fontsize=7, color="0.35", va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    legend = fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                        frameon=False, handlelength=3)
+    for k in headers:
+        legend.get_texts()[k].set_fontweight("bold")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -442,39 +765,58 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float)
     ap.add_argument("--no-extra", action="store_true", help="skip the threads and sparse-space cases")
     ap.add_argument("--json", help="write all results here")
-    ap.add_argument("--plot", help="write a PNG of ns/page by tier and size here")
+    ap.add_argument("--plot", help="write a PNG of ns/page by tier and size here (needs matplotlib: "
+                                   "pip install 'pgwalk[plot]')")
     a = ap.parse_args(argv)
+    # Everything that would make the run's end fail is checked before it starts.
+    if a.plot and not have_matplotlib():
+        ap.error("--plot needs matplotlib, which is not installed: pip install 'pgwalk[plot]' "
+                 "(the optional 'plot' extra), or run without --plot")
+    for opt, path in (("--json", a.json), ("--plot", a.plot)):
+        if path and not Path(path).resolve().parent.is_dir():
+            ap.error(f"{opt} {path}: the directory {Path(path).resolve().parent} does not exist")
+    try:
+        import pgwalk  # noqa: F401
+    except ImportError as e:
+        sys.exit(f"run.py: cannot import pgwalk ({e}): build this checkout in place "
+                 f"(python setup.py build_ext --inplace) or install it (python -m pip install .)")
     sizes = a.sizes or ([1, 4] if a.quick else [1, 16, 256, 1024])
     samples = a.samples or (3 if a.quick else 5)
     min_time = a.min_time or (0.02 if a.quick else 0.1)
     cases = [(lv, sh, int(s * GiB)) for lv in a.levels for sh in a.shapes for s in sizes]
+    extras = [] if a.no_extra else a.levels
+    steps = [(f"{lv}-level {sh} {format_size(size / GiB)}", step_weight(sh, size / GiB))
+             for lv, sh, size in cases]
+    for lv in extras:
+        steps += [(f"{lv}-level two threads", 2.0), (f"{lv}-level sparse address space", 1.0)]
+    bar = Progress(steps)
     results = []
     t0 = time.perf_counter()
     for i, (lv, sh, size) in enumerate(cases):
-        progress(f"[{i + 1}/{len(cases)}] {lv}-level {sh} {size / GiB:g} GiB ({time.perf_counter() - t0:.0f} s)")
-        results.append(in_worker(run_case, lv, sh, size, samples, min_time))
+        bar.start(i)
+        results.append(in_worker(run_case, lv, sh, size, samples, min_time, tick=bar.tick))
     extra = {}
-    for lv in ([] if a.no_extra else a.levels):
-        progress(f"two threads, sparse address space ({lv}-level)")
-        extra[f"threads_{lv}"] = in_worker(run_threads, lv, samples, min_time)
-        extra[f"sparse_space_{lv}"] = in_worker(run_sparse_space, lv, samples, min_time)
-    progress("")
-    sys.stderr.write("\r\033[K")
+    k = len(cases)
+    for lv in extras:
+        bar.start(k)
+        extra[f"threads_{lv}"] = in_worker(run_threads, lv, samples, min_time, tick=bar.tick)
+        bar.start(k + 1)
+        extra[f"sparse_space_{lv}"] = in_worker(run_sparse_space, lv, samples, min_time, tick=bar.tick)
+        k += 2
+    bar.finish()
+    print("All cases (median ns per 4 KiB page; the columns are explained below the summary)")
     print(table(results))
     print()
-    for lv in ([] if a.no_extra else a.levels):
-        th, sp = extra[f"threads_{lv}"], extra[f"sparse_space_{lv}"]
-        print(f"{lv}-level: two threads on disjoint halves (C tier): {th['speedup']:.2f}x one thread "
-              f"({th['cpus']} CPUs; a numpy sum over as much memory: {th['memory_speedup']:.2f}x)")
-        print(f"{lv}-level: whole user space with {sp['pages']} scattered pages: "
-              f"{sp['ratio']:.2f}x the cost of walking only their tables")
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    print(format_headline(headline_rows(results), extra))
+    print(f"\ntotal {format_duration(time.perf_counter() - t0)}")
     out = {"results": results, "extra": extra, "argv": sys.argv[1:], "python": sys.version,
            "machine": {k: getattr(os.uname(), k) for k in ("sysname", "release", "machine")}, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
+        print(f"results written to {a.json}")
     if a.plot:
         plot(results, a.plot)
+        print(f"plot written to {a.plot}")
     return out
 
 
