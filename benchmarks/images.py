@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 _ROOT = Path(__file__).resolve().parent.parent
-if list((_ROOT / "pgwalk").glob("_core.*.so")):       # this checkout, when built in place
+if list((_ROOT / "pgwalk").rglob("_core.*.so")):      # this checkout, when built in place
     sys.path.insert(0, str(_ROOT))                       # (else the installed pgwalk)
 import pgwalk  # noqa: E402
 from pgwalk._builtin import MincoreOp  # noqa: E402
