@@ -1,5 +1,6 @@
 """The built-in C ops, kept importable as ``pgwalk._builtin`` (the README
 and benchmarks use it); they live in ``pgwalk.walker._builtin``."""
 
-from .walker._builtin import *  # noqa: F401,F403
-from .walker._builtin import __all__  # noqa: F401
+from .walker._builtin import (  # noqa: F401
+    CountOp, CountPresentOp, FillOp, MincoreOp, call_python_4, map_thp_range,
+)

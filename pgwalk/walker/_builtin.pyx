@@ -263,9 +263,6 @@ cdef class FillOp:
         self.install_pte = make_cfunc(<void *>_fill_install, &self.state, "install", self)
 
 
-__all__ = ["CountOp", "CountPresentOp", "FillOp", "MincoreOp", "call_python_4", "map_thp_range"]
-
-
 def map_thp_range(PageTables mm not None, uint64_t start, uint64_t end, uint64_t pfn_base=1 << 24,
                   uint64_t prot=0x67):
     """Map [start, end) (2 MiB aligned) with PMD leaves, allocating the

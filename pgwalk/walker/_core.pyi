@@ -17,6 +17,10 @@ from pgwalk.walker.addrspace import AddressSpace
 from pgwalk.walker.vma import VMA
 from pgwalk.walker.ops import MMWalkOps
 
+# The C view of pgwalk.constants' levels, actions, errnos, table size and zero
+# pages (walker/_constants.pxd), for the test that the two views agree.
+C_CONSTANTS: dict[str, int]
+
 # Callback names in dispatch-table order (the index is the slot number used
 # in error messages).
 SLOT_NAMES: Final[tuple[str, ...]]
