@@ -2,9 +2,10 @@
 page-table bits, VMA flags and the mmap/madvise ABI.
 
 Everything here is a plain int so that the pure-Python reference walker, the
-process model and user code share one source of truth.  The Cython core keeps
-the same numbers in ``_entries.pxd``; ``tests/test_entries.py`` checks that the
-two agree.
+process model and user code share one source of truth.  The C side keeps the
+same numbers in ``walker/_constants.pxd`` (levels, actions, errnos, zero
+pages) and ``walker/_entries.pxd`` (entry bits); tests check that the two
+views agree (``test_architecture.py``, ``test_entries.py``).
 """
 
 # --- geometry -------------------------------------------------------------

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Built-in walk ops: consumers written as C slot functions over the core's
-contract (``pgwalk/_core.pxd``), run by the walker without the GIL.
+contract (``pgwalk/walker/_core.pxd``), run by the walker without the GIL.
 
 Each op is a small object whose attributes are ``CFunc`` slots to put in an
 ``MMWalkOps`` and whose state (counters, output arrays) lives in C memory it

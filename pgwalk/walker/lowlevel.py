@@ -32,7 +32,7 @@ ABI_VERSION = 1
 
 
 class WalkStruct(ctypes.Structure):
-    """ctypes mirror of ``pgwalk_walk_t`` (pgwalk/_core.pxd)."""
+    """ctypes mirror of ``pgwalk_walk_t`` (pgwalk/walker/_core.pxd)."""
     _fields_ = [("private", ctypes.c_void_p), ("action", ctypes.c_int),
                 ("no_vma", ctypes.c_int), ("levels", ctypes.c_int), ("has_vma", ctypes.c_int),
                 ("vma_start", ctypes.c_uint64), ("vma_end", ctypes.c_uint64),

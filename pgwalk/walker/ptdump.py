@@ -113,6 +113,10 @@ def effective_prot(upper, val):
 
 
 def prot_text(prot, level):
+    """The flag columns of a dump line for an entry's bits ``prot`` at
+    ``level`` (the kernel's ``printk_prot``): USR, RW or ro, PWT, PCD, PSE
+    (leaves above the PTE level), PAT (the bit's place differs in PTEs and
+    in PMD/PUD leaves), GLB, NX or x; 30 blanks for a non-present entry."""
     if not prot & _PAGE_PRESENT:
         return " " * 30
     return "".join((
@@ -129,6 +133,9 @@ def prot_text(prot, level):
 
 
 def size_text(delta):
+    """The size column of a dump line: ``delta`` bytes in the largest unit
+    (B, K, M, G, ...) that divides it exactly, right-aligned as the kernel
+    prints it."""
     unit = 0
     while delta and not delta & 1023 and unit < len(_UNITS) - 1:
         delta >>= 10
@@ -155,9 +162,13 @@ class _State:
         self.count = 0                                 # lines under the current marker
 
     def next_marker(self):
+        """The address of the marker after the current one."""
         return self.markers[self.mi + 1][0]
 
     def note(self, addr, level, val):
+        """Record the entry ``val`` (0 for a hole) at ``addr`` and ``level``:
+        a change of flags, effective protection or level, or reaching the
+        next marker, ends the open run with a line."""
         prot = val & PTE_FLAGS_MASK
         eff = self.prot_levels[level] if val and level >= 0 else 0
         if self.level is None:
@@ -178,6 +189,8 @@ class _State:
         self.level, self.start, self.prot, self.eff = level, addr, prot, eff
 
     def line(self, addr):
+        """Print the open run as ending at ``addr``, unless the current
+        marker's line limit is reached (the run is then only counted)."""
         limit = self.markers[self.mi][2]
         if not limit or self.count < limit:
             self.lines.append(f"0x{self.start:016x}-0x{addr & U64_MASK:016x}   "
@@ -192,6 +205,8 @@ class _State:
         self.level = None
 
     def set_eff(self, level, val):
+        """Keep the effective protection at ``level`` given the entry
+        ``val`` there, for the levels below it (``effective_prot``)."""
         upper = self.prot_levels[level - 1] if level else val
         self.prot_levels[level] = effective_prot(upper, val) if level else val & PTE_FLAGS_MASK
 
@@ -208,7 +223,10 @@ def kernel_ptdump(mm, ranges, markers=()):
     stops = sorted({a for a, *_ in st.markers[1:-1]})
 
     def upper(level):
+        """The entry callback of an upper ``level`` (PGD to PMD)."""
         def entry(e, addr, next, walk):
+            """Track the effective protection; note a huge leaf and do not
+            descend into (or split) it."""
             v = int(e)
             st.set_eff(level, v)
             if v & _PAGE_PSE and level in (2, 3):          # pud_leaf / pmd_leaf
@@ -218,6 +236,8 @@ def kernel_ptdump(mm, ranges, markers=()):
         return entry
 
     def ptes(entries, addr, next, walk):
+        """A run of PTEs (batched): note only where the flags, noneness or
+        a marker break the run, not every entry."""
         vals = np.asarray(entries)
         flags = vals & np.uint64(PTE_FLAGS_MASK)
         none = vals == 0                              # a zero entry's effective protection is 0
@@ -233,6 +253,7 @@ def kernel_ptdump(mm, ranges, markers=()):
         return 0
 
     def hole(addr, next, depth, walk):
+        """A missing table or slot: noted as an empty entry at its level."""
         st.note(addr, max(depth, 0), 0)
         return 0
 

@@ -2,8 +2,9 @@
 
     python -m pgwalk._examples.cffi.count_present
 
-Reuses ../ctypes/count_present.c; the cffi function pointer and a cffi
-``int64_t *`` as user data go into a pgwalk.LowLevelCallable.
+Reuses the ctypes example's C file (pgwalk/_examples/ctypes/count_present.c);
+the cffi function pointer and a cffi ``int64_t *`` as user data go into a
+pgwalk.LowLevelCallable.
 """
 
 import tempfile
