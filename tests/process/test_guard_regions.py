@@ -12,7 +12,7 @@ import pytest
 import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 
-import live_kernel as L
+from helpers import live_kernel as L
 
 LIVE, WHY = L.guard_regions_supported()
 RW = P.PROT_READ | P.PROT_WRITE

@@ -11,8 +11,8 @@ import pytest
 import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 
-import live_kernel as L
-import scenarios as S
+from helpers import live_kernel as L
+from helpers import scenarios as S
 
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
