@@ -544,3 +544,28 @@ def run_model_final(steps, npages, base=0x7F0000000000):
             except OSError as e:
                 mc.append(e.errno)
     return vmas, mc
+
+
+# --- one scenario on the model, and live where this kernel can run it --------------
+
+_LIVE = []
+
+
+def live_supported():
+    """(True, "") when the live runner can observe everything the model
+    does (guard regions and pagemap's guard bit included); cached."""
+    if not _LIVE:
+        _LIVE.append(guard_regions_supported())
+    return _LIVE[0]
+
+
+def run_checked(steps, npages):
+    """``run_model``, and where ``live_supported()`` the same steps live:
+    every step's observations (result, pagemap flags, VMAs) must be
+    identical.  Returns the model's (mm, observations)."""
+    mm, model = run_model(steps, npages)
+    if live_supported()[0]:
+        _, live = run_live(steps, npages)
+        for i, (m, lv) in enumerate(zip(model, live)):
+            assert m == lv, f"step {i} {steps[i]}: model {m} live {lv}"
+    return mm, model

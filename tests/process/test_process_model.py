@@ -26,92 +26,6 @@ def err(fn, *a):
     return e.value.errno
 
 
-def test_mmap_argument_errnos():
-    """mmap: length 0 -> EINVAL; no MAP_PRIVATE/MAP_SHARED -> EINVAL; a file
-    mapping without a file -> EBADF; MAP_FIXED at an unaligned address ->
-    EINVAL; MAP_FIXED_NOREPLACE over a mapping -> EEXIST; MAP_SHARED_VALIDATE
-    with an unknown flag -> EOPNOTSUPP."""
-    mm = P.MM()
-    assert err(mm.mmap, None, 0, RW, PRIV) == errno.EINVAL
-    assert err(mm.mmap, None, PS, RW, P.MAP_ANONYMOUS) == errno.EINVAL
-    assert err(mm.mmap, None, PS, RW, P.MAP_PRIVATE) == errno.EBADF
-    assert err(mm.mmap, 0x10001000 + 1, PS, RW, PRIV | P.MAP_FIXED) == errno.EINVAL
-    a = mm.mmap(None, 4 * PS, RW, PRIV)
-    assert err(mm.mmap, a + PS, PS, RW, PRIV | P.MAP_FIXED_NOREPLACE) == errno.EEXIST
-    assert err(mm.mmap, None, PS, RW, P.MAP_SHARED_VALIDATE | P.MAP_ANONYMOUS | (1 << 22)) \
-        == errno.EOPNOTSUPP
-
-
-def test_mmap_addresses_top_down_hint_and_thp_alignment():
-    """Without MAP_FIXED the address is chosen top-down below the mmap base;
-    a free hint is honoured; a private mapping whose length is a multiple
-    of 2 MiB is 2 MiB-aligned (thp_get_unmapped_area); adjacent compatible
-    anonymous mappings merge into one VMA."""
-    mm = P.MM()
-    a = mm.mmap(None, 4 * PS, RW, PRIV)
-    b = mm.mmap(None, 4 * PS, RW, PRIV)
-    assert b + 4 * PS == a and len(mm.vmas) == 1
-    h = mm.mmap(0x200000000, PS, RW, PRIV)
-    assert h == 0x200000000
-    t = mm.mmap(None, 4 << 20, RW, PRIV)
-    assert t % (2 << 20) == 0
-    s = mm.mmap(None, 4 * PS, RW, SHARED)
-    assert len([v for v in mm.vmas if v.vm_start in (s,)]) == 1
-
-
-def test_touch_faults_and_errors():
-    """Read fault on private anonymous memory maps the zero page (present,
-    not exclusive); a write allocates an exclusive page; a write to a
-    read-only VMA, any access to PROT_NONE or an unmapped address is
-    SIGSEGV; on shared anonymous memory a read allocates a shmem page
-    (present, file, exclusive) and an access past the object's end after
-    mremap growth is SIGBUS."""
-    mm = P.MM()
-    a = mm.mmap(None, 4 * PS, P.PROT_READ, PRIV)
-    mm.touch(a)
-    assert mm.pagemap(a, a + PS)[0] == PRESENT | P.ZERO_PFN
-    with pytest.raises(P.SegmentationFault) as e:
-        mm.touch(a + PS, write=True)
-    assert e.value.addr == a + PS
-    mm.mprotect(a, 4 * PS, P.PROT_NONE)
-    with pytest.raises(P.SegmentationFault):
-        mm.touch(a)
-    with pytest.raises(P.SegmentationFault):
-        mm.touch(a + 64 * PS)
-    s = mm.mmap(None, 2 * PS, RW, SHARED)
-    mm.touch(s)
-    w = int(mm.pagemap(s, s + PS)[0])
-    assert w & (PRESENT | FILE | EXCL) == PRESENT | FILE | EXCL
-    s2 = mm.mremap(s, 2 * PS, 4 * PS, P.MREMAP_MAYMOVE)
-    with pytest.raises(P.BusError):
-        mm.touch(s2 + 3 * PS)
-    mm.validate()
-
-
-def test_thp_fault_huge_zero_page_and_cow_after_fork():
-    """A MADV_HUGEPAGE range faults in a PMD leaf: the huge zero page on a
-    read (present + file in pagemap), a THP on a write; after fork the THP
-    is shared (not exclusive on either side); a write in the child splits
-    its PMD and copies one 4K page."""
-    mm = P.MM()
-    a = mm.mmap(None, 4 << 20, RW, PRIV)
-    mm.madvise(a, 4 << 20, P.MADV_HUGEPAGE)
-    mm.touch(a)
-    assert P.pmd_pfn(mm.entry(a, P.PMD)) == P.HUGE_ZERO_PFN
-    assert int(mm.pagemap(a, a + PS)[0]) & (PRESENT | FILE) == PRESENT | FILE
-    mm.touch(a + (2 << 20), write=True)
-    assert P.pmd_trans_huge(mm.entry(a + (2 << 20), P.PMD))
-    child = mm.fork()
-    assert not int(mm.pagemap(a + (2 << 20), a + (2 << 20) + PS)[0]) & EXCL
-    child.touch(a + (2 << 20) + 5 * PS, write=True)
-    assert not P.pmd_leaf(child.entry(a + (2 << 20), P.PMD))
-    pm = child.pagemap(a + (2 << 20), a + (4 << 20))
-    assert int(pm[5]) & EXCL and not int(pm[4]) & EXCL
-    assert P.pmd_trans_huge(mm.entry(a + (2 << 20), P.PMD))
-    child.exit()
-    mm.validate()
-
-
 def test_exit_and_munmap_free_every_table():
     """exit() unmaps everything and frees every table but the top level;
     munmap frees the tables that no longer cover any VMA (free_pgtables)."""
@@ -125,19 +39,6 @@ def test_exit_and_munmap_free_every_table():
     mm.exit()
     assert mm.nr_tables == 1 and mm.vmas == []
     mm.validate()
-
-
-def test_dontneed_reclaims_empty_pte_tables_but_not_guarded_ones():
-    """MADV_DONTNEED over a whole 2 MiB range frees its PTE table when it
-    is left empty (6.14+ PT reclaim), but not one that holds a guard marker."""
-    mm = P.MM()
-    a = mm.mmap(None, 4 << 20, RW, PRIV)
-    mm.madvise(a, 4 << 20, P.MADV_NOHUGEPAGE)
-    mm.madvise(a, 4 << 20, P.MADV_POPULATE_WRITE)
-    mm.madvise(a + (2 << 20), PS, P.MADV_GUARD_INSTALL)
-    mm.madvise(a, 4 << 20, P.MADV_DONTNEED)
-    assert mm.entry(a, P.PMD) == 0
-    assert mm.entry(a + (2 << 20), P.PMD) != 0
 
 
 def test_mincore_smaps_ptdump_formats():
@@ -167,20 +68,6 @@ def test_mincore_smaps_ptdump_formats():
     mm.touch(s, write=True)
     mm.madvise(s, 4 * PS, P.MADV_DONTNEED)
     assert mm.mincore(s, 4 * PS).tolist() == [1, 0, 0, 0]      # still in the shmem object
-
-
-def test_guard_install_table_allocation_failure_is_enomem_and_keeps_progress():
-    """A page-table allocation that fails during installation makes madvise
-    fail with ENOMEM; markers already written stay (the kernel leaves a
-    partially guarded range)."""
-    mm = P.MM()
-    a = mm.mmap(None, 8 << 20, RW, PRIV)
-    mm.madvise(a, 8 << 20, P.MADV_NOHUGEPAGE)
-    mm.fail_table_alloc(at=[4])
-    assert err(mm.madvise, a, 8 << 20, P.MADV_GUARD_INSTALL) == errno.ENOMEM
-    flags = mm.pagemap(a, a + (8 << 20))
-    assert (flags[:512] & np.uint64(GUARD)).all()
-    mm.validate()
 
 
 @pytest.mark.parametrize("gen", [S.scenario, S.thp_scenario], ids=["random", "thp"])
@@ -246,27 +133,3 @@ def test_split_folio_heads_are_not_capped():
     heads = [(1 << 20) + 512 * k for k in range(40, 0, -1)]
     op = mm._op().setup().set_split_heads(heads)
     assert op.split_heads == sorted(heads)
-
-
-def test_mremap_move_leaves_an_empty_pte_table_at_the_destination():
-    """move_page_tables (6.18) allocates the destination's PMD and PTE table
-    for every extent whose source PMD is a table, even when no PTE in the
-    extent is set; that empty table then stops a THP fault there (a read
-    fault maps the 4K zero page, not the huge zero page).  An extent whose
-    source PMD is none allocates nothing at the destination."""
-    mm = P.MM()
-    base = 0x7F0000000000
-    mm.mmap(base, 1023 * PS, RW, PRIV | P.MAP_FIXED)
-    mm.madvise(base, 1023 * PS, P.MADV_HUGEPAGE)
-    mm.touch(base + 941 * PS)                       # a PTE table for block 512..1023
-    mm.mremap(base + 887 * PS, 42 * PS, 16 * PS, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, base + 91 * PS)
-    v = mm.entry(base, P.PMD)
-    assert not P.entries.pte_none(v) and not P.entries.pmd_leaf(v)
-    mm.madvise(base + 119 * PS, PS, P.MADV_POPULATE_READ)
-    assert mm.pagemap(base + 119 * PS, base + 120 * PS)[0] & (PRESENT | FILE) == PRESENT
-
-    mm = P.MM()
-    mm.mmap(base, 1024 * PS, RW, PRIV | P.MAP_FIXED)
-    mm.mremap(base + 900 * PS, 8 * PS, 8 * PS, P.MREMAP_MAYMOVE | P.MREMAP_FIXED, base + 91 * PS)
-    assert P.entries.pte_none(mm.entry(base, P.PMD))
-    mm.validate()
