@@ -84,3 +84,37 @@ def test_thp_fault_huge_zero_page_and_cow_after_fork():
     assert P.pmd_trans_huge(mm.entry(a + (2 << 20), P.PMD))
     child.exit()
     mm.validate()
+
+
+def test_map_populate_prefaults_as_each_vma_faults():
+    """MAP_POPULATE prefaults the mapping the way the first access would:
+    a private writable one with write faults (exclusive pages), a private
+    read-only one with read faults (the zero page), a shared one with
+    shmem pages (present, file, exclusive) (populate_vma_page_range)."""
+    steps = [("mmap", 0, 4, RW, PA | P.MAP_POPULATE), ("mmap", 4, 4, P.PROT_READ, PA | P.MAP_POPULATE),
+             ("mmap", 8, 4, RW, SA | P.MAP_POPULATE)]
+    mm, obs = run(steps, 12)
+    assert obs[2][1] == [PRESENT | EXCL] * 4 + [PRESENT] * 4 + [PRESENT | FILE | EXCL] * 4
+
+
+def test_populate_read_maps_the_zero_page_and_populate_write_private_pages():
+    """MADV_POPULATE_READ on private anonymous memory maps the zero page;
+    MADV_POPULATE_WRITE maps exclusive pages (madvise_populate, mm/madvise.c)."""
+    steps = [("mmap", 0, 4, RW, PA), ("madvise", 0, 2, P.MADV_POPULATE_READ),
+             ("madvise", 2, 2, P.MADV_POPULATE_WRITE)]
+    mm, obs = run(steps, 4)
+    assert obs[1][0] == obs[2][0] == 0
+    assert obs[2][1] == [PRESENT, PRESENT, PRESENT | EXCL, PRESENT | EXCL]
+
+
+def test_populate_without_the_access_right_is_einval():
+    """MADV_POPULATE_WRITE on a read-only VMA, and MADV_POPULATE_READ on a
+    PROT_NONE one, fail with EINVAL and map nothing (faultin_page_range's
+    permission check); POPULATE_READ of the read-only one works."""
+    steps = [("mmap", 0, 4, P.PROT_READ, PA), ("madvise", 0, 4, P.MADV_POPULATE_WRITE),
+             ("madvise", 0, 4, P.MADV_POPULATE_READ), ("mmap", 4, 4, P.PROT_NONE, PA),
+             ("madvise", 4, 4, P.MADV_POPULATE_READ)]
+    mm, obs = run(steps, 8)
+    assert obs[1][0] == errno.EINVAL and obs[1][1][:4] == [0] * 4
+    assert obs[2][0] == 0 and obs[2][1][:4] == [PRESENT] * 4
+    assert obs[4][0] == errno.EINVAL and obs[4][1][4:] == [0] * 4
