@@ -22,7 +22,7 @@ which drops leaves outside the image, sees every page.  Rows:
 The Python and batch tiers walk at most 1 GiB, Volatility VOL_MIB MiB of the
 same image: their ns/page is extrapolated to the whole range (cost per page
 is flat: every PTE table is alike).  The fixture rows repeat mappings() and
-Volatility on the random images of tests/image_gen.py (the comparison's own
+Volatility on the random images of tests/helpers/image_gen.py (the comparison's own
 generator: 4K/2M/1G leaves, merged runs, equal tables), per leaf; the QEMU
 rows do the same on the guest dump of tests/fixtures/make_qemu_image.sh
 (DIR/l4, when present: a real kernel's tables, kernel and PTI user CR3).
@@ -194,7 +194,7 @@ def fixture(a, d, res):
     """mappings() and Volatility on the comparison's random images, per leaf."""
     sys.path.insert(0, str(TESTS))
     try:
-        from image_gen import make_vol_image, write_image
+        from helpers.image_gen import make_vol_image, write_image
     finally:
         sys.path.remove(str(TESTS))
     rows = {}

@@ -20,7 +20,7 @@ from pgwalk.constants import (
     PUD, VM_HUGETLB, VM_PFNMAP,
 )
 
-from support import IMPLS
+from helpers.support import IMPLS
 
 PG = 4096
 M2 = 2 << 20

@@ -20,28 +20,28 @@ mkdir -p "$WORK/tree"
     | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' \
     | tar --null -T - -cf -) | (cd "$WORK/tree" && tar -xf -)
 cd "$WORK/tree" || exit 1
-rm -f pgwalk/*.so pgwalk/*.c
+rm -f pgwalk/*.so pgwalk/*/*.so
 echo "asan: building with -fsanitize=address"
 if ! CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" \
      LDFLAGS="-fsanitize=address" \
      python setup.py build_ext --inplace > "$WORK/build.log" 2>&1; then
     echo "asan: build failed, see $WORK/build.log"; tail -20 "$WORK/build.log"; exit 1
 fi
-nm -D pgwalk/_core*.so | grep -q __asan_init || { echo "asan: _core is not instrumented"; exit 1; }
+nm -D pgwalk/walker/_core*.so | grep -q __asan_init || { echo "asan: _core is not instrumented"; exit 1; }
 LIBASAN=$(gcc -print-file-name=libasan.so)
 if [ $# -eq 0 ]; then
-    set -- tests/test_worked_examples.py tests/test_errors.py tests/test_tables.py \
-           tests/test_tiers.py tests/test_c_tier.py tests/test_lowlevel.py \
-           tests/test_hugetlb.py tests/test_golden.py tests/test_guard_regions.py \
-           tests/test_process_model.py tests/test_differential.py \
-           tests/test_fuzz_garbage.py tests/test_fuzz_api.py tests/test_leaks.py
+    set -- tests/test_worked_examples.py tests/walk/test_errors.py tests/walk/test_tables.py \
+           tests/walk/test_tiers.py tests/walk/test_c_tier.py tests/walk/test_lowlevel.py \
+           tests/walk/test_hugetlb.py tests/walk/test_golden.py tests/process/test_guard_regions.py \
+           tests/process/test_process_model.py tests/walk/test_differential.py \
+           tests/walk/test_fuzz_garbage.py tests/walk/test_fuzz_api.py tests/walk/test_leaks.py
     # only those that exist in this tree
     keep=(); for f in "$@"; do [ -e "$f" ] && keep+=("$f"); done; set -- "${keep[@]}"
     # Known finding, in the test itself (docs/robustness.md, Open findings):
     # the capsule's name is a temporary bytes object freed before the
     # capsule is read.  ASAN_ALL=1 runs it too.
     if [ -z "${ASAN_ALL:-}" ]; then
-        set -- "$@" --deselect tests/test_lowlevel.py::test_capsule_named_with_the_signature
+        set -- "$@" --deselect tests/walk/test_lowlevel.py::test_capsule_named_with_the_signature
     fi
 fi
 echo "asan: running pytest $*"

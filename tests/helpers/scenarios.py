@@ -1,4 +1,4 @@
-"""Random scenarios for the live-kernel differential (tests/test_live_kernel.py):
+"""Random scenarios for the live-kernel differential (tests/process/test_live_kernel.py):
 sequences of mmap/munmap/mprotect/mremap/madvise/mlock/touch/fork steps over
 a region of 1..1024 pages, in the step format of ``live_kernel.py``."""
 

@@ -129,7 +129,7 @@ def test_type_stub_matches_the_compiled_module(tmp_path):
     against the compiled modules (mypy stubtest),
     run from an empty folder so that the imported pgwalk is the one in use."""
     root = Path(pgwalk.__file__).parent
-    allow = Path(__file__).resolve().parent.parent / "pgwalk" / "stubtest-allowlist.txt"
+    allow = Path(__file__).resolve().parents[2] / "pgwalk" / "stubtest-allowlist.txt"
     env = dict(__import__("os").environ, PYTHONPATH=str(root.parent))
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pgwalk.walker._core", "pgwalk.walker._builtin",
                         "pgwalk.image._image", "pgwalk.process._mmops",

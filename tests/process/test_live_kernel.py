@@ -15,8 +15,8 @@ import pytest
 
 import pgwalk
 
-import live_kernel as L
-import scenarios as S
+from helpers import live_kernel as L
+from helpers import scenarios as S
 
 if not sys.platform.startswith("linux"):
     pytest.skip("the live-kernel differential needs Linux", allow_module_level=True)
@@ -24,9 +24,9 @@ _ok, _why = L.guard_regions_supported()
 if not _ok:
     pytest.skip(f"this kernel lacks guard regions: {_why}", allow_module_level=True)
 
-# Scenario kinds (generators of tests/scenarios.py, whose docstrings say
+# Scenario kinds (generators of tests/helpers/scenarios.py, whose docstrings say
 # what each covers) and their seeds per run; more with the environment
-# variable, e.g. PGWALK_LIVE_SEEDS=2000 pytest tests/test_live_kernel.py.
+# variable, e.g. PGWALK_LIVE_SEEDS=2000 pytest tests/process/test_live_kernel.py.
 KINDS = {
     # name: (generator, environment variable, default seeds)
     "random": (S.scenario, "PGWALK_LIVE_SEEDS", 40),
@@ -120,7 +120,7 @@ def test_final_smaps_and_mincore_match_the_live_kernel(kind):
 @pytest.mark.parametrize("case", range(len(S.REGRESSIONS)))
 def test_regressions_match_the_live_kernel(case):
     """Minimised sequences that once differed (see their comments in
-    tests/scenarios.py)."""
+    tests/helpers/scenarios.py)."""
     npages, steps = S.REGRESSIONS[case]
     model, live = run_both(steps, npages)
     assert model == live, describe(steps, model, live)

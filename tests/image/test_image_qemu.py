@@ -20,7 +20,7 @@ user (PTI) and kernel page tables:
   (type SWP_PTE_MARKER, offset PTE_MARKER_GUARD: the entry pgwalk's own
   make_pte_marker(PTE_MARKER_GUARD) stands for), translate() gives -1 for
   them, and the guest's pagemap says the same (bit 58, Linux 6.15 on);
-* mappings() equals the independent reference walker of tests/test_image.py;
+* mappings() equals the independent reference walker of tests/image/test_image.py;
 * the PTI user tables share the user half and map little of the kernel half;
 * Volatility 3's Intel32e agrees after its documented heuristics (4-level);
 * the ptdump text follows the kernel's marker rules."""

@@ -31,7 +31,7 @@ from pgwalk.constants import (
     VM_HUGETLB, VM_PFNMAP, _PAGE_DIRTY,
 )
 
-from support import IMPLS, PRESENT
+from helpers.support import IMPLS, PRESENT
 
 EINVAL = pgwalk.EINVAL
 ENOMEM = pgwalk.ENOMEM

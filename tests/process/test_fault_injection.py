@@ -51,7 +51,7 @@ import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 from pgwalk.constants import FIRST_DATA_PFN
 
-import support
+from helpers import support
 
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS

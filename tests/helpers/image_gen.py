@@ -1,5 +1,5 @@
 """A generator of random x86-64 4-level tables in a sparse raw image whose
-leaves point mostly inside it (tests/test_image_volatility.py,
+leaves point mostly inside it (tests/image/test_image_volatility.py,
 benchmarks/images.py): contiguous runs, tables of 512 equal entries, PML4
 entries that the kernel's p4d_bad rejects, large leaves with the PAT bit or a
 reserved bit, loops back to the root, links beyond the image, PROT_NONE and

@@ -1,9 +1,9 @@
 """Long garbage-table fuzz run (not collected by pytest): N random tables
-(tests/garbage.py recipes: garbage at every level, aliases, freed links)
+(tests/helpers/garbage.py recipes: garbage at every level, aliases, freed links)
 walked by the compiled walker with C built-in ops only (CountOp, MincoreOp,
 FillOp as install_pte), in worker processes.
 
-    python tests/fuzz_garbage_long.py [-n 100000] [--seed 0] [--jobs 2] [--check-every 50]
+    python tests/walk/fuzz_garbage_long.py [-n 100000] [--seed 0] [--jobs 2] [--check-every 50]
 
 Every table: build, ``mm.validate()``, 1-3 walks of any kind (user and kernel
 addresses, init_mm, install walks, fault injection), ``mm.validate()`` after
@@ -24,14 +24,18 @@ import threading
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(TESTS)
+# The workers import the helpers (tests/helpers/) and pgwalk through PYTHONPATH:
+# tests/ and the repository root first (its in-place build), as pytest sees them.
+WORKER_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    [ROOT, TESTS] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
 
 C_OPS = ["count", "mincore"]
 
 
 def recipe_for(seed):
-    import garbage as G
+    from helpers import garbage as G
     rng = random.Random(seed)
     r = G.random_recipe(rng, livelock=True)
     for step in r["steps"]:
@@ -42,8 +46,8 @@ def recipe_for(seed):
 
 
 def worker(first, last, check_every):
-    import garbage as G
-    from support import CYTHON, REFERENCE
+    from helpers import garbage as G
+    from helpers.support import CYTHON, REFERENCE
     out = sys.stdout
     crash_at = int(os.environ.get("FUZZ_LONG_SELFTEST_CRASH_AT", -1))   # harness self-test
     for seed in range(first, last):
@@ -108,7 +112,7 @@ def main():
         while lo < hi:
             p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", str(lo),
                                   str(hi), "--check-every", str(a.check_every)],
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, env=WORKER_ENV)
             with lock:
                 last_seen[p] = time.time()
             nxt = lo

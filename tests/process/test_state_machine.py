@@ -11,7 +11,7 @@ ones), mlock/munlock, touch (read/write), fork, exit -- and walks:
   ``pgwalk.internal.walk_page_range_mm``, allocation failures) on two
   identical copies of a live mm's state (tables and VMAs), one through the
   compiled walker and one through ``pgwalk.reference``, compared as
-  tests/test_differential.py compares them (``support.run_walk``);
+  tests/walk/test_differential.py compares them (``support.run_walk``);
 * ``walk_live``: a walk with read-only scripted callbacks on the live mm
   itself (compiled walker; it may split THPs) and on a copy (reference),
   compared by trace, return value, tables and counters.
@@ -43,7 +43,7 @@ import pgwalk
 from pgwalk import BusError, SegmentationFault
 from pgwalk import constants as C
 from pgwalk.constants import PAGE_SIZE, PGD, PMD, PTE, PUD
-from support import (
+from helpers.support import (
     APIS, CALLBACKS, CYTHON, REFERENCE, assert_same_walk, callback_script, dump, locked_for,
     run_walk, scripted_ops, stats_delta,
 )

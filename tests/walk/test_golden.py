@@ -5,7 +5,7 @@ must match."""
 
 import pytest
 
-from support import IMPLS, expected, load, load_golden, replay
+from helpers.support import IMPLS, expected, load, load_golden, replay
 
 SCENARIOS = load_golden()
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 import pgwalk
 from pgwalk import PMD, PTE
 from pgwalk.internal import walk_page_range_mm
-from support import dump
+from helpers.support import dump
 
 GiB = 1 << 30
 MiB = 1 << 20

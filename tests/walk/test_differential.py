@@ -20,7 +20,7 @@ from pgwalk import entries as E
 from pgwalk.constants import (
     PGD, PMD, PTE, PTE_MARKER_GUARD, PUD, VM_HUGETLB, VM_PFNMAP,
 )
-from support import (APIS, CALLBACKS, CYTHON, PRESENT, REFERENCE, assert_same_walk,
+from helpers.support import (APIS, CALLBACKS, CYTHON, PRESENT, REFERENCE, assert_same_walk,
                      callback_script, run_walk)
 
 MiB = 1 << 20

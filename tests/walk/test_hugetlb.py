@@ -7,7 +7,7 @@ import pytest
 
 import pgwalk
 from pgwalk.constants import PUD
-from support import IMPLS
+from helpers.support import IMPLS
 
 GiB = 1 << 30
 HMASK_1G = 0xFFFF_FFFF_C000_0000

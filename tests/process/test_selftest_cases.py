@@ -2,7 +2,7 @@
 (the 6.18-era file, plus the two cases added right after it: collapse and
 smaps), one pgwalk test per case and backing, as live-vs-model differentials.
 
-Each test builds a scenario of ``tests/live_kernel.py`` steps that follows
+Each test builds a scenario of ``tests/helpers/live_kernel.py`` steps that follows
 the selftest case (its own words and code, not the selftest's), runs it on
 ``pgwalk.MM`` and, when this kernel has guard regions, live: every step's
 observations (result or errno, fault outcome, pagemap flags, VMAs) must be
@@ -35,7 +35,7 @@ import pytest
 
 import pgwalk as P
 
-import live_kernel as L
+from helpers import live_kernel as L
 
 LIVE, WHY = L.guard_regions_supported()
 R, RW = P.PROT_READ, P.PROT_READ | P.PROT_WRITE

@@ -12,8 +12,8 @@ walks of every kind with Python callbacks and with C built-in ops.
 * ``mm.validate()`` passes after every build and every walk;
 * bad links are handled as docs/decisions.md item 5 says (targeted tests).
 
-The recipes come from tests/garbage.py (shared with the long standalone run,
-tests/fuzz_garbage_long.py, whose figures are in docs/robustness.md).
+The recipes come from tests/helpers/garbage.py (shared with the long standalone run,
+tests/walk/fuzz_garbage_long.py, whose figures are in docs/robustness.md).
 """
 
 import random
@@ -26,8 +26,8 @@ import pgwalk
 from pgwalk import P4D, PGD, PMD, PTE, PUD, mk_table
 from pgwalk._builtin import CountOp, FillOp
 
-import garbage as G
-from support import CYTHON, IMPLS, REFERENCE
+from helpers import garbage as G
+from helpers.support import CYTHON, IMPLS, REFERENCE
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -1,4 +1,4 @@
-"""Callbacks that misbehave, beyond tests/test_errors.py (which raises from
+"""Callbacks that misbehave, beyond tests/walk/test_errors.py (which raises from
 each kind of callback at one place, and pins kept EntryRef / ptep objects):
 
 * a callback raising at its n-th call, for EVERY n, over a populated mm
@@ -28,8 +28,8 @@ import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 from pgwalk.constants import PMD_SIZE as M2, PUD_SIZE as G1
 
-import support
-from support import IMPLS
+from helpers import support
+from helpers.support import IMPLS
 
 by_impl = pytest.mark.parametrize("impl", IMPLS, ids=repr)
 RWF = P.VM_READ | P.VM_WRITE

@@ -19,7 +19,7 @@ guidance comes from the reference walker (which mirrors the compiled one
 branch by branch) and the wrappers; crashes of the compiled core end the
 run with its input saved.
 
-    python tests/fuzz_atheris.py -max_total_time=600 -max_len=512 -len_control=0 \
+    python tests/walk/fuzz_atheris.py -max_total_time=600 -max_len=512 -len_control=0 \
         -rss_limit_mb=4096 [corpus_dir]
 """
 

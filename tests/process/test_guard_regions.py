@@ -12,7 +12,7 @@ import pytest
 import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 
-import live_kernel as L
+from helpers import live_kernel as L
 
 LIVE, WHY = L.guard_regions_supported()
 RW = P.PROT_READ | P.PROT_WRITE
@@ -209,3 +209,26 @@ def test_install_walk_count_is_two_walks_and_one_zap_over_populated_memory():
     finally:
         guard.walk_page_range_mm = old
     assert np.all(mm.pagemap(a, a + 8 * PS) == [SWAP | GUARD | 0x9F] * 8)
+
+
+PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
+
+
+def err(fn, *a):
+    with pytest.raises(OSError) as e:
+        fn(*a)
+    return e.value.errno
+
+
+def test_guard_install_table_allocation_failure_is_enomem_and_keeps_progress():
+    """A page-table allocation that fails during installation makes madvise
+    fail with ENOMEM; markers already written stay (the kernel leaves a
+    partially guarded range)."""
+    mm = P.MM()
+    a = mm.mmap(None, 8 << 20, RW, PRIV)
+    mm.madvise(a, 8 << 20, P.MADV_NOHUGEPAGE)
+    mm.fail_table_alloc(at=[4])
+    assert err(mm.madvise, a, 8 << 20, P.MADV_GUARD_INSTALL) == errno.ENOMEM
+    flags = mm.pagemap(a, a + (8 << 20))
+    assert (flags[:512] & np.uint64(GUARD)).all()
+    mm.validate()

@@ -115,7 +115,7 @@ def test_batch_with_install_pte_keeps_address_order():
 
 
 def test_batch_in_every_slot():
-    """decisions.md 18: every slot takes a batch (see tests/test_batch_slots.py
+    """decisions.md 18: every slot takes a batch (see tests/walk/test_batch_slots.py
     for what each does with it); hugetlb_entry a Python one only."""
     for name in ("pte_hole", "install_pte", "test_walk", "pre_vma", "post_vma", "hugetlb_entry"):
         pgwalk.MMWalkOps(**{name: pgwalk.batch(lambda *a: 0)})

@@ -39,7 +39,7 @@ vol = pytest.importorskip(
 from volatility3.framework import contexts  # noqa: E402
 from volatility3.framework.layers import intel, physical  # noqa: E402
 
-from image_gen import (  # noqa: E402
+from helpers.image_gen import (  # noqa: E402
     GIB, PAT_LARGE, PFN_MASK, TABLE, A, G, P, PSE, RW, make_vol_image, write_image,
 )
 

@@ -544,3 +544,62 @@ def run_model_final(steps, npages, base=0x7F0000000000):
             except OSError as e:
                 mc.append(e.errno)
     return vmas, mc
+
+
+# --- one scenario on the model, and live where this kernel can run it --------------
+
+_LIVE = []
+
+
+def live_supported():
+    """(True, "") when the live runner can observe everything the model
+    does (guard regions and pagemap's guard bit included); cached."""
+    if not _LIVE:
+        _LIVE.append(guard_regions_supported())
+    return _LIVE[0]
+
+
+def run_checked(steps, npages):
+    """``run_model``, and where ``live_supported()`` the same steps live:
+    every step's observations (result, pagemap flags, VMAs) must be
+    identical.  Returns the model's (mm, observations)."""
+    mm, model = run_model(steps, npages)
+    if live_supported()[0]:
+        _, live = run_live(steps, npages)
+        for i, (m, lv) in enumerate(zip(model, live)):
+            assert m == lv, f"step {i} {steps[i]}: model {m} live {lv}"
+    return mm, model
+
+
+def call_errnos(calls, npages=4):
+    """Each of ``calls`` -- ``(name, offset_in_bytes, *args)`` for munmap,
+    mprotect, mlock, munlock, madvise or mremap -- on a fresh private
+    read-write mapping of ``npages`` pages: in this process through libc
+    (for argument checks that change nothing, or little) when
+    ``live_supported()``, else None; and on ``pgwalk.MM``.  Returns
+    ([model errno or 0], [live errno or 0] or None)."""
+    def model():
+        out = []
+        for name, off, *args in calls:
+            mm = pgwalk.MM()
+            a = mm.mmap(None, npages * PAGE_SIZE, 3, pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS)
+            try:
+                getattr(mm, name)(a + off, *args)
+                out.append(0)
+            except OSError as e:
+                out.append(e.errno)
+        return out
+
+    def live():
+        out = []
+        for name, off, *args in calls:
+            a = _libc.mmap(None, npages * PAGE_SIZE, 3, pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS, -1, 0)
+            assert a != MAP_FAILED
+            ctypes.set_errno(0)
+            r = getattr(_libc, name)(a + off, *args)
+            failed = r == MAP_FAILED if name == "mremap" else r != 0
+            out.append(ctypes.get_errno() if failed else 0)
+            _libc.munmap(r if name == "mremap" and not failed else a, npages * PAGE_SIZE)
+        return out
+
+    return model(), (live() if live_supported()[0] else None)

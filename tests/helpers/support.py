@@ -21,7 +21,7 @@ from pgwalk.constants import (
 )
 from pgwalk.internal import walk_page_range_mm
 
-GOLDEN_DIR = Path(__file__).parent / "data" / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "data" / "golden"
 LEVELS = {"pgd": PGD, "p4d": P4D, "pud": PUD, "pmd": PMD, "pte": PTE}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
 ACTIONS = {"ACTION_SUBTREE": ACTION_SUBTREE, "ACTION_CONTINUE": ACTION_CONTINUE,

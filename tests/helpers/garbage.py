@@ -1,6 +1,6 @@
 """Random garbage page tables and walks over them, shared by
-tests/test_fuzz_garbage.py (hypothesis drives the ``random.Random``) and
-tests/fuzz_garbage_long.py (seeded, 100,000s of tables).
+tests/walk/test_fuzz_garbage.py (hypothesis drives the ``random.Random``) and
+tests/walk/fuzz_garbage_long.py (seeded, 100,000s of tables).
 
 A recipe is plain data drawn from one ``random.Random``: paging mode, a
 window of address space (user or kernel), VMAs, edits that build tables with
@@ -22,7 +22,7 @@ import numpy as np
 import pgwalk
 from pgwalk import _builtin
 from pgwalk import entries as E
-from support import apply_action, call_walk, recording_callback
+from .support import apply_action, call_walk, recording_callback
 from pgwalk.constants import (
     ACTION_AGAIN, ACTION_CONTINUE, P4D, PGD, PMD, PTE, PTE_MARKER_GUARD,
     PUD, VM_HUGETLB, VM_PFNMAP,

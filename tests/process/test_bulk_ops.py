@@ -10,7 +10,7 @@ from pathlib import Path
 import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def python_calls(fn):
