@@ -1,7 +1,7 @@
-"""``python -m pgwalk``: the command line (see ``pgwalk.image.cli``)."""
+"""``python -m pgwalk``: the command line (``pgwalk.cli``)."""
 
 import sys
 
-from .image.cli import main
+from .cli import main
 
 sys.exit(main())

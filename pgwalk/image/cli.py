@@ -1,10 +1,9 @@
-"""Command line: ``python -m pgwalk image IMAGE --cr3 ADDR [--levels 4|5]
+"""``python -m pgwalk image IMAGE --cr3 ADDR [--levels 4|5]
 [--csv FILE | --npz FILE] [--start A --end B] [--page-offset A]
 [--vmalloc-start A] [--vmemmap-start A] [--fixmap-start A]``: print the
 image's page tables as the kernel's page_tables dump (with its x86-64
 address markers), or write its mappings."""
 
-import argparse
 import sys
 
 import numpy as np
@@ -12,10 +11,12 @@ import numpy as np
 from .physimage import ImageError, PhysImage
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pgwalk", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    im = sub.add_parser("image", help="walk the page tables in a physical-memory image")
+NAME = "image"
+HELP = "walk the page tables in a physical-memory image"
+
+
+def add_arguments(im):
+    """The ``image`` command's arguments, on its subparser ``im``."""
     im.add_argument("image", help="raw physical-memory image or ELF core")
     im.add_argument("--cr3", required=True, type=lambda s: int(s, 0), help="CR3 (PCID bits are masked)")
     im.add_argument("--levels", type=int, choices=(4, 5), default=4)
@@ -30,7 +31,10 @@ def main(argv=None):
     out = im.add_mutually_exclusive_group()
     out.add_argument("--csv", help="write the mappings (va, pa, size, level, entry) as CSV")
     out.add_argument("--npz", help="write the mappings and the non-present entries as NPZ")
-    a = ap.parse_args(argv)
+
+
+def run(a):
+    """Run the ``image`` command on parsed arguments ``a``; the exit status."""
     try:
         mm = PhysImage.open(a.image).mm(a.cr3, a.levels)
     except (OSError, ImageError, ValueError) as e:
@@ -59,6 +63,3 @@ def main(argv=None):
         print(f"pgwalk: {count} bad entr{'y' if count == 1 else 'ies'} skipped", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
