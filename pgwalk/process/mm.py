@@ -9,11 +9,12 @@ imports it, so the process model has no import cycle."""
 
 import weakref
 
-from ..constants import FIRST_DATA_PFN
+from ..constants import FIRST_DATA_PFN, HUGE_ZERO_PFN, PAGE_SHIFT, ZERO_PFN
 from ..walker import AddressSpace
 from . import madvise as _madvise
 from . import mremap as _mremap
-from ._mmops import Phys
+from ._mmops import FolioHook, Phys
+from .objects import PF_LARGE, PF_SHMEM
 from .fork import copy_mm
 from .introspect import IntrospectMixin
 from .syscalls import ProcessMixin
@@ -80,6 +81,28 @@ class MM(ProcessMixin, IntrospectMixin, AddressSpace):
         group = self._phys_group
         if group.inexact is None:
             group.inexact = f"low-level edit ({what})"
+
+    def pt_folio(self, vma, addr, pfn):
+        """``page_folio`` from the physical-memory model (for
+        ``pt_range_walk``): a shmem page met at its place in the object has
+        the folio of its order (``obj.order``); another page flagged
+        PF_LARGE belongs to a PMD-sized THP (head aligned to 512 PFNs);
+        any other page is an order-0 folio.  ``_mmops.FolioHook`` is the
+        same answer in C."""
+        flags = self._phys.flags(pfn) if pfn >= 0 else 0
+        obj = vma.vm_file
+        if obj is not None and flags & PF_SHMEM:
+            idx = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+            if 0 <= idx < len(obj.pages) and int(obj.pages[idx]) == pfn:
+                n = 1 << int(obj.order[idx])
+                return int(obj.pages[idx & ~(n - 1)]), n, False
+        if flags & PF_LARGE:
+            return pfn & ~511, 512, False
+        return pfn, 1, pfn in (ZERO_PFN, HUGE_ZERO_PFN)
+
+    def pt_folio_hook(self, vma):
+        """``pt_folio`` for the compiled walker: a C function bound to ``vma``."""
+        return FolioHook(self._phys, vma)
 
     def alloc_pfn(self, nr=1, align=1):
         """Hand out ``nr`` fresh data PFNs (aligned), from the group's physical memory."""
