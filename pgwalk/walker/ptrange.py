@@ -132,16 +132,16 @@ class PtRangeWalk:
             raise StopIteration
         st = self._stepper
         mm = self.mm
-        if mm is not None and st.will_step(self._started):
-            if not mm._lock.held():
-                raise LockAssertionError("pt_range_walk needs the mmap lock: "
-                                         "use `with mm.mmap_read_lock():`")
+        if mm is not None:
             gen = mm_generation(mm)
-            if self._gen is not None and gen != self._gen:
+            if self._started and gen != self._gen:
                 self.close()
                 raise RuntimeError("pt_range_walk: the mm changed under the walk (a page "
                                    "table was freed or the mmap write lock was taken "
                                    "since the previous step); start a new walk")
+            if st.will_step(self._started) and not mm._lock.held():
+                raise LockAssertionError("pt_range_walk needs the mmap lock: "
+                                         "use `with mm.mmap_read_lock():`")
             self._gen = gen
         t = st.next() if self._started else st.start()
         self._started = True

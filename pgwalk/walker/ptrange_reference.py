@@ -33,6 +33,7 @@ from ..constants import (
 )
 from .ptrange import PtRangeRecord, PtRangeWalk, check_args
 from .reference import addr_end
+from .vma import VMA
 
 __all__ = [
     "PtRangeWalkStruct", "folio_pte_batch_flags", "pt_range_walk", "pt_range_walk_done",
@@ -472,7 +473,10 @@ class _Stepper:
 
     def __init__(self, mm, vma, start, end, flags):
         self.ptw = PtRangeWalkStruct(mm)
-        self.args = (vma, start, end, flags)
+        # the VMA as it was when the walk started (a change is caught between steps)
+        bounds = VMA(vma.vm_start, vma.vm_end, vma.vm_flags, hugepage_size=vma.hugepage_size)
+        bounds.vm_pgoff, bounds.vm_file = vma.vm_pgoff, vma.vm_file
+        self.args = (bounds, start, end, flags)
 
     def will_step(self, started):
         ptw, (vma, start, end, _) = self.ptw, self.args
