@@ -70,6 +70,7 @@ class MMOp:
     def slots(self, name: str) -> dict[str, CFunc]: ...
 
 
+@disjoint_base
 class FolioHook:
     """MM.pt_folio for one VMA in C, for pt_range_walk."""
     def __new__(cls, phys: Phys, vma: Any) -> Self: ...
