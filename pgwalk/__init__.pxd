@@ -4,3 +4,5 @@
 # MMWalkOps slot) and the inline x86-64 entry predicates.
 from pgwalk.walker._core cimport *
 from pgwalk.walker._entries cimport *
+# ... and the batched walker's struct and steps (pt_range_walk).
+from pgwalk.walker._ptrange cimport *

@@ -11,7 +11,8 @@ from . import constants, entries
 from . import locks, lowlevel, mm, ops  # noqa: F401
 from .walker import (
     Batch, CFunc, EntryRef, LockAssertionError, LowLevelCallable, MMWalk, MMWalkOps,
-    PageTable, Scratch, WalkStats, WalkStruct, batch, vma_start_write,
+    PageTable, PtRangeRecord, Scratch, WalkStats, WalkStruct, batch, pt_range_walk,
+    vma_start_write,
     walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
 )
 from .constants import *  # noqa: F401,F403  (geometry, enums, VM_/PROT_/MAP_/MADV_)

@@ -61,6 +61,32 @@ PGWALK_RDLOCK = 0
 PGWALK_WRLOCK = 1
 PGWALK_WRLOCK_VERIFY = 2
 
+# The batched, caller-driven walker (pt_range_walk, RFC v3): which entry types
+# come back (pt_type_flags_t bits), what a step returns and at which level.
+PT_TYPE_NONE = 1 << 0
+PT_TYPE_FOLIO = 1 << 1
+PT_TYPE_MARKER = 1 << 2
+PT_TYPE_PFN = 1 << 3
+PT_TYPE_SWAP = 1 << 4
+PT_TYPE_MIGRATION = 1 << 5
+PT_TYPE_DEVICE = 1 << 6
+PT_TYPE_HWPOISON = 1 << 7
+PT_TYPE_ALL = (PT_TYPE_NONE | PT_TYPE_FOLIO | PT_TYPE_MARKER | PT_TYPE_PFN | PT_TYPE_SWAP
+               | PT_TYPE_MIGRATION | PT_TYPE_DEVICE | PT_TYPE_HWPOISON)
+PTW_ABORT = 0
+PTW_DONE = 1
+PTW_NONE = 2
+PTW_FOLIO = 3
+PTW_MARKER = 4
+PTW_PFN = 5
+PTW_SWAP = 6
+PTW_MIGRATION = 7
+PTW_DEVICE = 8
+PTW_HWPOISON = 9
+PTW_PUD_LEVEL = 0
+PTW_PMD_LEVEL = 1
+PTW_PTE_LEVEL = 2
+
 # --- errno ----------------------------------------------------------------
 EPERM = 1
 ENOENT = 2
@@ -91,6 +117,7 @@ _PAGE_SOFT_DIRTY = 1 << 11             # _PAGE_BIT_SOFTW3
 _PAGE_UFFD_WP = 1 << 10                # _PAGE_BIT_SOFTW2
 _PAGE_SPECIAL = 1 << 9                 # _PAGE_BIT_SOFTW1
 _PAGE_DEVMAP = 1 << 58                 # _PAGE_BIT_SOFTW4 (6.13 still has devmap)
+_PAGE_SAVED_DIRTY = 1 << 57            # _PAGE_BIT_SOFTW5: pte_dirty() reads it too
 _PAGE_NX = 1 << 63
 _PAGE_KNL_ERRATUM_MASK = _PAGE_DIRTY | _PAGE_ACCESSED
 

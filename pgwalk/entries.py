@@ -19,6 +19,7 @@ from .constants import (
     _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_PSE, _PAGE_SWP_TAG,
     _PAGE_TABLE, _PAGE_USER, PHYSICAL_PMD_PAGE_MASK, PHYSICAL_PUD_PAGE_MASK,
     PTE_FLAGS_MASK, PTE_MARKER_GUARD, PTE_MARKER_MASK, PTE_PFN_MASK,
+    MAX_SWAPFILES, SWP_DEVICE_EXCLUSIVE, SWP_DEVICE_READ, SWP_DEVICE_WRITE, SWP_HWPOISON,
     SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE,
     SWP_OFFSET_MASK, SWP_PTE_MARKER, SWP_TYPE_SHIFT, PAGE_SHIFT, U64_MASK,
 )
@@ -275,6 +276,29 @@ def is_migration_entry(e):
     or write)."""
     return swp_type(e) in (SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE,
                            SWP_MIGRATION_WRITE)
+
+
+def is_hwpoison_entry(e):
+    return swp_type(e) == SWP_HWPOISON
+
+
+def is_device_private_entry(e):
+    return swp_type(e) in (SWP_DEVICE_WRITE, SWP_DEVICE_READ)
+
+
+def is_device_exclusive_entry(e):
+    return swp_type(e) == SWP_DEVICE_EXCLUSIVE
+
+
+def is_swapfile_entry(e):
+    """A real swap entry (a swap file's type), not a special one."""
+    return swp_type(e) < MAX_SWAPFILES
+
+
+def is_pfn_swap_entry(e):
+    """The entry's offset is a PFN: migration, device and hwpoison entries."""
+    return (is_migration_entry(e) or is_device_private_entry(e)
+            or is_device_exclusive_entry(e) or is_hwpoison_entry(e))
 
 
 def is_pmd_migration_entry(v):

@@ -237,8 +237,10 @@ def test_the_python_and_c_views_of_the_constants_agree():
     (``pgwalk.constants``); the compiled core reports its view."""
     from pgwalk import constants
     from pgwalk.walker import _core
+    from pgwalk.walker import _ptrange
     assert _core.C_CONSTANTS, "the core exposes its C constants"
-    for name, value in _core.C_CONSTANTS.items():
+    assert _ptrange.C_CONSTANTS, "the batched walker exposes its C constants"
+    for name, value in {**_core.C_CONSTANTS, **_ptrange.C_CONSTANTS}.items():
         assert getattr(constants, name) == value, name
 
 

@@ -1587,3 +1587,76 @@ cdef dict _SPECS = {
                 "pte_hole": (<size_t><void *>mc_hole, "hole")},
     "smaps": {"pmd_entry": (<size_t><void *>sm_pmd, "entry"), "pte_entry": (<size_t><void *>sm_pte, "entry")},
 }
+
+
+# ---------------------------------------------------------------------------
+# Folios for the batched walker (pt_range_walk): MM.pt_folio in C
+# ---------------------------------------------------------------------------
+
+cdef struct FolioCtx:
+    PhysState *ps
+    int64_t *shm                 # the VMA's shmem object: PFN per page (NULL: none)
+    int8_t *shm_order            # and the order of the folio holding it
+    int64_t shm_size
+    int64_t pgoff0               # object page at vstart
+    uint64_t vstart
+
+
+cdef int folio_of_pfn(void *ctx, uint64_t pfn, uint64_t addr,
+                      uint64_t *head, uint64_t *nr) noexcept nogil:
+    """The folio of ``pfn`` met at ``addr`` (MM.pt_folio): shmem order, THP
+    (PF_LARGE: 512 pages, head aligned) or order 0; 1 for a zero page."""
+    cdef FolioCtx *c = <FolioCtx *>ctx
+    cdef uint8_t fl = 0
+    cdef int64_t idx, n
+    if pfn < <uint64_t>c.ps.cap:
+        fl = c.ps.pflags[pfn]
+    if c.shm != NULL and fl & PF_SHMEM:
+        idx = c.pgoff0 + ((<int64_t>(addr - c.vstart)) >> 12)
+        if 0 <= idx < c.shm_size and c.shm[idx] == <int64_t>pfn:
+            n = (<int64_t>1) << c.shm_order[idx]
+            head[0] = <uint64_t>c.shm[idx & ~(n - 1)]
+            nr[0] = <uint64_t>n
+            return 0
+    if fl & PF_LARGE:
+        head[0] = pfn & ~(<uint64_t>511)
+        nr[0] = 512
+        return 0
+    head[0] = pfn
+    nr[0] = 1
+    return 1 if (pfn == ZERO_PFN or pfn == HUGE_ZERO_PFN) else 0
+
+
+cdef class FolioHook:
+    """``MM.pt_folio`` for one VMA in C, for ``pt_range_walk``: the
+    function's and its context's addresses (``fn_address``,
+    ``ctx_address``; see ``pgwalk_folio_fn`` in walker/_ptrange.pxd).  Keeps
+    the physical memory and the shmem object's arrays alive."""
+    cdef FolioCtx c
+    cdef object phys, pages, order
+
+    def __cinit__(self, Phys phys not None, vma):
+        cdef cnp.ndarray pages, order
+        memset(&self.c, 0, sizeof(FolioCtx))
+        self.phys = phys
+        self.c.ps = &phys.s
+        obj = vma.vm_file
+        if obj is not None:
+            pages, order = obj.pages, obj.order
+            if (pages.dtype != np.int64 or order.dtype != np.int8 or not pages.flags.c_contiguous
+                    or not order.flags.c_contiguous or len(order) != len(pages)):
+                raise TypeError("the shmem object's pages/order arrays are not int64/int8 vectors")
+            self.pages, self.order = pages, order
+            self.c.shm = <int64_t *>pages.data
+            self.c.shm_order = <int8_t *>order.data
+            self.c.shm_size = len(pages)
+            self.c.pgoff0 = vma.vm_pgoff
+            self.c.vstart = vma.vm_start
+
+    @property
+    def fn_address(self):
+        return <size_t>folio_of_pfn
+
+    @property
+    def ctx_address(self):
+        return <size_t>&self.c

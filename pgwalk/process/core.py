@@ -21,12 +21,12 @@ what this class defines, besides the walker's public calls:
 import weakref
 
 from ..constants import (
-    FIRST_DATA_PFN, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_MAYBE_GUARD, VM_SHARED, VM_SOFTDIRTY,
-    VM_SPECIAL,
+    FIRST_DATA_PFN, HUGE_ZERO_PFN, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, VM_LOCKED, VM_MAYBE_GUARD,
+    VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, ZERO_PFN,
 )
 from ..walker import AddressSpace, MMWalkOps, VMA, walk_page_range, walk_page_range_novma
-from ._mmops import MMOp, Phys
-from .objects import AnonVma, pte_prot, rw_bits, VM_ACCESS, zero_prot
+from ._mmops import FolioHook, MMOp, Phys
+from .objects import AnonVma, PF_LARGE, PF_SHMEM, pte_prot, rw_bits, VM_ACCESS, zero_prot
 
 VM_MERGE_IGNORE = VM_SOFTDIRTY | VM_MAYBE_GUARD      # "sticky" flags do not block merges
 
@@ -93,6 +93,28 @@ class ProcessCore(AddressSpace):
     def alloc_pfn(self, nr=1, align=1):
         """Hand out ``nr`` fresh data PFNs (aligned), from the group's physical memory."""
         return self.phys.alloc(nr, align)
+
+    def pt_folio(self, vma, addr, pfn):
+        """``page_folio`` from the physical-memory model (for
+        ``pt_range_walk``): a shmem page met at its place in the object has
+        the folio of its order (``obj.order``); another page flagged
+        PF_LARGE belongs to a PMD-sized THP (head aligned to 512 PFNs);
+        any other page is an order-0 folio.  ``_mmops.FolioHook`` is the
+        same answer in C."""
+        flags = self.phys.flags(pfn) if pfn >= 0 else 0
+        obj = vma.vm_file
+        if obj is not None and flags & PF_SHMEM:
+            idx = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+            if 0 <= idx < len(obj.pages) and int(obj.pages[idx]) == pfn:
+                n = 1 << int(obj.order[idx])
+                return int(obj.pages[idx & ~(n - 1)]), n, False
+        if flags & PF_LARGE:
+            return pfn & ~511, 512, False
+        return pfn, 1, pfn in (ZERO_PFN, HUGE_ZERO_PFN)
+
+    def pt_folio_hook(self, vma):
+        """``pt_folio`` for the compiled walker: a C function bound to ``vma``."""
+        return FolioHook(self.phys, vma)
 
     def new_op(self):
         return MMOp(self.phys, self)

@@ -5,7 +5,9 @@ walk (``_core``'s level loops, ``api``'s entry points, ``internal``'s
 ``walk_page_range_mm``), the callback tiers (``ops``, ``lowlevel``,
 ``_core``'s trampolines), built-in C ops (``_builtin``), the walker-facing
 address space (``addrspace``: VMAs, mmap lock, table editing), ``ptdump``
-and the pure-Python reference walker (``reference``).
+and the pure-Python reference walker (``reference``); the batched,
+caller-driven walker ``pt_range_walk`` (``_ptrange``, its reference
+``ptrange_reference``, the iterator in ``ptrange``).
 
 May use: ``pgwalk.constants`` and ``pgwalk.entries`` only.  It knows nothing
 of the process model or of memory images; they use it through the names
@@ -23,12 +25,14 @@ from .internal import walk_page_range_mm
 from .locks import MMapLock, vma_start_write, vma_write_locked
 from .lowlevel import LowLevelCallable, WalkStruct
 from .ops import CALLBACKS, MMWalkOps
+from ._ptrange import pt_range_walk
+from .ptrange import PtRangeRecord, PtRangeWalk
 from .vma import VMA
 
 __all__ = [
     "AddressSpace", "Batch", "CALLBACKS", "CFunc", "DEFAULT_PROT", "EntryRef",
     "InvariantError", "LockAssertionError", "LowLevelCallable", "MMWalk", "MMWalkOps",
-    "MMapLock", "PageTable", "PageTables", "Scratch", "VMA", "WalkStats", "WalkStruct",
-    "batch", "check_range", "vma_start_write", "vma_write_locked", "walk_page_range", "walk_page_range_mm",
+    "MMapLock", "PageTable", "PageTables", "PtRangeRecord", "PtRangeWalk", "Scratch", "VMA", "WalkStats", "WalkStruct",
+    "batch", "check_range", "pt_range_walk", "vma_start_write", "vma_write_locked", "walk_page_range", "walk_page_range_mm",
     "walk_page_range_novma", "walk_page_range_vma", "walk_page_vma",
 ]

@@ -25,3 +25,27 @@ cdef enum:
     # the model's shared zero pages (ZERO_PFN, HUGE_ZERO_PFN)
     ZERO_PFN = 1
     HUGE_ZERO_PFN = 512
+    # pt_range_walk (the batched walker): PT_TYPE_* flags, PTW_* step types
+    # and levels, as pgwalk.constants has them
+    PT_TYPE_NONE = 1
+    PT_TYPE_FOLIO = 2
+    PT_TYPE_MARKER = 4
+    PT_TYPE_PFN = 8
+    PT_TYPE_SWAP = 16
+    PT_TYPE_MIGRATION = 32
+    PT_TYPE_DEVICE = 64
+    PT_TYPE_HWPOISON = 128
+    PT_TYPE_ALL = 255
+    PTW_ABORT = 0
+    PTW_DONE = 1
+    PTW_NONE = 2
+    PTW_FOLIO = 3
+    PTW_MARKER = 4
+    PTW_PFN = 5
+    PTW_SWAP = 6
+    PTW_MIGRATION = 7
+    PTW_DEVICE = 8
+    PTW_HWPOISON = 9
+    PTW_PUD_LEVEL = 0
+    PTW_PMD_LEVEL = 1
+    PTW_PTE_LEVEL = 2

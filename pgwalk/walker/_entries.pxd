@@ -38,6 +38,13 @@ cdef extern from *:
     #define PGW_SWP_MIGRATION_READ_EXCLUSIVE  26
     #define PGW_SWP_MIGRATION_WRITE           27
     #define PGW_SWP_PTE_MARKER                31
+    #define PGW_MAX_SWAPFILES                 24
+    #define PGW_SWP_HWPOISON                  24
+    #define PGW_SWP_DEVICE_WRITE              28
+    #define PGW_SWP_DEVICE_READ               29
+    #define PGW_SWP_DEVICE_EXCLUSIVE          30
+    #define PGW_SOFT_DIRTY       ((uint64_t)1 << 11)
+    #define PGW_SAVED_DIRTY      ((uint64_t)1 << 57)
     #define PGW_ZERO_PFN         ((uint64_t)1)
     #define PGW_HUGE_ZERO_PFN    ((uint64_t)512)
     """
@@ -49,6 +56,9 @@ cdef extern from *:
     int PGW_SWP_TYPE_SHIFT
     uint64_t PGW_SWP_MIGRATION_READ, PGW_SWP_MIGRATION_READ_EXCLUSIVE
     uint64_t PGW_SWP_MIGRATION_WRITE, PGW_SWP_PTE_MARKER
+    uint64_t PGW_MAX_SWAPFILES, PGW_SWP_HWPOISON, PGW_SWP_DEVICE_WRITE
+    uint64_t PGW_SWP_DEVICE_READ, PGW_SWP_DEVICE_EXCLUSIVE
+    uint64_t PGW_SOFT_DIRTY, PGW_SAVED_DIRTY
     uint64_t PGW_ZERO_PFN, PGW_HUGE_ZERO_PFN
 
 

@@ -18,6 +18,7 @@ from ..constants import (
 from ._core import LockAssertionError, PageTable, PageTables
 from .api import walk_page_range
 from .locks import MMapLock, vma_start_write, vma_write_locked
+from .ptrange import default_folio
 from .vma import VMA, VMATree
 
 DEFAULT_PROT = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
@@ -95,6 +96,22 @@ class AddressSpace(PageTables):
                     vma_start_write(vma)
                     vma = self.find_vma(vma.vm_end)
             return walk_page_range(self, start, end, ops, private)
+
+    # --- folios, for the batched walker (pt_range_walk) ----------------------
+    def pt_folio(self, vma, addr, pfn):
+        """``page_folio`` for ``pt_range_walk``: (head PFN, number of pages,
+        is a shared zero page) of the folio holding ``pfn``, met mapped at
+        ``addr`` of ``vma``.  An address space without a physical-memory
+        model knows no large folios: every PFN is its own order-0 folio."""
+        return default_folio(pfn)
+
+    def pt_folio_hook(self, vma):
+        """The same answer for the compiled walker: an object whose
+        ``fn_address`` and ``ctx_address`` are a ``pgwalk_folio_fn`` (see
+        ``_ptrange.pxd``) bound to ``vma`` and its context, kept alive by the
+        object; None: the default (order-0 folios).  A model built on this
+        class that overrides ``pt_folio`` overrides this too."""
+        return None
 
     # --- VMAs ----------------------------------------------------------------
     @property
