@@ -93,5 +93,7 @@ class LockAssertionError(AssertionError):
 include "_pool.pxi"            # the table pool (PageTables, PageTable)
 include "_state.pxi"           # C callbacks' objects and the walk state
 include "_tiers.pxi"           # Python trampolines
+include "_walk_support.pxi"    # what the level loops call
+include "_mincore_inline.pxi"  # the benchmark's inline tier (a specialisation of the walk)
 include "_walk.pxi"            # the level walk (mm/pagewalk.c)
 include "_entrypoints.pxi"     # entry points (with the GIL)

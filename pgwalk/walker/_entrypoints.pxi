@@ -177,7 +177,7 @@ cdef void _fill_stats(MMWalk walk, object stats, dict before):
     cdef int i
     if stats is None:
         return
-    stats.calls = {SLOT_NAMES[i]: walk.c.calls[i] for i in range(11) if walk.c.calls[i]}
+    stats.calls = {SLOT_NAMES[i]: walk.c.calls[i] for i in range(N_SLOTS) if walk.c.calls[i]}
     stats.indirect_calls = sum(stats.calls.values())
     stats.tables = {("pgd", "p4d", "pud", "pmd", "pte")[i]: walk.c.tables[i]
                     for i in range(5) if walk.c.tables[i]}
@@ -215,19 +215,19 @@ cdef void _leave_vma(MMWalk walk):
 cdef int _call_hole(MMWalk walk, uint64_t start, uint64_t end):
     if walk.c.ops.pte_hole == NULL:
         return 0
-    walk.c.calls[5] += 1
+    walk.c.calls[SLOT_PTE_HOLE] += 1
     return walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
 
 
 cdef int _walk_page_test(MMWalk walk, uint64_t start, uint64_t end):
     cdef int err
     if walk.c.ops.test_walk != NULL:
-        walk.c.calls[7] += 1
+        walk.c.calls[SLOT_TEST_WALK] += 1
         return walk.c.ops.test_walk(start, end, &walk.c.w, walk.c.ops.test_walk_ctx)
     if walk.c.w.vma_flags & 0x400:           # VM_PFNMAP
         err = 1
         if walk.c.ops.pte_hole != NULL:
-            walk.c.calls[5] += 1
+            walk.c.calls[SLOT_PTE_HOLE] += 1
             err = walk.c.ops.pte_hole(start, end, -1, &walk.c.w, walk.c.ops.pte_hole_ctx)
         return err if err else 1
     return 0
@@ -243,12 +243,12 @@ cdef int _run_tables(MMWalk walk, uint64_t start, uint64_t end, bint hugetlb, ui
         # (releasing it around every call costs ~70 ns per callback here).
         if hugetlb:
             return walk_hugetlb_range(c, start, end, hsize)
-        return walk_pgd_range(c, start, end)
+        return walk_pgd_range(c, <GenericPtes *>NULL, start, end)
     with nogil:
         if hugetlb:
             err = walk_hugetlb_range(c, start, end, hsize)
         else:
-            err = walk_pgd_range(c, start, end)
+            err = walk_pgd_range(c, <GenericPtes *>NULL, start, end)
     return err
 
 
@@ -260,7 +260,7 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     if ops.install_pte != NULL and is_hugetlb:
         return -E_INVAL
     if ops.pre_vma != NULL:
-        walk.c.calls[8] += 1
+        walk.c.calls[SLOT_PRE_VMA] += 1
         err = ops.pre_vma(start, end, &walk.c.w, ops.pre_vma_ctx)
         if err:
             return err
@@ -270,7 +270,7 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     else:
         err = _run_tables(walk, start, end, False, 0)
     if ops.post_vma != NULL and walk._exc is None:
-        walk.c.calls[9] += 1
+        walk.c.calls[SLOT_POST_VMA] += 1
         ops.post_vma(&walk.c.w, ops.post_vma_ctx)
     if walk._exc is not None:
         return PGWALK_EXC           # an exception (post_vma's included) ends the walk
@@ -348,27 +348,6 @@ def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageT
         return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
     finally:
         tree.active_walks -= 1
-
-
-def _walk_inline_mincore(PageTables mm not None, uint64_t start, uint64_t end, ops,
-                         cnp.ndarray[cnp.uint8_t, ndim=1] out not None):
-    """Benchmark baseline: walk_page_range over [start, end) with ``ops``
-    (a MincoreOp's), but with its pte_entry inlined in the PTE loop instead
-    of called through the slot; fills ``out`` (one byte per page from
-    ``start``) the same way.  The caller holds the mmap lock."""
-    cdef MMWalk walk = _new_walk(mm, ops, None, False, None)
-    cdef int err
-    walk.c.inline_vec = <uint8_t *>cnp.PyArray_DATA(out)
-    walk.c.inline_start = start & ~<uint64_t>4095
-    walk.c.inline_n = out.shape[0]
-    vma = mm.find_vma(start)
-    while vma is not None and vma.vm_start < end:
-        _enter_vma(walk, vma)
-        err = _run_tables(walk, max(start, vma.vm_start), min(end, vma.vm_end), False, 0)
-        if err:
-            return _finish(walk, err)
-        vma = mm.find_vma(vma.vm_end)
-    return _finish(walk, 0)
 
 
 def _c_predicates(uint64_t v):

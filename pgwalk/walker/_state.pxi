@@ -139,6 +139,18 @@ class WalkStats:
 # The walk state
 # ---------------------------------------------------------------------------
 
+# Indexes of WalkCtx.calls, in SLOT_NAMES order: the entry slots are counted
+# at their level (L_PGD ... L_PTE), a batch call as one call of its slot.
+cdef enum:
+    SLOT_PTE_HOLE = 5
+    SLOT_HUGETLB_ENTRY = 6
+    SLOT_TEST_WALK = 7
+    SLOT_PRE_VMA = 8
+    SLOT_POST_VMA = 9
+    SLOT_INSTALL_PTE = 10
+    N_SLOTS = 11
+
+
 cdef struct WalkCtx:
     pgwalk_walk_t w               # first member: a WalkCtx* is a pgwalk_walk_t*
     pgwalk_ops_t ops
@@ -149,12 +161,9 @@ cdef struct WalkCtx:
     int is_init_mm
     int vma_anon
     int64_t budget                # entries until the next Ctrl-C check
-    int64_t calls[12]             # slot calls (SLOT_NAMES order; 11 = batches)
+    int64_t calls[N_SLOTS]        # calls per slot, indexed by SLOT_* (SLOT_NAMES order)
     int64_t tables[5]             # tables visited, by level
     int64_t entries               # slots visited
-    uint8_t *inline_vec           # benchmark baseline: mincore inlined in the PTE loop
-    uint64_t inline_start         # ...its first page's address
-    uint64_t inline_n             # ...and its length in pages
     int main_thread               # the walk runs on Python's main thread
     uint64_t *refused_pmd         # the PMD pte_offset_map last refused...
     uint64_t refused_val          # ...its value then...
