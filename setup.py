@@ -12,12 +12,14 @@ from setuptools import Extension, setup
 
 HEADERS = sorted(str(h) for h in Path("pgwalk").rglob("*.h"))
 PXDS = sorted(str(p) for p in Path("pgwalk").rglob("*.pxd"))
+# textual includes: a module is rebuilt when one of them changes
+PXIS = sorted(str(p) for p in Path("pgwalk").rglob("*.pxi"))
 
 extensions = [
     Extension(
         ".".join(pyx.with_suffix("").parts),
         [str(pyx)],
-        depends=HEADERS + PXDS,
+        depends=HEADERS + PXDS + PXIS,
         include_dirs=[np.get_include(), "pgwalk/walker"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O3"],

@@ -188,6 +188,12 @@ def _pgd_shift(walk):
 
 
 # --- the level walk ------------------------------------------------------------
+#
+# Every per-entry loop has the same frame as the compiled walker's
+# (_walk.pxi): ``again`` starts True (the first pass walks the entry at
+# ``addr``), ``continue`` moves on to the next entry, and ``again = True``
+# then ``continue`` walks the current entry once more (the kernel's
+# ``goto again``).
 
 def walk_pte_range_inner(walk, tid, idx, addr, end):
     ops = walk.cbs
@@ -304,8 +310,14 @@ def walk_pmd_range(walk, pud, addr, end):
     if tid is None:
         return 0
     idx = (addr >> 21) & 511
+    next = addr
+    again = True
     err = 0
-    while True:
+    while again or next != end:
+        if again:
+            again = False
+        else:
+            idx, addr = idx + 1, next
         pmd = (tid, idx)
         next = addr_end(addr, end, 1 << 21)
         if E.pmd_none(_get(walk, pmd)):
@@ -316,9 +328,6 @@ def walk_pmd_range(walk, pud, addr, end):
             if err:
                 break
             if not has_install:
-                idx, addr = idx + 1, next
-                if addr == end:
-                    break
                 continue
         walk._action = ACTION_SUBTREE
         if ops.pmd_entry is not None:
@@ -326,28 +335,27 @@ def walk_pmd_range(walk, pud, addr, end):
             if err:
                 break
         if walk._action == ACTION_AGAIN:
-            continue                                  # again: same slot
-        descend = walk._action != ACTION_CONTINUE
-        if descend and not has_handler:
+            again = True
+            continue
+        if walk._action == ACTION_CONTINUE:
+            continue
+        if not has_handler:
+            if not has_install:
+                continue                              # nothing below to call
             v = _get(walk, pmd)
-            if not has_install or (E.pmd_present(v) and (E.pmd_trans_huge(v) or E.pmd_devmap(v))):
-                descend = False
-        if descend:
-            if walk.vma is not None:
-                split_huge_pmd(walk, pmd)
-            else:
-                v = _get(walk, pmd)
-                if E.pmd_leaf(v) or not E.pmd_present(v):
-                    descend = False
-        if descend:
-            err = walk_pte_range(walk, pmd, addr, next)
-            if err:
-                break
-            if walk._action == ACTION_AGAIN:
+            if E.pmd_present(v) and (E.pmd_trans_huge(v) or E.pmd_devmap(v)):
+                continue                              # installing only: keep the THP
+        if walk.vma is not None:
+            split_huge_pmd(walk, pmd)
+        else:
+            v = _get(walk, pmd)
+            if E.pmd_leaf(v) or not E.pmd_present(v):
                 continue
-        idx, addr = idx + 1, next
-        if addr == end:
+        err = walk_pte_range(walk, pmd, addr, next)
+        if err:
             break
+        if walk._action == ACTION_AGAIN:
+            again = True                              # the PTE table went away
     return err
 
 
@@ -359,8 +367,14 @@ def walk_pud_range(walk, p4d, addr, end):
     if tid is None:
         return 0
     idx = (addr >> 30) & 511
+    next = addr
+    again = True
     err = 0
-    while True:
+    while again or next != end:
+        if again:
+            again = False
+        else:
+            idx, addr = idx + 1, next
         pud = (tid, idx)
         next = addr_end(addr, end, 1 << 30)
         if E.pud_none(_get(walk, pud)):
@@ -371,9 +385,6 @@ def walk_pud_range(walk, p4d, addr, end):
             if err:
                 break
             if not has_install:
-                idx, addr = idx + 1, next
-                if addr == end:
-                    break
                 continue
         walk._action = ACTION_SUBTREE
         if ops.pud_entry is not None:
@@ -381,28 +392,29 @@ def walk_pud_range(walk, p4d, addr, end):
             if err:
                 break
         if walk._action == ACTION_AGAIN:
+            again = True
             continue
-        descend = walk._action != ACTION_CONTINUE
-        if descend and not has_handler:
+        if walk._action == ACTION_CONTINUE:
+            continue
+        if not has_handler:
+            if not has_install:
+                continue
             v = _get(walk, pud)
-            if not has_install or (E.pud_present(v) and (E.pud_trans_huge(v) or E.pud_devmap(v))):
-                descend = False
-        if descend:
-            if walk.vma is not None:
-                split_huge_pud(walk, pud)
-            else:
-                v = _get(walk, pud)
-                if E.pud_leaf(v) or not E.pud_present(v):
-                    descend = False
-        if descend:
-            if E.pud_none(_get(walk, pud)):
-                continue                              # the split cleared it: again
-            if _child(walk, pud) is not None:         # garbage is not followed
-                err = walk_pmd_range(walk, pud, addr, next)
-                if err:
-                    break
-        idx, addr = idx + 1, next
-        if addr == end:
+            if E.pud_present(v) and (E.pud_trans_huge(v) or E.pud_devmap(v)):
+                continue
+        if walk.vma is not None:
+            split_huge_pud(walk, pud)
+        else:
+            v = _get(walk, pud)
+            if E.pud_leaf(v) or not E.pud_present(v):
+                continue
+        if E.pud_none(_get(walk, pud)):
+            again = True                              # the split cleared it
+            continue
+        if _child(walk, pud) is None:                 # garbage is not followed
+            continue
+        err = walk_pmd_range(walk, pud, addr, next)
+        if err:
             break
     return err
 
@@ -432,8 +444,14 @@ def walk_p4d_range(walk, pgd, addr, end):
         if tid is None:
             return 0
         idx = (addr >> 39) & 511
+    next = addr
+    again = True                                  # (no retry at this level)
     err = 0
-    while True:
+    while again or next != end:
+        if again:
+            again = False
+        else:
+            idx, addr = idx + 1, next
         p4d = (tid, idx)
         next = end if folded else addr_end(addr, end, 1 << 39)
         if _none_or_clear_bad(walk, p4d, E.p4d_bad):
@@ -444,9 +462,6 @@ def walk_p4d_range(walk, pgd, addr, end):
             if err:
                 break
             if not has_install:
-                idx, addr = idx + 1, next
-                if addr == end:
-                    break
                 continue
         if ops.p4d_entry is not None:
             err = walk.call_entry("p4d_entry", P4D, p4d, addr, next)
@@ -454,11 +469,8 @@ def walk_p4d_range(walk, pgd, addr, end):
                 break
         if has_handler or has_install:
             err = walk_pud_range(walk, p4d, addr, next)
-        if err:
-            break
-        idx, addr = idx + 1, next
-        if addr == end:
-            break
+            if err:
+                break
     return err
 
 
@@ -470,8 +482,14 @@ def walk_pgd_range(walk, addr, end):
     shift = _pgd_shift(walk)
     tid = walk.tables.pgd_id
     idx = (addr >> shift) & 511
+    next = addr
+    again = True                                  # (no retry at this level)
     err = 0
-    while True:
+    while again or next != end:
+        if again:
+            again = False
+        else:
+            idx, addr = idx + 1, next
         pgd = (tid, idx)
         next = addr_end(addr, end, 1 << shift)
         if walk.levels == 5 and _pgd_none_or_clear_bad(walk, pgd):
@@ -482,9 +500,6 @@ def walk_pgd_range(walk, addr, end):
             if err:
                 break
             if not has_install:
-                idx, addr = idx + 1, next
-                if addr == end:
-                    break
                 continue
         if ops.pgd_entry is not None:
             err = walk.call_entry("pgd_entry", PGD, pgd, addr, next)
@@ -492,11 +507,8 @@ def walk_pgd_range(walk, addr, end):
                 break
         if has_handler or has_install:
             err = walk_p4d_range(walk, pgd, addr, next)
-        if err:
-            break
-        idx, addr = idx + 1, next
-        if addr == end:
-            break
+            if err:
+                break
     return err
 
 
@@ -545,9 +557,15 @@ def walk_hugetlb_range(walk, addr, end):
     ops = walk.cbs
     sz = walk.vma.hugepage_size
     hmask = ~(sz - 1) & U64_MASK
+    next = addr
+    again = True                                  # (no retry at this level)
     err = 0
-    while True:
-        boundary = (addr & hmask) + sz
+    while again or next != end:
+        if again:
+            again = False
+        else:
+            addr = next
+        boundary = (addr & hmask) + sz            # hugetlb_entry_end()
         next = boundary if boundary < end else end
         slot = hugetlb_walk(walk, addr & hmask, sz)
         if slot is not None:
@@ -559,9 +577,6 @@ def walk_hugetlb_range(walk, addr, end):
         elif ops.pte_hole is not None:
             err = walk.call_hole(addr, next, -1)
         if err:
-            break
-        addr = next
-        if addr == end:
             break
     return err
 
