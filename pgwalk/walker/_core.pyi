@@ -24,8 +24,6 @@ C_CONSTANTS: dict[str, int]
 # Callback names in dispatch-table order (the index is the slot number used
 # in error messages).
 SLOT_NAMES: Final[tuple[str, ...]]
-# the C view of pgwalk.constants' levels, actions and errnos (checked against it by a test)
-C_CONSTANTS: dict[str, int]
 
 class LockAssertionError(AssertionError):
     """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
