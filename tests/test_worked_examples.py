@@ -1,9 +1,9 @@
-"""The worked examples (section 7, A to N) and the implementer traps
-(section 9) of shared/spec/pagewalk.md, plus decision 8.1, as tests.
+"""Worked examples of the kernel's walker (A to N) and the traps an
+implementer falls into, plus decision 8.1 (docs/decisions.md), as tests.
 
 Every test runs on a 4-level (p4d folded) and a 5-level address space and
 against both walkers (the compiled one and ``pgwalk.reference``).  The
-expected traces are written out by hand from the spec; where folding makes
+expected traces are written out by hand from mm/pagewalk.c; where folding makes
 the 4-level and 5-level answers differ, both are spelled out.
 
 Trace events: ``("G"|"Q"|"U"|"P"|"E", addr, next)`` for pgd/p4d/pud/pmd/
@@ -837,7 +837,7 @@ def test_trap_hugetlb_install_einval_before_pre_vma(impl, levels):
 # --- L, M, N: install_pte -------------------------------------------------------------------
 
 class GuardOps:
-    """The MADV_GUARD_INSTALL callbacks of guard-regions.md section 4."""
+    """The callbacks of MADV_GUARD_INSTALL's walk (mm/madvise.c)."""
 
     def __init__(self, mm):
         self.n = 0
@@ -984,7 +984,7 @@ def test_decision_8_1_install_without_pte_entry(impl, levels):
     mm.validate()
 
 
-# --- section 9: the remaining traps -----------------------------------------------------------
+# --- the remaining traps -----------------------------------------------------------
 
 ALL = ["G", "Q", "U", "P", "E", "H", "T", "pre", "post"]
 

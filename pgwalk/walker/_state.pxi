@@ -221,7 +221,7 @@ cdef class EntryRef:
 
     def set(self, value):
         """Write the live slot.  Above PTE level a slot that links a table,
-        or a value that would, is refused (spec 8.3: a callback may not
+        or a value that would, is refused (a callback may not
         restructure the tree through an entry reference)."""
         cdef uint64_t v = _u64(value, "value")
         cdef uint64_t old = self._get()

@@ -1,7 +1,8 @@
 """Test support: scripted callbacks, table dumps and the golden-trace adapter.
 
-Scripted callbacks follow the golden corpus' rules (tests/data/golden/
-FORMAT.md section 3) so that one scenario format drives the golden replay,
+Scripted callbacks follow the golden corpus' rules
+(tests/data/golden/FORMAT.md, section 3) so that one scenario format drives
+the golden replay,
 the worked examples and the random differential tests.
 """
 
@@ -184,7 +185,7 @@ def build_tables(mm, entry_list):
 
 def scripted_ops(spec, trace, vma_index, levels_of):
     """MMWalkOps whose callbacks record into ``trace`` and behave as scripted
-    (golden FORMAT.md section 3).  ``vma_index(vma)`` names a VMA;
+    (golden tests/data/golden/FORMAT.md, section 3).  ``vma_index(vma)`` names a VMA;
     ``levels_of`` is the mm whose paging mode classifies entries."""
     fired_again = set()
     kw = {}

@@ -1,4 +1,4 @@
-"""Walking page tables in physical-memory images (issue 6, first slice).
+"""Walking page tables in physical-memory images.
 
 Images come from a generator of random x86-64 tables (both halves, 4K/2M/1G
 leaves, PROT_NONE and swap entries, bad top-level entries, links outside the

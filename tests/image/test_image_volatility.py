@@ -1,4 +1,4 @@
-"""pgwalk's image walk against Volatility 3's Intel32e layer (issue 6).
+"""pgwalk's image walk against Volatility 3's Intel32e layer.
 
 Volatility 3 (``pip install volatility3``, in the ``image`` and ``test``
 extras) translates with its own x86-64 walker: ``Intel32e`` in

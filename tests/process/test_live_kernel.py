@@ -93,7 +93,7 @@ def _chunks():
 def test_sequences_match_the_live_kernel(kind, first, stop):
     """Random sequences of each kind (1..2048 pages: private and shared
     anonymous memory, THP regions, forks and steps in the child, remaps,
-    every advice of issue 4): every errno, fault outcome, pagemap flag and
+    every advice the model has): every errno, fault outcome, pagemap flag and
     VMA boundary as the live kernel's."""
     gen = KINDS[kind][0]
     for seed in range(first, stop):

@@ -1,4 +1,4 @@
-"""A hypothesis state machine over the process model (issue 5).
+"""A hypothesis state machine over the process model.
 
 Rules are the process's syscalls and faults on a few live mms -- mmap
 (private, shared, MAP_FIXED, MAP_FIXED_NOREPLACE, hints, MAP_POPULATE,

@@ -1,7 +1,6 @@
 """Bad input, exceptions and interruption, for both walkers.
 
-What is pinned here (spec: shared/spec/api.md section 2, pagewalk.md
-sections 3, 8 and 9):
+What is pinned here:
 
 * the kernel's own argument checks return ``-EINVAL`` (and come before the
   lock assertion, in the kernel's order);
@@ -195,7 +194,7 @@ def test_world_baseline(impl):
 @pytest.mark.parametrize("api", RANGED)
 @pytest.mark.parametrize("delta", [0, P, 2 * P], ids=["empty", "inverted-1", "inverted-2"])
 def test_start_not_below_end_is_einval(impl, api, delta):
-    """pagewalk.md 3.2/3.5/3.6 and trap 9.1: ``start >= end`` (an empty range
+    """``start >= end`` (an empty range
     included) is -EINVAL on every ranged entry point, with no callback run."""
     mm, vma = small_mm()
     calls = []
@@ -210,7 +209,7 @@ def test_start_not_below_end_is_einval(impl, api, delta):
 @by_impl
 @pytest.mark.parametrize("api", RANGED)
 def test_einval_checks_come_before_the_lock_assertion(impl, api):
-    """pagewalk.md 3.2 (steps 1-3), 3.5, 3.6: the -EINVAL argument checks are
+    """The -EINVAL argument checks are
     made before the mmap lock is asserted, so a bad range returns -EINVAL even
     with no lock held (no LockAssertionError)."""
     mm, vma = small_mm()
@@ -222,7 +221,7 @@ def test_einval_checks_come_before_the_lock_assertion(impl, api):
 @by_impl
 @pytest.mark.parametrize("api", ["walk_page_range", "walk_page_range_mm", "walk_page_range_novma"])
 def test_missing_mm_is_einval(impl, api):
-    """pagewalk.md 3.2 step 2 and 3.6: a missing mm (None) is -EINVAL."""
+    """A missing mm (None) is -EINVAL."""
     calls = []
     assert_einval(call_range(impl, api, None, None, A0, A0 + 8 * P, counting_ops(calls)))
     assert calls == []
@@ -230,7 +229,7 @@ def test_missing_mm_is_einval(impl, api):
 
 @by_impl
 def test_vma_without_mm_is_einval(impl):
-    """pagewalk.md 3.5 and api.md 3: a VMA made on its own (vm_mm None) is
+    """A VMA made on its own (vm_mm None) is
     -EINVAL for walk_page_vma and walk_page_range_vma."""
     vma = pgwalk.VMA(A0, A0 + PMD_SIZE, 0)
     assert vma.vm_mm is None
@@ -249,7 +248,7 @@ def test_vma_without_mm_is_einval(impl):
 ], ids=["start-below", "start-below-whole", "end-above", "end-above-tail",
         "after", "before"])
 def test_walk_page_range_vma_outside_the_vma_is_einval(impl, start, end):
-    """pagewalk.md 3.5: walk_page_range_vma returns -EINVAL if start <
+    """walk_page_range_vma returns -EINVAL if start <
     vma.vm_start or end > vma.vm_end; the exact VMA bounds are accepted."""
     mm, vma = small_mm()
     calls = []
@@ -265,7 +264,7 @@ def test_walk_page_range_vma_outside_the_vma_is_einval(impl, start, end):
 @pytest.mark.parametrize("api", ["walk_page_range", "walk_page_vma", "walk_page_range_vma",
                                  "walk_page_range_novma"])
 def test_install_pte_refused_by_public_entry_points(impl, api):
-    """api.md 2, pagewalk.md 3.1/3.5/3.6/4.10: every public entry point
+    """Every public entry point
     refuses ops that define install_pte with -EINVAL, before walking anything
     (no callback, no table allocated) and before the lock assertion."""
     mm = pgwalk.MM(4)
@@ -289,7 +288,7 @@ def test_install_pte_refused_by_public_entry_points(impl, api):
 
 @by_impl
 def test_install_pte_accepted_by_walk_page_range_mm(impl):
-    """pagewalk.md 3.2 and 4.10: walk_page_range_mm accepts install_pte and
+    """walk_page_range_mm accepts install_pte and
     installs into every none PTE slot of the range (allocating the tables)."""
     mm = pgwalk.MM(4)
     mm.add_vma(A0, A0 + 8 * P)
@@ -311,7 +310,7 @@ def test_install_pte_accepted_by_walk_page_range_mm(impl):
 
 @by_impl
 def test_install_pte_on_hugetlb_vma_is_einval_before_pre_vma(impl):
-    """pagewalk.md 3.4 step 1, trap 9 and golden h-4l-hugetlb-install-einval:
+    """The golden trace h-4l-hugetlb-install-einval:
     install_pte on a VM_HUGETLB VMA returns -EINVAL when that VMA is reached
     (after its test_walk, before its pre_vma); the VMAs walked before it stay
     walked (their PTEs installed, their post_vma called)."""
@@ -346,7 +345,7 @@ def test_install_pte_on_hugetlb_vma_is_einval_before_pre_vma(impl):
 
 @by_impl
 def test_install_pte_table_allocation_failure_is_enomem(impl):
-    """pagewalk.md 3.9 and 4.10: when install_pte needs a table that cannot be
+    """When install_pte needs a table that cannot be
     allocated the walk returns -ENOMEM; the tables allocated before stay,
     nothing is installed, the tree is consistent."""
     mm = pgwalk.MM(4)
@@ -400,7 +399,7 @@ def test_install_pte_without_pte_entry_meeting_a_pte_raises(impl):
 @pytest.mark.parametrize("which", ["start", "end"])
 @pytest.mark.parametrize("bad", ["4096", 4096.0, None, True], ids=["str", "float", "None", "bool"])
 def test_address_of_wrong_type_is_typeerror(impl, api, which, bad):
-    """api.md 2 / pgwalk._args: an address that is not an int raises TypeError
+    """pgwalk.walker._args: an address that is not an int raises TypeError
     naming the argument ("start" or "end"), not -EINVAL."""
     mm, vma = small_mm()
     start, end = (bad, A0 + 8 * P) if which == "start" else (A0, bad)
@@ -432,7 +431,7 @@ def test_address_out_of_range_is_valueerror(impl, api, which, bad):
 @pytest.mark.parametrize("api", RANGED)
 @pytest.mark.parametrize("levels", [4, 5])
 def test_non_canonical_address_is_valueerror(impl, api, levels):
-    """api.md 1/3: addresses in the hole between the canonical halves (2**47 +
+    """Addresses in the hole between the canonical halves (2**47 +
     4096 with 4 levels, 2**56 + 4096 with 5) raise ValueError naming the
     argument; so does a range that spans the hole."""
     mm, vma = small_mm(levels)
@@ -477,7 +476,7 @@ def test_canonical_addresses_are_accepted(impl):
 @pytest.mark.parametrize("api", RANGED + ["walk_page_vma"])
 @pytest.mark.parametrize("bad", [None, {}, "ops", "namespace"])
 def test_ops_of_wrong_type_is_typeerror(impl, api, bad):
-    """api.md 2: ops must be a pgwalk.MMWalkOps; anything else (even an object
+    """ops must be a pgwalk.MMWalkOps; anything else (even an object
     with the right attribute names) raises TypeError naming ops."""
     import types
     if bad == "namespace":
@@ -493,7 +492,7 @@ def test_ops_of_wrong_type_is_typeerror(impl, api, bad):
 
 
 def test_mmwalkops_rejects_bad_fields():
-    """api.md 2 / pgwalk.ops: a callback field must be callable or None
+    """pgwalk.ops: a callback field must be callable or None
     (TypeError naming the field); walk_lock must be one of the PGWALK_*
     values (ValueError), checked on construction and on assignment."""
     with pytest.raises(TypeError, match="pte_entry"):
@@ -524,7 +523,7 @@ def test_mmwalkops_rejects_bad_fields():
 @pytest.mark.parametrize("api", ["walk_page_range", "walk_page_range_mm", "walk_page_range_novma"])
 @pytest.mark.parametrize("bad", ["mm", 4, "vma", "tables"])
 def test_mm_of_wrong_type_is_typeerror(impl, api, bad):
-    """api.md 2: mm must be a pgwalk.MM (or None, which is -EINVAL): anything
+    """mm must be a pgwalk.MM (or None, which is -EINVAL): anything
     else raises TypeError naming mm."""
     mm, vma = small_mm()
     bad = {"vma": vma, "tables": mm.pgd}.get(bad, bad)
@@ -536,7 +535,7 @@ def test_mm_of_wrong_type_is_typeerror(impl, api, bad):
 @pytest.mark.parametrize("api", ["walk_page_vma", "walk_page_range_vma"])
 @pytest.mark.parametrize("bad", [None, "vma", "mm"])
 def test_vma_of_wrong_type_is_typeerror(impl, api, bad):
-    """api.md 2: the vma argument must be a pgwalk.VMA (TypeError naming vma)."""
+    """The vma argument must be a pgwalk.VMA (TypeError naming vma)."""
     mm, vma = small_mm()
     bad = mm if bad == "mm" else bad
     with mm.mmap_read_lock():
@@ -549,7 +548,7 @@ def test_vma_of_wrong_type_is_typeerror(impl, api, bad):
 
 @by_impl
 def test_novma_pgd_must_be_a_matching_top_level_table(impl):
-    """api.md 3: walk_page_range_novma's pgd is another mm's top-level table
+    """walk_page_range_novma's pgd is another mm's top-level table
     (``other.pgd``): another type is TypeError, a lower-level table or one
     with other paging levels is ValueError."""
     mm = pgwalk.MM(4)
@@ -586,7 +585,7 @@ CASE_IDS = [f"{n}#{k}" for n, k, _ in CALLBACK_CASES]
 @pytest.mark.parametrize("name,at,install", CALLBACK_CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("bad", [None, "x", 1.5, [0]], ids=["None", "str", "float", "list"])
 def test_non_int_return_is_typeerror(impl, name, at, install, bad):
-    """api.md 2 (return values are the kernel's C ints): a callback returning
+    """Return values are the kernel's C ints: a callback returning
     a non-int raises TypeError naming the callback; no callback runs after it
     (post_vma included) and the tables stay consistent."""
     mm, a, h = world()
@@ -603,7 +602,7 @@ def test_non_int_return_is_typeerror(impl, name, at, install, bad):
 @pytest.mark.parametrize("bad", [INT_MAX + 1, INT_MIN - 1, 1 << 64, -(1 << 100)],
                          ids=["INT_MAX+1", "INT_MIN-1", "2^64", "-2^100"])
 def test_return_beyond_c_int_is_overflowerror(impl, name, at, install, bad):
-    """api.md 2: a callback returning an int that does not fit a C int raises
+    """A callback returning an int that does not fit a C int raises
     OverflowError; no callback runs after it and the tables stay consistent."""
     mm, a, h = world()
     events = []
@@ -626,11 +625,11 @@ def nth_index(seq, item, n):
 @pytest.mark.parametrize("name,at,install", CALLBACK_CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("value", [INT_MAX, INT_MIN, -1], ids=["INT_MAX", "INT_MIN", "-1"])
 def test_c_int_bounds_are_plain_results(impl, name, at, install, value):
-    """pagewalk.md 3.9: INT_MAX and INT_MIN fit a C int and are ordinary
+    """INT_MAX and INT_MIN fit a C int and are ordinary
     results: a non-zero one stops the walk and is returned unchanged (INT_MIN
     is not mistaken for an internal "exception pending" marker); post_vma
-    still runs after a table walk that returned non-zero (trap 9.2); a
-    positive test_walk result skips the VMA instead (trap 9.3)."""
+    still runs after a table walk that returned non-zero; a positive
+    test_walk result skips the VMA instead."""
     mm, a, h = world()
     events = []
     ops = recording_ops(events, bad=name, at=at, action=lambda: value, install=install)
@@ -659,7 +658,7 @@ def test_c_int_bounds_are_plain_results(impl, name, at, install, value):
 @by_impl
 @pytest.mark.parametrize("name,at,install", CALLBACK_CASES, ids=CASE_IDS)
 def test_callback_exception_stops_the_walk(impl, name, at, install):
-    """api.md 2 and decision 8.4: an exception raised in a callback stops the
+    """An exception raised in a callback stops the
     walk at once and the same exception object reaches the caller; no later
     callback runs (post_vma is not called after an exception: pgwalk
     decision); the tables pass validate(); what was done before stays; the mm
@@ -697,7 +696,7 @@ def test_callback_exception_stops_the_walk(impl, name, at, install):
 
 @by_impl
 def test_exception_in_post_vma_stops_the_walk(impl):
-    """api.md 2: an exception raised in post_vma stops the walk too: it reaches
+    """An exception raised in post_vma stops the walk too: it reaches
     the caller unchanged and no callback of a later VMA runs (test_walk,
     pre_vma, hugetlb_entry of VMA H must not be called)."""
     mm, a, h = world()
@@ -718,7 +717,7 @@ def test_exception_in_post_vma_stops_the_walk(impl):
 @by_impl
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, GeneratorExit])
 def test_base_exception_from_callback_propagates(impl, kind):
-    """api.md 2: any exception, BaseException subclasses included, raised in a
+    """Any exception, BaseException subclasses included, raised in a
     callback reaches the caller as the same object and stops the walk."""
     mm, a, h = world()
     events = []
@@ -737,7 +736,7 @@ def test_base_exception_from_callback_propagates(impl, kind):
 
 @by_impl
 def test_exception_in_pfnmap_pte_hole_propagates(impl):
-    """pagewalk.md 3.3: in the VM_PFNMAP path (no test_walk) pte_hole is called
+    """In the VM_PFNMAP path (no test_walk) pte_hole is called
     for the VMA; an exception there propagates (it is not swallowed like a
     positive result) and stops the walk."""
     mm = pgwalk.MM(4)
@@ -761,7 +760,7 @@ def test_exception_in_pfnmap_pte_hole_propagates(impl):
 
 @by_impl
 def test_exception_in_novma_walk_propagates(impl):
-    """api.md 2: the no-VMA walk propagates callback exceptions the same way
+    """The no-VMA walk propagates callback exceptions the same way
     (same object, no later callback, tables consistent)."""
     mm, vma = small_mm()
     seen = []
@@ -798,7 +797,7 @@ ALL_APIS = RANGED + ["walk_page_vma"]
 @pytest.mark.parametrize("api", ALL_APIS)
 @pytest.mark.parametrize("lock", [PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY])
 def test_walk_without_mmap_lock_raises(impl, api, lock):
-    """api.md 2, pagewalk.md 3.8: a walk without the mmap lock raises
+    """A walk without the mmap lock raises
     pgwalk.LockAssertionError (an AssertionError) saying which lock it needs,
     before any callback runs."""
     mm, vma = small_mm()
@@ -817,7 +816,7 @@ def test_walk_without_mmap_lock_raises(impl, api, lock):
 @pytest.mark.parametrize("api", ["walk_page_range", "walk_page_range_mm", "walk_page_vma",
                                  "walk_page_range_vma"])
 def test_wrlock_needs_the_mmap_write_lock(impl, api):
-    """pagewalk.md 3.8: PGWALK_WRLOCK under only the mmap read lock raises
+    """PGWALK_WRLOCK under only the mmap read lock raises
     LockAssertionError naming the write lock; under the write lock the walk
     runs and write-locks the VMA it enters."""
     mm, vma = small_mm()
@@ -838,7 +837,7 @@ def test_wrlock_needs_the_mmap_write_lock(impl, api):
 @pytest.mark.parametrize("api", ["walk_page_range", "walk_page_range_mm", "walk_page_vma",
                                  "walk_page_range_vma"])
 def test_wrlock_verify_needs_the_vma_write_locked(impl, api):
-    """pagewalk.md 3.8, api.md 2: PGWALK_WRLOCK_VERIFY with the mmap write lock
+    """PGWALK_WRLOCK_VERIFY with the mmap write lock
     but the VMA not write-locked raises LockAssertionError; after
     pgwalk.vma_start_write(vma) it passes; the VMA write lock ends with the
     mmap write lock."""
@@ -864,7 +863,7 @@ def test_wrlock_verify_needs_the_vma_write_locked(impl, api):
 
 @by_impl
 def test_wrlock_verify_is_checked_per_vma_as_reached(impl):
-    """pagewalk.md 3.8: in walk_page_range the per-VMA rule is applied as each
+    """In walk_page_range the per-VMA rule is applied as each
     VMA is reached (also for a VMA that test_walk then skips; never for gaps):
     with only the first VMA write-locked the first is walked, then the
     assertion fires on reaching the second, before its test_walk."""
@@ -886,7 +885,7 @@ def test_wrlock_verify_is_checked_per_vma_as_reached(impl):
 
 @by_impl
 def test_novma_walk_lock_rules(impl):
-    """pagewalk.md 3.6: walk_page_range_novma on a user mm needs the mmap write
+    """walk_page_range_novma on a user mm needs the mmap write
     lock (the read lock is not enough); on the kernel mm (pgwalk.init_mm) the
     read lock suffices; ops.walk_lock is ignored."""
     mm, vma = small_mm()
@@ -926,7 +925,7 @@ def _lock_probe(mm, lock):
 
 @pytest.mark.parametrize("lock", [PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY])
 def test_mm_walk_takes_the_lock_itself(lock):
-    """api.md 2: mm.walk(start, end, ops) takes the lock ops.walk_lock asks
+    """mm.walk(start, end, ops) takes the lock ops.walk_lock asks
     for (the mmap read lock, the write lock, or the write lock with every VMA
     write-locked), holds it during the callbacks and releases it afterwards,
     also when a callback raises."""
@@ -983,7 +982,7 @@ def dense_mm():
 @by_impl
 @pytest.mark.parametrize("how", ["os.kill", "raise_signal"])
 def test_sigint_stops_a_long_walk(impl, how):
-    """api.md 2: Ctrl-C (SIGINT) during a long walk stops it promptly with
+    """Ctrl-C (SIGINT) during a long walk stops it promptly with
     KeyboardInterrupt: at most one more callback runs after the signal, the
     tables pass validate(), the lock is released by its with-block."""
     mm, vma = dense_mm()
@@ -1027,7 +1026,7 @@ def _with_alarm(seconds, handler, fn):
 
 @by_impl
 def test_interrupt_reaches_a_walk_running_no_python_code(impl):
-    """api.md 2 (Ctrl-C stops a long walk): with callbacks that are C
+    """(Ctrl-C stops a long walk): with callbacks that are C
     builtins (no Python bytecode runs, so only the walker itself can notice a
     signal) a signal whose handler raises KeyboardInterrupt stops the walk
     before it ends, with no PTE table mapped after the handler ran."""
@@ -1058,7 +1057,7 @@ def test_interrupt_reaches_a_walk_running_no_python_code(impl):
 
 @by_impl
 def test_action_again_forever_is_interruptible(impl):
-    """pagewalk.md 4.8: a pmd_entry that always asks for ACTION_AGAIN loops for
+    """A pmd_entry that always asks for ACTION_AGAIN loops for
     ever (as in the kernel); a timer signal raising KeyboardInterrupt must
     still stop it (guarded: the test stops the loop itself by a non-zero
     return if the interrupt is not honoured, and then fails)."""
@@ -1098,7 +1097,7 @@ def test_action_again_forever_is_interruptible(impl):
 
 @by_impl
 def test_entry_reads_during_callback(impl):
-    """api.md 2: int(entry) and entry.val read the live slot during the
+    """int(entry) and entry.val read the live slot during the
     callback, at every level."""
     mm, vma = small_mm()
     got = []
@@ -1121,7 +1120,7 @@ def test_entry_reads_during_callback(impl):
 
 @by_impl
 def test_kept_entry_reference_expires(impl):
-    """api.md 2: an entry reference is valid only during its callback: a kept
+    """An entry reference is valid only during its callback: a kept
     one raises RuntimeError on int(), .val and .set() - in a later callback
     and after the walk - and writes nothing; the same holds for ptep."""
     mm, vma = small_mm()
@@ -1227,7 +1226,7 @@ def test_entry_set_may_not_unlink_a_table(impl, level):
 
 @by_impl
 def test_entry_set_on_pte_writes_the_live_slot(impl):
-    """api.md 2: entry.set(value) on a PTE writes the live slot, visible at
+    """entry.set(value) on a PTE writes the live slot, visible at
     once through the reference and afterwards in mm.entry(addr, PTE); bad
     values are refused (TypeError / ValueError) without writing."""
     mm, vma = small_mm()
@@ -1261,7 +1260,7 @@ def test_entry_set_on_pte_writes_the_live_slot(impl):
 @by_impl
 @pytest.mark.parametrize("bad", [9, 3, -1, "x", None, 1.5])
 def test_walk_action_rejects_unknown_values(impl, bad):
-    """api.md 2 / pagewalk.md 2.3: walk.action accepts only ACTION_SUBTREE,
+    """walk.action accepts only ACTION_SUBTREE,
     ACTION_CONTINUE and ACTION_AGAIN; anything else (e.g. 9) raises
     ValueError and leaves the action unchanged."""
     mm, vma = small_mm()

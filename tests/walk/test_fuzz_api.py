@@ -1,4 +1,4 @@
-"""API bad-input fuzzing (issue 5): wrong types, negatives, values >= 2**64,
+"""API bad-input fuzzing: wrong types, negatives, values >= 2**64,
 unaligned and non-canonical addresses for every public walker entry point
 and the MM table-editing calls.  Each call must return the kernel's errno
 (a negative int; 0 when the input turns out to be valid) or raise

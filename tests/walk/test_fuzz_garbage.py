@@ -1,4 +1,4 @@
-"""Garbage-table fuzzing (issue 5): random 64-bit values written with
+"""Garbage-table fuzzing: random 64-bit values written with
 ``mm.set_entry`` at every level -- table-looking links to live tables linked
 elsewhere (aliases), to freed tables and to ids never handed out, PS leaves
 at PGD/P4D, bad entries, A/D-only values, swap entries and markers -- then

@@ -1,4 +1,4 @@
-"""Hugetlb walks with 1 GiB pages (spec 4.11; no golden trace has them): the
+"""Hugetlb walks with 1 GiB pages (no golden trace has them): the
 PUD-level slot is handed to hugetlb_entry whenever the tables above it exist,
 even when it is none; hmask is the unsigned ~(1 GiB - 1); ranges are clipped
 per huge page; without those tables each huge page is a pte_hole(-1)."""

@@ -1,4 +1,4 @@
-"""Leak checks (issue 5): build, populate, walk with every callback tier,
+"""Leak checks: build, populate, walk with every callback tier,
 free subtrees and drop the mm, many times; the process RSS must stay flat
 and the table counters must account for every table.  Exceptions raised
 from callbacks (their tracebacks holding the callbacks' frames) must not

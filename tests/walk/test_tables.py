@@ -1,4 +1,4 @@
-"""The table pool and the MM's page-table editing calls (api.md section 3):
+"""The table pool and the MM's page-table editing calls:
 map / alloc_table / entry / set_entry / validate / fail_table_alloc / stats,
 and the pool primitives' refusal of out-of-range input (never a crash)."""
 
