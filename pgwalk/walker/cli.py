@@ -53,13 +53,11 @@ def run(a):
             print(f"pgwalk trace: {path}: cannot read: {exc}", file=err)
             status = 2
             continue
-        try:
-            items = read_scenarios(text, name)
-        except ScenarioError as exc:
-            print(f"pgwalk trace: {exc}", file=err)
-            status = 2
-            continue
-        for where, scn in items:
+        for where, scn in read_scenarios(text, name):
+            if isinstance(scn, ScenarioError):
+                print(f"pgwalk trace: {scn}", file=err)
+                status = 2
+                continue
             label = _label(where, scn)
             total += 1
             try:

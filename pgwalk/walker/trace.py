@@ -474,16 +474,18 @@ def _walker(walker):
         walker.walk_page_vma, walker.walk_page_range_vma
 
 
-def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS):
+def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS, new_mm=AddressSpace):
     """Replay scenario ``scn`` (a parsed kpw-trace/1 object) on ``walker``
     ("compiled", "reference", or an object with the five entry points);
-    return its result in the format's ``result`` shape.  ScenarioError for
-    a malformed scenario or one the kernel's walker would BUG on."""
+    return its result in the format's ``result`` shape.  ``new_mm(levels,
+    is_init_mm=...)`` makes the address spaces (an ``AddressSpace``, or any
+    subclass such as the process model's ``MM``).  ScenarioError for a
+    malformed scenario or one the kernel's walker would BUG on."""
     validate(scn)
     wpr, wprm, novma, wpv, wprv = _walker(walker)
     levels = scn["paging_levels"]
     kind = scn.get("mm", "user")
-    mm = AddressSpace(levels, is_init_mm=kind == "init_mm")
+    mm = new_mm(levels, is_init_mm=kind == "init_mm")
     try:
         build_tables(mm, scn.get("entries", []))
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -503,7 +505,7 @@ def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS):
     call = scn["call"]
     alt = None
     if call.get("pgd", "mm") == "alt":
-        alt = AddressSpace(levels)
+        alt = new_mm(levels, is_init_mm=False)
         try:
             build_tables(alt, scn["alt_entries"])
         except (ValueError, TypeError, OSError, RuntimeError) as exc:
@@ -644,7 +646,8 @@ def first_difference(levels, expected, got):
 def check_scenario(scn, walker="compiled"):
     """Replay ``scn`` and compare with its stored ``result``: the first
     Difference, or None when pgwalk agrees."""
-    if not isinstance(scn, dict) or not isinstance(scn.get("result"), dict):
+    validate(scn)
+    if not isinstance(scn.get("result"), dict):
         raise ScenarioError("no \"result\" object to check against")
     got = run_scenario(scn, walker)
     return first_difference(scn["paging_levels"], scn["result"], got)
@@ -653,9 +656,10 @@ def check_scenario(scn, walker="compiled"):
 # --- reading files -----------------------------------------------------------------
 
 def read_scenarios(text, name="<input>"):
-    """The JSON values in ``text`` (one object, JSON lines, or objects one
-    after another), each as (location "name:line", value).  ScenarioError
-    naming the place for text that is not JSON."""
+    """The JSON values in ``text`` (one object, JSON lines, objects one
+    after another, or an array of them), each as (location "name:line",
+    value).  Text that is not JSON ends the list with (location,
+    ScenarioError): the values before it are still read."""
     dec = json.JSONDecoder()
     out = []
     pos, n = 0, len(text)
@@ -668,13 +672,15 @@ def read_scenarios(text, name="<input>"):
         try:
             value, end = dec.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise ScenarioError(f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                                where=f"{name}:{line}") from None
+            out.append((f"{name}:{line}", ScenarioError(
+                f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                where=f"{name}:{line}")))
+            break
         if isinstance(value, list):
             out.extend((f"{name}:{line}[{i}]", v) for i, v in enumerate(value))
         else:
             out.append((f"{name}:{line}", value))
         pos = end
     if not out:
-        raise ScenarioError("no scenario in the input", where=name)
+        out.append((name, ScenarioError("no scenario in the input", where=name)))
     return out
