@@ -223,3 +223,18 @@ def test_a_runaway_walk_is_stopped():
     scn = scenario(PUDLEAF)
     with pytest.raises(T.ScenarioError, match="without ending"):
         T.run_scenario(scn, max_events=2)
+
+
+def test_the_hand_written_example_of_the_docs_runs_as_shown():
+    import re
+    doc = (ROOT / "docs" / "trace-format.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", doc, re.S)
+    scn = json.loads(blocks[0])
+    got = T.run_scenario(scn)
+    shown = blocks[1].replace('["... as entries ..."]', "[]")
+    want = json.loads(shown)
+    assert got["trace"] == want["trace"]
+    assert got["counters"] == want["counters"] and got["ret"] == want["ret"]
+    assert got["final_entries"] == scn["entries"]
+    for walker in ("compiled", "reference"):
+        assert T.first_difference(4, got, T.run_scenario(scn, walker)) is None
