@@ -1,7 +1,8 @@
 """Replay the kernel's own 6.13 walker traces (tests/data/golden, produced by
 compiling mm/pagewalk.c unchanged; see FORMAT.md there) through the public
-API, with both walkers: every trace, return value, final table and counter
-must match."""
+API, with both walkers, through the package's scenario runner
+(``pgwalk.walker.trace``, which ``python -m pgwalk trace`` uses too): every
+trace, return value, final table and counter must match."""
 
 import pytest
 
