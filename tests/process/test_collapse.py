@@ -1,7 +1,7 @@
 """MADV_COLLAPSE (mm/khugepaged.c, madvise_collapse): what collapses into a
 PMD-mapped THP and which ranges fail with which errno.  Scenario tests run
 on ``pgwalk.MM`` and, where this kernel can, live
-(tests/helpers/live_kernel.py); the guard-region case is in
+(pgwalk/process/conformance/); the guard-region case is in
 test_selftest_cases.py, table-allocation failures in test_fault_injection.py."""
 
 import errno
@@ -17,7 +17,7 @@ from helpers import live_kernel as L
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
 SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
-PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (tests/helpers/live_kernel.py)
+PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (pgwalk/process/conformance/steps.py)
 SA = SHARED | P.MAP_FIXED
 PRESENT, SWAP, FILE, GUARD, EXCL = 1 << 63, 1 << 62, 1 << 61, 1 << 58, 1 << 56
 

@@ -1,7 +1,7 @@
 """fork (kernel/fork.c dup_mmap, mm/memory.c copy_page_range): what the
 child's page tables hold right after fork, copy-on-write on either side,
 MADV_DONTFORK and MADV_WIPEONFORK.  Scenario tests run on ``pgwalk.MM`` and,
-where this kernel can, live (tests/helpers/live_kernel.py): the ``fork``
+where this kernel can, live (pgwalk/process/conformance/): the ``fork``
 step observes the child's pagemap, ``child`` steps run in the child."""
 
 import errno
@@ -17,7 +17,7 @@ from helpers import live_kernel as L
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
 SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
-PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (tests/helpers/live_kernel.py)
+PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (pgwalk/process/conformance/steps.py)
 SA = SHARED | P.MAP_FIXED
 PRESENT, SWAP, FILE, GUARD, EXCL = 1 << 63, 1 << 62, 1 << 61, 1 << 58, 1 << 56
 

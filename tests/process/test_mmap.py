@@ -1,7 +1,7 @@
 """mmap and munmap (mm/mmap.c, mm/vma.c): argument errnos, address
 choice, MAP_FIXED replacing what was there, MAP_FIXED_NOREPLACE, MAP_POPULATE
 and munmap splitting VMAs.  Scenario tests run on ``pgwalk.MM`` and, where
-this kernel can, live (tests/helpers/live_kernel.py): every observation must
+this kernel can, live (pgwalk/process/conformance/): every observation must
 be the same."""
 
 import errno
@@ -17,7 +17,7 @@ from helpers import live_kernel as L
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
 SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
-PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (tests/helpers/live_kernel.py)
+PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (pgwalk/process/conformance/steps.py)
 SA = SHARED | P.MAP_FIXED
 PRESENT, SWAP, FILE, GUARD, EXCL = 1 << 63, 1 << 62, 1 << 61, 1 << 58, 1 << 56
 
