@@ -3,6 +3,8 @@ on ``sys.path`` through ``pythonpath`` in pyproject.toml):
 
 * ``support``: scripted callbacks, table dumps, the golden-trace adapter;
 * ``garbage``: random garbage page tables and walks over them;
-* ``live_kernel``: the live-kernel runner and the model's side of a step;
-* ``scenarios``: random scenarios for the live-kernel differential;
+* ``live_kernel``: the names the tests use from the live differential
+  (``pgwalk.process.conformance``: runner, model side, step format) and
+  two checks of their own;
+* ``regressions``: minimised scenarios that once differed from the kernel;
 * ``image_gen``: random physical-memory images for the image walks."""

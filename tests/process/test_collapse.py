@@ -1,7 +1,7 @@
 """MADV_COLLAPSE (mm/khugepaged.c, madvise_collapse): what collapses into a
 PMD-mapped THP and which ranges fail with which errno.  Scenario tests run
 on ``pgwalk.MM`` and, where this kernel can, live
-(tests/helpers/live_kernel.py); the guard-region case is in
+(pgwalk/process/conformance/); the guard-region case is in
 test_selftest_cases.py, table-allocation failures in test_fault_injection.py."""
 
 import errno

@@ -2,7 +2,7 @@
 populate_vma_page_range): touch() on every kind of VMA, THP faults, and
 MAP_POPULATE / MADV_POPULATE_(READ|WRITE) / mlock prefaulting.  Scenario
 tests run on ``pgwalk.MM`` and, where this kernel can, live
-(tests/helpers/live_kernel.py)."""
+(pgwalk/process/conformance/)."""
 
 import errno
 

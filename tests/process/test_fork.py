@@ -1,7 +1,7 @@
 """fork (kernel/fork.c dup_mmap, mm/memory.c copy_page_range): what the
 child's page tables hold right after fork, copy-on-write on either side,
 MADV_DONTFORK and MADV_WIPEONFORK.  Scenario tests run on ``pgwalk.MM`` and,
-where this kernel can, live (tests/helpers/live_kernel.py): the ``fork``
+where this kernel can, live (pgwalk/process/conformance/): the ``fork``
 step observes the child's pagemap, ``child`` steps run in the child."""
 
 import pgwalk as P

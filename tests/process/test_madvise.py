@@ -2,7 +2,7 @@
 have test_guard_regions.py and test_collapse.py): errnos, ranges with holes,
 DONTNEED / DONTNEED_LOCKED / REMOVE / FREE and the populate advices.
 Scenario tests run on ``pgwalk.MM`` and, where this kernel can, live
-(tests/helpers/live_kernel.py)."""
+(pgwalk/process/conformance/)."""
 
 import errno
 

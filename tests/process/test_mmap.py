@@ -1,7 +1,7 @@
 """mmap and munmap (mm/mmap.c, mm/vma.c): argument errnos, address
 choice, MAP_FIXED replacing what was there, MAP_FIXED_NOREPLACE, MAP_POPULATE
 and munmap splitting VMAs.  Scenario tests run on ``pgwalk.MM`` and, where
-this kernel can, live (tests/helpers/live_kernel.py): every observation must
+this kernel can, live (pgwalk/process/conformance/): every observation must
 be the same."""
 
 import errno

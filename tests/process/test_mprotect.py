@@ -1,7 +1,7 @@
 """mprotect (mm/mprotect.c) and mlock / munlock (mm/mlock.c): VMA splits
 and merges, partial success before a hole, write faults after a downgrade,
 and mlock's populate.  Scenario tests run on ``pgwalk.MM`` and, where this
-kernel can, live (tests/helpers/live_kernel.py)."""
+kernel can, live (pgwalk/process/conformance/)."""
 
 import errno
 

@@ -1,7 +1,7 @@
 """mremap (mm/mremap.c): argument errnos, shrinking in place, growing,
 moves (MREMAP_FIXED, MREMAP_DONTUNMAP, across VMAs) and what a move leaves
 in the page tables.  Scenario tests run on ``pgwalk.MM`` and, where this
-kernel can, live (tests/helpers/live_kernel.py)."""
+kernel can, live (pgwalk/process/conformance/)."""
 
 import errno
 

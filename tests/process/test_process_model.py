@@ -12,7 +12,7 @@ import pgwalk as P
 from pgwalk import PAGE_SIZE as PS
 
 from helpers import live_kernel as L
-from helpers import scenarios as S
+from pgwalk.process.conformance import scenarios as S
 
 RW = P.PROT_READ | P.PROT_WRITE
 PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS

@@ -2,7 +2,7 @@
 (the 6.18-era file, plus the two cases added right after it: collapse and
 smaps), one pgwalk test per case and backing, as live-vs-model differentials.
 
-Each test builds a scenario of ``tests/helpers/live_kernel.py`` steps that follows
+Each test builds a scenario of ``pgwalk/process/conformance/steps.py`` steps that follows
 the selftest case (its own words and code, not the selftest's), runs it on
 ``pgwalk.MM`` and, when this kernel has guard regions, live: every step's
 observations (result or errno, fault outcome, pagemap flags, VMAs) must be
@@ -693,7 +693,7 @@ def _gu_live(steps, npages):
         base = L.reserve(npages + 8)
         out = []
         for st in steps:
-            L._do_step(st, base)
+            L.do_step(st, base)
             out.append([(v["start"], v["end"], "gu" in v["VmFlags"]) for v in L.live_smaps(base, npages)])
         return out
     return L.in_runner(go)
@@ -703,7 +703,7 @@ def _gu_model(steps, npages, base=0x7F0000000000):
     mm = P.MM()
     out = []
     for st in steps:
-        L._model_step(mm, st, base)
+        L.model_step(mm, st, base)
         out.append([((max(v["start"], base) - base) // P.PAGE_SIZE,
                      (min(v["end"], base + npages * P.PAGE_SIZE) - base) // P.PAGE_SIZE,
                      "gu" in v["VmFlags"].split())
