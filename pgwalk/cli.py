@@ -2,13 +2,14 @@
 
 Each command is a module with ``NAME``, ``HELP``, ``add_arguments(parser)``
 and ``run(args) -> exit status``, listed in ``COMMANDS``; the rooms keep
-their own commands (``image/cli.py``)."""
+their own commands (``image/cli.py``, ``process/cli.py``)."""
 
 import argparse
 
 from .image import cli as image_cli
+from .process import cli as process_cli
 
-COMMANDS = [image_cli]
+COMMANDS = [image_cli, process_cli]
 
 
 def main(argv=None):
