@@ -355,7 +355,8 @@ def from_process(cls, pid):
     """A model mm of live process ``pid`` now: its VMAs (/proc/PID/smaps),
     present pages, swap entries and guard markers (/proc/PID/pagemap), PFNs
     where pagemap shows them (root) or else consecutive synthetic ones per
-    VMA, and PMD leaves for PMD-mapped THPs (see ``docs/snapshots.md``)."""
+    VMA, and PMD leaves for PMD-mapped THPs (README: "Snapshots of real
+    processes and images")."""
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         raise ValueError(f"pid must be a positive int, not {pid!r}")
     t0 = time.perf_counter()
