@@ -2,16 +2,17 @@
 
 Each command is a module with ``NAME``, ``HELP``, ``add_arguments(parser)``
 and ``run(args) -> exit status``, listed in ``COMMANDS``; the rooms keep
-their own commands (``image/cli.py``, ``walker/cli.py``,
+their own commands (``image/cli.py``, ``walker/cli.py``, ``process/cli.py``,
 ``process/conformance/cli.py``)."""
 
 import argparse
 
 from .image import cli as image_cli
+from .process import cli as snapshot_cli
 from .process.conformance import cli as conformance_cli
 from .walker import cli as trace_cli
 
-COMMANDS = [image_cli, trace_cli, conformance_cli]
+COMMANDS = [image_cli, trace_cli, conformance_cli, snapshot_cli]
 
 
 def main(argv=None):

@@ -13,7 +13,8 @@ what this class defines, besides the walker's public calls:
   ``merge_around``, ``anon_vma_prepare``;
 * the table work, each a walk with a C op of ``_mmops``: ``new_op``,
   ``setup_op``, ``walk_ops``, ``zap``, ``free_pgtables``, ``unmap``;
-* the process group: ``live_mms``, ``join_group``, ``check_alive``.
+* the process group: ``live_mms``, ``join_group``, ``check_alive``,
+  ``mark_inexact``.
 
 ``pgwalk.MM`` (``mm.py``) is this class with the syscalls as methods.
 """
@@ -89,6 +90,13 @@ class ProcessCore(AddressSpace):
         group = self.phys_group
         if group.inexact is None:
             group.inexact = f"low-level edit ({what})"
+
+    def mark_inexact(self, why):
+        """This mm's tables did not come from the process model (a snapshot):
+        its group's map counts are no longer checked by ``validate()``."""
+        group = self.phys_group
+        if group.inexact is None:
+            group.inexact = why
 
     def alloc_pfn(self, nr=1, align=1):
         """Hand out ``nr`` fresh data PFNs (aligned), from the group's physical memory."""

@@ -12,6 +12,7 @@ from . import madvise as _madvise
 from . import mmap as _mmap
 from . import mprotect as _mprotect
 from . import mremap as _mremap
+from . import snapshot as _snapshot
 from .core import ProcessCore
 from .fork import copy_mm
 from .validate import validate_process
@@ -24,6 +25,33 @@ class MM(ProcessCore):
     ``mprotect``, ``madvise``, ``mremap``, ``fork``, ...), faults
     (``touch``) and introspection (``pagemap``, ``mincore``, ``smaps``,
     ``ptdump``)."""
+
+    # --- snapshots (snapshot.py) -------------------------------------------------
+
+    @classmethod
+    def from_process(cls, pid):
+        """A model of live process ``pid`` now: VMAs from /proc/PID/smaps,
+        present/swap/guard pages from /proc/PID/pagemap, real PFNs where
+        readable (else synthetic), PMD leaves for PMD-mapped THPs.
+        ProcessLookupError if the pid is gone, PermissionError naming the
+        file that cannot be read."""
+        return _snapshot.from_process(cls, pid)
+
+    @classmethod
+    def from_image(cls, img, root, levels=None):
+        """A model of the user half of memory image ``img``'s tables under
+        ``root`` (a CR3, or an object with ``.pgd``): one VMA per maximal
+        run of mapped pages, leaves copied (huge ones kept huge)."""
+        return _snapshot.from_image(cls, img, root, levels)
+
+    @classmethod
+    def load(cls, file):
+        """A model mm from a snapshot file written by ``save``."""
+        return _snapshot.load(cls, file)
+
+    def save(self, file):
+        """Write the VMAs and every leaf entry as a compact NPZ (``load`` reads it)."""
+        return _snapshot.save(self, file)
 
     # --- syscalls -----------------------------------------------------------
 
