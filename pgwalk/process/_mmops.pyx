@@ -66,6 +66,27 @@ cdef struct PhysState:
     int64_t next_pfn
     void **retired           # outgrown arrays, freed with the Phys (see phys_reserve)
     int64_t nretired
+    uint8_t sink_flags       # what pf_at/mc_at hand out for a PFN beyond cap
+    int32_t sink_count
+
+
+cdef inline uint8_t *pf_at(PhysState *ps, uint64_t pfn) noexcept nogil:
+    """The flags of ``pfn``.  A PFN beyond the model's physical memory (a
+    low-level edit or a callback can put any PFN in a table) is a page the
+    model keeps no books for: it reads 0 and a write to it is dropped."""
+    if pfn < <uint64_t>ps.cap:
+        return &ps.pflags[pfn]
+    ps.sink_flags = 0
+    return &ps.sink_flags
+
+
+cdef inline int32_t *mc_at(PhysState *ps, uint64_t pfn) noexcept nogil:
+    """The map count of ``pfn`` (0, and writes dropped, beyond the model's
+    physical memory: see ``pf_at``)."""
+    if pfn < <uint64_t>ps.cap:
+        return &ps.mapcount[pfn]
+    ps.sink_count = 0
+    return &ps.sink_count
 
 
 cdef int phys_reserve(PhysState *ps, int64_t need) noexcept nogil:
@@ -122,11 +143,11 @@ cdef inline void page_put(PhysState *ps, uint64_t pfn) noexcept nogil:
     any more is freed (its flags cleared)."""
     if pfn == ZERO_PFN or pfn == HUGE_ZERO_PFN or <int64_t>pfn >= ps.cap:
         return
-    ps.mapcount[pfn] -= 1
-    if ps.mapcount[pfn] <= 0:
-        ps.mapcount[pfn] = 0
-        if not (ps.pflags[pfn] & PF_SHMEM):
-            ps.pflags[pfn] = 0
+    mc_at(ps, pfn)[0] -= 1
+    if mc_at(ps, pfn)[0] <= 0:
+        mc_at(ps, pfn)[0] = 0
+        if not (pf_at(ps, pfn)[0] & PF_SHMEM):
+            pf_at(ps, pfn)[0] = 0
 
 
 cdef void phys_clear_leaf(void *ctx, uint64_t old, int level) noexcept nogil:
@@ -283,7 +304,7 @@ cdef struct OpState:
 
 cdef inline void mark_data(OpState *s, uint64_t pfn) noexcept nogil:
     if s.mark_data and pfn != ZERO_PFN and pfn != HUGE_ZERO_PFN:
-        s.ps.pflags[pfn] = (s.ps.pflags[pfn] | PF_DATA) & ~PF_LAZYFREE
+        pf_at(s.ps, pfn)[0] = (pf_at(s.ps, pfn)[0] | PF_DATA) & ~PF_LAZYFREE
 
 
 cdef inline uint64_t pte_of(uint64_t pfn, uint64_t flags) noexcept nogil:
@@ -299,7 +320,7 @@ cdef inline bint is_guard(uint64_t v) noexcept nogil:
 cdef inline bint thp_shared(PhysState *ps, uint64_t pfn) noexcept nogil:
     cdef int i
     for i in range(NR):
-        if ps.mapcount[pfn + i] > 1:
+        if mc_at(ps, pfn + i)[0] > 1:
             return True
     return False
 
@@ -308,7 +329,7 @@ cdef inline int64_t folio_mapcount(PhysState *ps, uint64_t head) noexcept nogil:
     cdef int64_t n = 0
     cdef int i
     for i in range(NR):
-        n += ps.mapcount[head + i]
+        n += mc_at(ps, head + i)[0]
     return n
 
 
@@ -472,8 +493,8 @@ cdef int64_t new_page(OpState *s, uint8_t flags) noexcept nogil:
     cdef int64_t pfn = phys_alloc(s.ps, 1, 1)
     if pfn < 0:
         return -1
-    s.ps.mapcount[pfn] = 1
-    s.ps.pflags[pfn] = flags | (PF_DATA if s.mark_data else 0)
+    mc_at(s.ps, pfn)[0] = 1
+    pf_at(s.ps, pfn)[0] = flags | (PF_DATA if s.mark_data else 0)
     s.cnt[0] += 1
     return pfn
 
@@ -496,13 +517,13 @@ cdef int pop_install(uint64_t addr, uint64_t next, uint64_t *ptep, pgwalk_walk_t
             if pfn < 0:
                 s.fault = F_NOMEM
                 return -E_NOMEM
-            s.ps.pflags[pfn] = PF_SHMEM
+            pf_at(s.ps, pfn)[0] = PF_SHMEM
             s.shm[idx] = pfn
             s.cnt[0] += 1
-        s.ps.mapcount[pfn] += 1
+        mc_at(s.ps, pfn)[0] += 1
         mark_data(s, pfn)
         if s.write:
-            s.ps.pflags[pfn] |= PF_SHMEM_DIRTY
+            pf_at(s.ps, pfn)[0] |= PF_SHMEM_DIRTY
         # a shared writable mapping's vm_page_prot is writable: a read fault
         # maps the page writable and clean, a write fault writable and dirty
         ptep[0] = pte_of(pfn, s.prot | (s.rw if s.write else (s.rw & PGW_RW)))
@@ -524,8 +545,8 @@ cdef bint can_reuse(OpState *s, uint64_t pfn) noexcept nogil:
     of a large folio when no other mm maps the folio and more than one of
     its pages is mapped (else the copy lets the folio go)."""
     cdef uint64_t head
-    if not (s.ps.pflags[pfn] & PF_LARGE):
-        return s.ps.mapcount[pfn] == 1
+    if not (pf_at(s.ps, pfn)[0] & PF_LARGE):
+        return mc_at(s.ps, pfn)[0] == 1
     head = pfn & ~(<uint64_t>511)
     return folio_mapcount(s.ps, head) > 1 and not folio_mapped_elsewhere(s, head)
 
@@ -541,7 +562,7 @@ cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         pfn = (v & PGW_PFN_MASK) >> 12
         if s.shared:
             e[0] = v | s.rw
-            s.ps.pflags[pfn] |= PF_SHMEM_DIRTY
+            pf_at(s.ps, pfn)[0] |= PF_SHMEM_DIRTY
             mark_data(s, pfn)
             return 0
         if pfn == ZERO_PFN:
@@ -552,12 +573,12 @@ cdef int pop_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             return 0
         if (v & PGW_RW) or can_reuse(s, pfn):
             e[0] = v | PGW_RW | PGW_DIRTY
-            if s.ps.pflags[pfn] & PF_LAZYFREE:
-                s.ps.pflags[pfn] &= ~PF_LAZYFREE
+            if pf_at(s.ps, pfn)[0] & PF_LAZYFREE:
+                pf_at(s.ps, pfn)[0] &= ~PF_LAZYFREE
             mark_data(s, pfn)
             return 0
         # copy on write
-        keep = s.ps.pflags[pfn] & PF_DATA
+        keep = pf_at(s.ps, pfn)[0] & PF_DATA
         page_put(s.ps, pfn)
         np = new_page(s, PF_ANON | keep)
         if np < 0:
@@ -588,8 +609,8 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
         if np < 0:
             return -E_NOMEM
         for i in range(NR):
-            s.ps.mapcount[np + i] = 1
-            s.ps.pflags[np + i] = PF_ANON | PF_LARGE | PF_FDIRTY
+            mc_at(s.ps, np + i)[0] = 1
+            pf_at(s.ps, np + i)[0] = PF_ANON | PF_LARGE | PF_FDIRTY
         e[0] = ((<uint64_t>np << 12) & PGW_PMD_PAGE_MASK) | s.prot | PGW_RW | PGW_DIRTY | PGW_PSE
         pfn = <uint64_t>np
         s.cnt[0] += NR
@@ -603,7 +624,7 @@ cdef int pop_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     # will keep it whole); mark_data clears the written subpage's mark
     if not (w.vma_flags & 0x8):
         for i in range(NR):
-            s.ps.pflags[pfn + i] |= PF_FDIRTY
+            pf_at(s.ps, pfn + i)[0] |= PF_FDIRTY
     a = addr
     while a < next:
         mark_data(s, pfn + ((a >> 12) & 511))
@@ -618,7 +639,7 @@ cdef inline uint64_t newprot_pte(OpState *s, uint64_t v) noexcept nogil:
     cdef uint64_t pfn = (v & PGW_PFN_MASK) >> 12
     cdef uint64_t keep = v & (PGW_PFN_MASK | PGW_ACCESSED | PGW_DIRTY | (<uint64_t>1 << 9))
     cdef uint64_t nv = keep | s.prot
-    if s.rw and pfn != ZERO_PFN and (s.shared or (s.ps.mapcount[pfn] == 1 and (v & PGW_DIRTY))):
+    if s.rw and pfn != ZERO_PFN and (s.shared or (mc_at(s.ps, pfn)[0] == 1 and (v & PGW_DIRTY))):
         nv |= PGW_RW
     return nv
 
@@ -665,7 +686,7 @@ cdef int fork_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
         pfn = pmd_pfn(v)
         if pfn != HUGE_ZERO_PFN:
             for i in range(NR):
-                s.ps.mapcount[pfn + i] += 1
+                mc_at(s.ps, pfn + i)[0] += 1
             if not s.shared:
                 v &= ~PGW_RW
                 e[0] = v
@@ -690,7 +711,7 @@ cdef int fork_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, v
     if pte_present(v):
         pfn = (v & PGW_PFN_MASK) >> 12
         if pfn != ZERO_PFN:
-            s.ps.mapcount[pfn] += 1
+            mc_at(s.ps, pfn)[0] += 1
             if not s.shared:
                 v &= ~PGW_RW
                 e[0] = v
@@ -851,7 +872,7 @@ cdef int folio_lazy_state(OpState *s, uint64_t *base, uint64_t head) noexcept no
         p = (v & PGW_PFN_MASK) >> 12
         if p < head or p >= head + NR:
             continue
-        if s.ps.pflags[p] & PF_LAZYFREE:
+        if pf_at(s.ps, p)[0] & PF_LAZYFREE:
             lazy = True
         else:
             dirty = True
@@ -876,8 +897,8 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
         v = base[i]
         if pte_present(v) and (v & PGW_DIRTY) and head <= ((v & PGW_PFN_MASK) >> 12) < head + NR:
             for k in range(NR):
-                if s.ps.mapcount[head + k] > 0:
-                    s.ps.pflags[head + k] |= PF_FDIRTY
+                if mc_at(s.ps, head + k)[0] > 0:
+                    pf_at(s.ps, head + k)[0] |= PF_FDIRTY
             break
     if folio_lazy_state(s, base, head) == LAZY_DIRTY:
         # unmapping the folio for the split moves each PTE's dirty bit into
@@ -885,9 +906,9 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
         # folio written since MADV_FREE splits into pages none of which
         # reclaim may discard
         for i in range(NR):
-            s.ps.pflags[head + i] &= ~PF_LAZYFREE
+            pf_at(s.ps, head + i)[0] &= ~PF_LAZYFREE
     for i in range(NR):
-        s.ps.pflags[head + i] &= ~PF_LARGE
+        pf_at(s.ps, head + i)[0] &= ~PF_LARGE
     push_head(s, head)
     for i in range(NR):
         v = base[i]
@@ -903,7 +924,7 @@ cdef void split_folio(OpState *s, uint64_t *e, uint64_t addr) noexcept nogil:
         p = (v & PGW_PFN_MASK) >> 12
         if p < head or p >= head + NR:
             continue
-        if not (s.ps.pflags[p] & PF_DATA) and s.ps.mapcount[p] == 1:
+        if not (pf_at(s.ps, p)[0] & PF_DATA) and mc_at(s.ps, p)[0] == 1:
             page_put(s.ps, p)
             base[i] = pte_of(ZERO_PFN, s.zprot)
 
@@ -946,7 +967,7 @@ cdef void shm_folio_to_pages(OpState *s, int64_t first, int64_t n) noexcept nogi
     for i in range(first, first + n):
         s.shm_order[i] = 0
         if s.shm[i]:
-            s.ps.pflags[s.shm[i]] &= ~PF_LARGE
+            pf_at(s.ps, s.shm[i])[0] &= ~PF_LARGE
 
 
 cdef int shmem_lru_pmd(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t addr,
@@ -1035,7 +1056,7 @@ cdef int lru_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     w.action = ACT_CONTINUE
     if s.write:                      # MADV_FREE of the whole THP: clean and old
         for i in range(NR):
-            s.ps.pflags[pfn + i] = (s.ps.pflags[pfn + i] | PF_LAZYFREE) & ~PF_FDIRTY
+            pf_at(s.ps, pfn + i)[0] = (pf_at(s.ps, pfn + i)[0] | PF_LAZYFREE) & ~PF_FDIRTY
         e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
         return 0
     e[0] = v & ~PGW_ACCESSED         # COLD and PAGEOUT make the PMD old
@@ -1065,11 +1086,11 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
     pfn = (v & PGW_PFN_MASK) >> 12
     if pfn == ZERO_PFN:
         return 0
-    if s.write and not (s.ps.pflags[pfn] & PF_SHMEM):
+    if s.write and not (pf_at(s.ps, pfn)[0] & PF_SHMEM):
         return free_pte(s, e, v, pfn, addr)
-    if s.ps.mapcount[pfn] > 1:
+    if mc_at(s.ps, pfn)[0] > 1:
         return 0                     # COLD/PAGEOUT leave pages mapped elsewhere alone
-    if s.ps.pflags[pfn] & PF_SHMEM:
+    if pf_at(s.ps, pfn)[0] & PF_SHMEM:
         idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
         if (s.shm_order != NULL and 0 <= idx < s.shm_size and s.shm_order[idx] > 0
                 and s.shm[idx] == <int64_t>pfn):
@@ -1079,15 +1100,15 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             # object, a clean one is dropped from it
             page_put(s.ps, pfn)
             e[0] = 0
-            if not (s.ps.pflags[pfn] & PF_SHMEM_DIRTY) and s.ps.mapcount[pfn] == 0 and s.is_shmem:
+            if not (pf_at(s.ps, pfn)[0] & PF_SHMEM_DIRTY) and mc_at(s.ps, pfn)[0] == 0 and s.is_shmem:
                 idx = s.pgoff0 + <int64_t>((addr - s.vstart) >> 12)
                 if 0 <= idx < s.shm_size and s.shm[idx] == <int64_t>pfn:
                     s.shm[idx] = 0
-                    s.ps.pflags[pfn] = 0
+                    pf_at(s.ps, pfn)[0] = 0
         else:
             e[0] = v & ~PGW_ACCESSED     # COLD makes the PTE old
         return 0
-    if s.ps.pflags[pfn] & PF_LARGE:
+    if pf_at(s.ps, pfn)[0] & PF_LARGE:
         if folio_mapped_elsewhere(s, pfn & ~(<uint64_t>511)):
             return 0                 # folio_maybe_mapped_shared: the folio is left alone
         if s.pageout and not folio_partial(s, e, pfn, addr):
@@ -1104,7 +1125,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
                         page_put(s.ps, head + i)
                         base[i] = 0
                     else:
-                        s.ps.pflags[head + i] &= ~PF_LAZYFREE
+                        pf_at(s.ps, head + i)[0] &= ~PF_LAZYFREE
                 s.skip_to = (addr & PMD_MASK_) + PMD_SIZE_
                 return 0
         if folio_partial(s, e, pfn, addr) or s.pageout:
@@ -1113,7 +1134,7 @@ cdef int lru_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, vo
             pfn = (v & PGW_PFN_MASK) >> 12
             if pfn == ZERO_PFN:
                 return 0
-    if s.pageout and (s.ps.pflags[pfn] & PF_LAZYFREE) and not (v & PGW_DIRTY):
+    if s.pageout and (pf_at(s.ps, pfn)[0] & PF_LAZYFREE) and not (v & PGW_DIRTY):
         page_put(s.ps, pfn)
         e[0] = 0
     elif not s.pageout:
@@ -1129,7 +1150,7 @@ cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t ad
     marked lazily free, the PTE made clean and old."""
     cdef uint64_t head
     cdef int i
-    if s.ps.pflags[pfn] & PF_LARGE:
+    if pf_at(s.ps, pfn)[0] & PF_LARGE:
         head = pfn & ~(<uint64_t>511)
         if folio_partial(s, e, pfn, addr):
             if folio_mapped_elsewhere(s, head):
@@ -1140,15 +1161,15 @@ cdef int free_pte(OpState *s, uint64_t *e, uint64_t v, uint64_t pfn, uint64_t ad
             if pfn == ZERO_PFN:
                 return 0
         else:
-            if (s.ps.pflags[head] & PF_FDIRTY) and folio_mapcount(s.ps, head) != NR:
+            if (pf_at(s.ps, head)[0] & PF_FDIRTY) and folio_mapcount(s.ps, head) != NR:
                 return 0
             for i in range(NR):
-                s.ps.pflags[head + i] &= ~PF_FDIRTY
-    if not (s.ps.pflags[pfn] & PF_LARGE):
-        if (s.ps.pflags[pfn] & PF_FDIRTY) and s.ps.mapcount[pfn] != 1:
+                pf_at(s.ps, head + i)[0] &= ~PF_FDIRTY
+    if not (pf_at(s.ps, pfn)[0] & PF_LARGE):
+        if (pf_at(s.ps, pfn)[0] & PF_FDIRTY) and mc_at(s.ps, pfn)[0] != 1:
             return 0
-        s.ps.pflags[pfn] &= ~PF_FDIRTY
-    s.ps.pflags[pfn] |= PF_LAZYFREE
+        pf_at(s.ps, pfn)[0] &= ~PF_FDIRTY
+    pf_at(s.ps, pfn)[0] |= PF_LAZYFREE
     e[0] = v & ~(PGW_DIRTY | PGW_ACCESSED)
     return 0
 
@@ -1180,7 +1201,7 @@ cdef int zremap_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w,
     pfn = (v & PGW_PFN_MASK) >> 12
     head = pfn & ~(<uint64_t>511)
     if has_head(s, head):
-        if not (s.ps.pflags[pfn] & (PF_DATA | PF_LARGE)) and s.ps.mapcount[pfn] == 1:
+        if not (pf_at(s.ps, pfn)[0] & (PF_DATA | PF_LARGE)) and mc_at(s.ps, pfn)[0] == 1:
             page_put(s.ps, pfn)
             e[0] = zero_pte_for(w.vma_flags)
     return 0
@@ -1195,9 +1216,9 @@ cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
     if pfn == HUGE_ZERO_PFN:
         return w | PM_FILE
     if <int64_t>pfn < s.ps.cap:
-        if s.ps.pflags[pfn] & PF_SHMEM:
+        if pf_at(s.ps, pfn)[0] & PF_SHMEM:
             w |= PM_FILE
-        if s.ps.mapcount[pfn] == 1:
+        if mc_at(s.ps, pfn)[0] == 1:
             w |= PM_EXCL
     return w
 
@@ -1333,8 +1354,8 @@ cdef int mc_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
 # 11 shmem PMD-mapped
 
 cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint huge) noexcept nogil:
-    cdef int32_t mc = s.ps.mapcount[pfn] if <int64_t>pfn < s.ps.cap else 1
-    cdef uint8_t fl = s.ps.pflags[pfn] if <int64_t>pfn < s.ps.cap else 0
+    cdef int32_t mc = mc_at(s.ps, pfn)[0] if <int64_t>pfn < s.ps.cap else 1
+    cdef uint8_t fl = pf_at(s.ps, pfn)[0] if <int64_t>pfn < s.ps.cap else 0
     if mc < 1:
         mc = 1
     # smaps_page_accumulate: dirty when the mapping is or the folio is
@@ -1610,7 +1631,7 @@ cdef int folio_of_pfn(void *ctx, uint64_t pfn, uint64_t addr,
     cdef uint8_t fl = 0
     cdef int64_t idx, n
     if pfn < <uint64_t>c.ps.cap:
-        fl = c.ps.pflags[pfn]
+        fl = pf_at(c.ps, pfn)[0]
     if c.shm != NULL and fl & PF_SHMEM:
         idx = c.pgoff0 + ((<int64_t>(addr - c.vstart)) >> 12)
         if 0 <= idx < c.shm_size and c.shm[idx] == <int64_t>pfn:

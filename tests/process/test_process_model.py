@@ -133,3 +133,32 @@ def test_split_folio_heads_are_not_capped():
     heads = [(1 << 20) + 512 * k for k in range(40, 0, -1)]
     op = mm.new_op().setup().set_split_heads(heads)
     assert op.split_heads == sorted(heads)
+
+@pytest.mark.parametrize("advice", ["MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_DONTNEED",
+                                    "MADV_GUARD_INSTALL", "MADV_COLLAPSE"])
+def test_a_pfn_beyond_the_models_memory_is_a_page_without_books(advice):
+    """A low-level edit (or a callback) can put any 40-bit PFN in a table;
+    the process model keeps per-PFN books only for its own physical memory,
+    so such a page reads as unmapped, unflagged and its books are not
+    written: every syscall over it runs and the tables stay valid (before,
+    madvise indexed the per-PFN arrays with it and crashed the process)."""
+    import pgwalk as P
+    mm = P.MM()
+    a = mm.mmap(0, 1 << 22, P.PROT_READ | P.PROT_WRITE, P.MAP_PRIVATE | P.MAP_ANONYMOUS)
+    mm.touch(a, True)
+    far = (1 << 39) + 5
+    mm.map(a + 8192, pfn=far)
+    try:
+        mm.madvise(a, 1 << 22, getattr(P, advice))
+    except OSError:
+        pass                            # an errno is an answer; a crash is not
+    child = mm.fork()
+    mm.mprotect(a, 1 << 22, P.PROT_READ)
+    try:
+        mm.touch(a + 8192)
+    except P.SegmentationFault:
+        assert advice == "MADV_GUARD_INSTALL"   # the guard replaced the page
+    assert mm.phys.get(far) == (0, 0)
+    child.exit()
+    mm.munmap(a, 1 << 22)
+    mm.validate()
