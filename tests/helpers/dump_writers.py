@@ -40,7 +40,7 @@ class Memory:
         return [tuple(r) for r in out]
 
 
-def phys_memory(seed, levels=4, ndata=24):
+def phys_memory(seed, levels=4, ndata=24, size=PHYS):
     """A Memory of make_vol_image's tables (frames 1-79; 5-level: a PGD in
     frame 0 linking to them twice, plus one bad entry) and ``ndata`` data
     frames that present entries point at, each filled with its pfn and a
@@ -59,7 +59,7 @@ def phys_memory(seed, levels=4, ndata=24):
         pages[0] = pgd.tobytes()
         root = 0
     vals = img[(img & 1) != 0]
-    pfns = sorted({int(p) for p in ((vals & PFN_MASK) >> 12) if 80 <= p < PHYS // PAGE})
+    pfns = sorted({int(p) for p in ((vals & PFN_MASK) >> 12) if 80 <= p < size // PAGE})
     rng = random.Random(seed)
     data = sorted(rng.sample(pfns, min(ndata, len(pfns))))
     for pfn in data:
@@ -67,7 +67,7 @@ def phys_memory(seed, levels=4, ndata=24):
         pages[pfn] = pfn.to_bytes(8, "little") + body[8:]
     if data:                                      # one all-zero data frame (kdump shares its data)
         pages[data[0]] = bytes(PAGE)
-    return Memory(pages, root, levels, PHYS, data)
+    return Memory(pages, root, levels, size, data)
 
 
 def write_raw(path, mem):
