@@ -123,7 +123,8 @@ class KdumpStore:
         stray = np.nonzero(b2 & ~b1)[0]
         if stray.size:
             i = int(stray[0])
-            bit = int(b2[i] & ~b1[i]).bit_length() - 1
+            x = int(b2[i] & ~b1[i])
+            bit = (x & -x).bit_length() - 1             # the lowest such frame
             raise ImageError(f"{path}: 2nd bitmap (offset {bitmap_off + half + i:#x}) marks frame "
                              f"{(i * 8 + bit):#x} dumped that the 1st bitmap does not have")
         words = np.zeros((nbytes + 7) // 8 * 8, dtype=np.uint8)
