@@ -62,6 +62,8 @@ def test_every_format_walks_as_the_raw_image(tmp_path, memory, kind):
     path = write(kind, tmp_path / "dump.bin", mem)         # no telling suffix: the content decides
     img = pgwalk.PhysImage.open(path)
     assert img.format == FORMAT[kind.split("-")[0]]
+    if img.store is not None:                              # the frames it holds: the memory's
+        assert img.store.present() == mem.runs()
     mm = img.mm(mem.root << 12 | 0x5, mem.levels)
     maps, other = mm.mappings(nonpresent=True)
     assert maps.tobytes() == want_maps.tobytes() and other.tobytes() == want_other.tobytes()

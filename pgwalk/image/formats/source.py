@@ -13,7 +13,7 @@ from .errors import ImageError
 class FileSource:
     """A file mapped read-only; ``pread`` checks every read against its end."""
 
-    def __init__(self, path, f=None):
+    def __init__(self, path):
         self.path = path
         with open(path, "rb") as f:
             self.size = f.seek(0, 2)
