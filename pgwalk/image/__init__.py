@@ -1,7 +1,7 @@
 """Memory images: page tables inside physical-memory dumps.
 
 Holds opening dumps (``physimage.py``: raw files and ELF cores, memory-mapped
-read only), the image's tables seen as an address space (``ImageMM``:
+read only; ``formats/``: format detection, LiME and kdump readers), the image's tables seen as an address space (``ImageMM``:
 mappings, translate, ptdump), the C walks that gather mappings
 (``_image.pyx``) and the command line (``cli.py``).
 
@@ -10,6 +10,6 @@ May use: ``pgwalk.constants``, ``pgwalk.entries`` and the walker through
 process model: an image is read only, and nothing here can mmap or fork.
 """
 
-from .physimage import MAPPING_DTYPE, NONPRESENT_DTYPE, ImageError, ImageMM, PhysImage
+from .physimage import MAPPING_DTYPE, NONPRESENT_DTYPE, AbsentError, ImageError, ImageMM, PhysImage
 
-__all__ = ["MAPPING_DTYPE", "NONPRESENT_DTYPE", "ImageError", "ImageMM", "PhysImage"]
+__all__ = ["MAPPING_DTYPE", "NONPRESENT_DTYPE", "AbsentError", "ImageError", "ImageMM", "PhysImage"]

@@ -1,8 +1,10 @@
 """``python -m pgwalk image IMAGE --cr3 ADDR [--levels 4|5]
 [--csv FILE | --npz FILE] [--start A --end B] [--page-offset A]
-[--vmalloc-start A] [--vmemmap-start A] [--fixmap-start A]``: print the
-image's page tables as the kernel's page_tables dump (with its x86-64
-address markers), or write its mappings."""
+[--vmalloc-start A] [--vmemmap-start A] [--fixmap-start A] [--format raw]``:
+print the image's page tables as the kernel's page_tables dump (with its
+x86-64 address markers), or write its mappings.  A root table that is empty
+or whose entries all are bad (not a CR3 of this image) is a warning and
+exit status 1."""
 
 import sys
 
@@ -17,7 +19,9 @@ HELP = "walk the page tables in a physical-memory image"
 
 def add_arguments(im):
     """The ``image`` command's arguments, on its subparser ``im``."""
-    im.add_argument("image", help="raw physical-memory image or ELF core")
+    im.add_argument("image", help="physical-memory dump: raw, ELF core, LiME, kdump-compressed or "
+                                  "flattened makedumpfile (named from its content)")
+    im.add_argument("--format", choices=("raw",), help="read the file as a raw image whatever it holds")
     im.add_argument("--cr3", required=True, type=lambda s: int(s, 0), help="CR3 (PCID bits are masked)")
     im.add_argument("--levels", type=int, choices=(4, 5), default=4)
     im.add_argument("--start", type=lambda s: int(s, 0))
@@ -36,10 +40,18 @@ def add_arguments(im):
 def run(a):
     """Run the ``image`` command on parsed arguments ``a``; the exit status."""
     try:
-        mm = PhysImage.open(a.image).mm(a.cr3, a.levels)
+        mm = PhysImage.open(a.image, format=a.format).mm(a.cr3, a.levels)
+        nonzero, good = mm.root_report()
     except (OSError, ImageError, ValueError) as e:
         print(f"pgwalk: {e}", file=sys.stderr)
         return 2
+    garbage = not good
+    if garbage:
+        print(f"pgwalk: warning: the root table at {a.cr3 & ~0xFFF:#x} "
+              + ("is empty" if not nonzero else
+                 f"has {nonzero} non-zero entr{'y' if nonzero == 1 else 'ies'}, none a link a walk can "
+                 f"follow (bad, or outside the image)")
+              + f": not a CR3 of this {mm.image.format} image?", file=sys.stderr)
     if a.csv or a.npz:
         maps, other = mm.mappings(a.start, a.end, nonpresent=True)
         if a.csv:
@@ -61,5 +73,5 @@ def run(a):
     count, _ = mm.bad_entries
     if count:
         print(f"pgwalk: {count} bad entr{'y' if count == 1 else 'ies'} skipped", file=sys.stderr)
-    return 0
+    return 1 if garbage else 0
 

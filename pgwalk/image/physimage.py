@@ -1,8 +1,13 @@
-"""Page tables inside physical-memory images (raw dumps and ELF cores).
+"""Page tables inside physical-memory images (raw dumps, ELF cores, LiME,
+kdump-compressed and flattened makedumpfile dumps).
 
-``PhysImage.open(path)`` memory-maps an image read-only without reading it:
-a flat raw file (file offset = physical address) or an ELF core (``PT_LOAD``
-segments placed by ``p_paddr``; what no segment covers reads as absent).
+``PhysImage.open(path)`` names the format from the file's content
+(``img.format``) and opens it read-only without reading it all: a flat raw
+file (file offset = physical address) or an ELF core (``PT_LOAD`` segments
+placed by ``p_paddr``) is memory-mapped; LiME and kdump dumps
+(``formats/``) serve frames one at a time, and an mm over them gathers the
+tables reachable from its root into one array first.  What the dump does
+not hold is absent.
 ``img.mm(cr3, levels)`` is an mm whose tables are the image's frames: every
 no-VMA walk and every callback tier works on it, writes are refused, bad
 top-level entries are reported (``mm.bad_entries``) instead of cleared, and a
@@ -15,6 +20,7 @@ link to a frame outside the image is never followed.
 """
 
 import struct
+from bisect import bisect_right
 from pathlib import Path
 
 import numpy as np
@@ -23,33 +29,61 @@ from . import _image
 from ..walker import AddressSpace, MMWalkOps, check_range, walk_page_range_novma
 from ..constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
 from ..walker.ptdump import guard_hole_end, kernel_ptdump, x86_64_markers
+from ..entries import p4d_bad, pgd_bad
+from .formats import FORMATS, detect
+from .formats import vmcoreinfo as vmci
+from .formats.errors import AbsentError, ImageError
+from .formats.kdump import KdumpStore
+from .formats.lime import LimeStore
+from .formats.source import FileSource, FlatSource
 
 MAPPING_DTYPE = _image.MAPPING_DTYPE
 NONPRESENT_DTYPE = _image.OTHER_DTYPE
 PT_LOAD = 1
-
-
-class ImageError(ValueError):
-    """A malformed or truncated image; the message names the file."""
+PT_NOTE = 4
+MAX_TABLES = 1 << 18            # frames an mm over a LiME/kdump dump gathers at most (1 GiB)
 
 
 class PhysImage:
     """A physical-memory image, mapped read-only."""
 
-    def __init__(self, path, frames, segments, kind):
+    def __init__(self, path, frames, segments, kind, store=None, vmcoreinfo=None):
         self.path = Path(path)
-        self.frames = frames            # uint64 view of the mapped file, 512 per frame
+        self.frames = frames            # uint64 view of the mapped file, 512 per frame (raw, ELF)
         self.segments = segments        # [(first pfn, frames, first file frame)], sorted
-        self.kind = kind                # "raw" or "elf"
+        self.kind = kind                # the format: one of formats.FORMATS
+        self.store = store              # LiME / kdump: frames one at a time (frame(pfn))
+        self.vmcoreinfo = vmcoreinfo    # the kernel's VMCOREINFO lines (dict), or None
+
+    @property
+    def format(self):
+        """The dump's format: "raw", "elf", "lime", "kdump" or "kdump-flat"."""
+        return self.kind
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path, format=None):
+        """Open a dump read-only; its format from its content, or ``format``
+        (``"raw"`` reads any file as a raw image)."""
         path = Path(path)
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(64)
-        if head[:4] == b"\x7fELF":
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        found = format if format == "raw" else detect(path, head, size)
+        if format is not None and found != format:
+            raise ImageError(f"{path}: not a {format} dump (its content says {found})")
+        if found == "elf":
             return cls._open_elf(path, size)
+        if found == "lime":
+            return cls(path, None, [], "lime", LimeStore(FileSource(path)))
+        if found in ("kdump", "kdump-flat"):
+            src = FileSource(path) if found == "kdump" else FlatSource(path)
+            if found == "kdump-flat" and src.pread(0, 8, "kdump header") != b"KDUMP   ":
+                raise ImageError(f"{path}: the flattened stream does not hold a kdump-compressed dump "
+                                 f"(only those are read flattened)")
+            store = KdumpStore(src)
+            return cls(path, None, [], found, store, store.vmcoreinfo)
         if size < PAGE_SIZE:
             raise ImageError(f"{path}: a raw image needs at least one 4 KiB frame ({size} bytes)")
         frames = np.memmap(path, dtype=np.uint64, mode="r", shape=((size // PAGE_SIZE) * 512,))
@@ -70,9 +104,18 @@ class PhysImage:
             f.seek(phoff)
             raw = f.read(phnum * phentsize)
         segs = []
+        info = None
         for i in range(phnum):
             p_type, _flags, off, _vaddr, paddr, filesz, _memsz = struct.unpack_from(
                 "<IIQQQQQ", raw, i * phentsize)
+            if p_type == PT_NOTE and info is None and filesz:
+                if filesz > 64 << 20 or off + filesz > size:
+                    raise ImageError(f"{path}: PT_NOTE #{i} at offset {off:#x} ({filesz} bytes) runs past "
+                                     f"the end of the file or is too large")
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    info = vmci.parse_notes(path, f.read(filesz), off)
+                continue
             if p_type != PT_LOAD or filesz == 0:
                 continue
             if paddr % PAGE_SIZE or filesz % PAGE_SIZE or off % 8:
@@ -98,7 +141,7 @@ class PhysImage:
             raise ImageError(f"{path}: no PT_LOAD segment with contents")
         frames = np.memmap(path, dtype=np.uint64, mode="r", offset=base,
                            shape=(((size - base) // PAGE_SIZE) * 512,))
-        return cls(path, frames, segs, "elf")
+        return cls(path, frames, segs, "elf", vmcoreinfo=info)
 
     def mm(self, cr3, levels=4):
         """An mm over this image's tables, rooted at ``cr3`` (PCID and flag
@@ -108,12 +151,91 @@ class PhysImage:
         if not 0 <= cr3 <= U64_MASK:
             raise ValueError(f"cr3 must fit in 64 bits: {cr3}")
         mm = ImageMM(levels, is_init_mm=True)
+        root = (cr3 & PTE_PFN_MASK) >> PAGE_SHIFT
+        frames, segments = self.frames, self.segments
+        if self.store is not None:
+            frames, segments = self._gather_tables(root, mm.levels)
+            mm._table_frames = frames          # the tables the walks read, kept alive with the mm
         try:
-            mm.attach_image(self.frames, (cr3 & PTE_PFN_MASK) >> PAGE_SHIFT, self.segments)
+            mm.attach_image(frames, root, segments)
         except ValueError as e:
             raise ValueError(f"cr3 {cr3:#x}: {e}") from None
         mm.image = self
+        mm.root_pfn = root
         return mm
+
+    def _gather_tables(self, root, levels, limit=MAX_TABLES):
+        """The frames a walk from ``root`` may read as tables, copied out of a
+        LiME/kdump dump into one array: every frame a non-zero entry of a
+        table above the PTE level names (a superset of what the walker
+        follows), level by level.  (frames, segments) for attach_image."""
+        got = {}
+        frontier = [root]
+        for depth in range(levels):
+            nxt = set()
+            for pfn in frontier:
+                if pfn in got:
+                    continue
+                data = self.store.frame(pfn)
+                if data is None:
+                    continue
+                got[pfn] = data
+                if len(got) > limit:
+                    raise ImageError(f"{self.path}: more than {limit} page-table frames under root frame "
+                                     f"{root:#x} (garbage tables?)")
+                if depth < levels - 1:
+                    e = np.frombuffer(data, dtype="<u8")
+                    e = e[e != 0]
+                    nxt.update(((e & PTE_PFN_MASK) >> PAGE_SHIFT).tolist())
+            frontier = sorted(nxt)
+        pfns = sorted(got)
+        frames = np.empty(max(len(pfns), 1) * 512, dtype=np.uint64)
+        segs = []
+        for row, pfn in enumerate(pfns):
+            frames[row * 512:(row + 1) * 512] = np.frombuffer(got[pfn], dtype="<u8")
+            if segs and segs[-1][0] + segs[-1][1] == pfn and segs[-1][2] + segs[-1][1] == row:
+                segs[-1][1] += 1
+            else:
+                segs.append([pfn, 1, row])
+        if not segs:
+            raise ImageError(f"{self.path}: the root table (frame {root:#x}) is not in the dump")
+        return frames, [tuple(s) for s in segs]
+
+    def frame(self, pfn):
+        """Frame ``pfn``'s 4 KiB as bytes, or None when the dump does not hold it."""
+        if self.store is not None:
+            return self.store.frame(pfn)
+        if not self.segments:
+            n = self.frames.size // 512
+            return self.frames[pfn * 512:(pfn + 1) * 512].tobytes() if 0 <= pfn < n else None
+        i = bisect_right(self.segments, (pfn, 1 << 64, 0)) - 1
+        if i < 0 or pfn - self.segments[i][0] >= self.segments[i][1]:
+            return None
+        row = self.segments[i][2] + pfn - self.segments[i][0]
+        return self.frames[row * 512:(row + 1) * 512].tobytes()
+
+    def read_phys(self, pa, size, fill=None):
+        """``size`` bytes of physical memory from ``pa``; a frame the dump does
+        not hold raises ``AbsentError`` naming it, or reads as ``fill`` (a
+        byte value) when given."""
+        out = bytearray()
+        while size > 0:
+            n = min(size, PAGE_SIZE - pa % PAGE_SIZE)
+            data = self.frame(pa >> PAGE_SHIFT)
+            if data is None:
+                if fill is None:
+                    raise AbsentError(f"{self.path}: physical address {pa:#x} is not in the dump", pa)
+                out += bytes([fill]) * n
+            else:
+                out += data[pa % PAGE_SIZE:pa % PAGE_SIZE + n]
+            pa += n
+            size -= n
+        return bytes(out)
+
+    def kernel_root(self):
+        """(cr3, levels) of the kernel's own tables (swapper_pg_dir) as the
+        dump's VMCOREINFO names them, or None without it."""
+        return vmci.kernel_root(self.vmcoreinfo, getattr(self.store, "phys_base", None))
 
     def __repr__(self):
         return f"<PhysImage {self.kind} {self.path} frames={self.frames.size // 512}>"
@@ -178,3 +300,66 @@ class ImageMM(AddressSpace):
     def translate(self, vas):
         """Physical address of each virtual address (int64; -1 where unmapped)."""
         return _image.translate(self, vas)
+
+    def read(self, va, size, fill=None):
+        """``size`` bytes of virtual memory from ``va``, through the tables.  An
+        unmapped page, or one whose frame the dump lacks, raises
+        ``AbsentError`` naming the address, unless ``fill`` (a byte value)
+        is given: then its bytes read as ``fill``."""
+        return self.read_many([va], size, fill)[0].tobytes()
+
+    def read_many(self, vas, size, fill=None):
+        """``size`` bytes from each of ``vas``, as a (len(vas), size) uint8
+        array: one translation of every page touched, each frame read once."""
+        vas = np.ascontiguousarray(vas, dtype=np.uint64).ravel()
+        if not isinstance(size, int) or size < 0 or size > 1 << 30:
+            raise ValueError(f"size must be an int from 0 to 1 GiB: {size!r}")
+        if fill is not None and not 0 <= fill <= 255:
+            raise ValueError(f"fill must be a byte value: {fill!r}")
+        out = np.empty((vas.size, size), dtype=np.uint8)
+        if not vas.size or not size:
+            return out
+        if int(vas.max()) + size - 1 > U64_MASK:
+            raise ValueError("a read runs past the top of the address space")
+        first = vas & ~np.uint64(PAGE_SIZE - 1)
+        npages = (vas - first + np.uint64(size + PAGE_SIZE - 1)) >> np.uint64(PAGE_SHIFT)
+        pages = np.unique(np.concatenate([first + np.uint64(k * PAGE_SIZE)
+                                          for k in range(int(npages.max()))]))
+        pas = self.translate(pages)
+        where = dict(zip(pages.tolist(), pas.tolist()))
+        frames = {}
+        for r, va in enumerate(vas.tolist()):
+            pos = 0
+            while pos < size:
+                a = va + pos
+                n = min(size - pos, PAGE_SIZE - a % PAGE_SIZE)
+                pa = where[a - a % PAGE_SIZE]
+                data = None
+                if pa >= 0:
+                    pfn = pa >> PAGE_SHIFT
+                    if pfn not in frames:
+                        frames[pfn] = self.image.frame(pfn)
+                    data = frames[pfn]
+                if data is None:
+                    if fill is None:
+                        what = "not mapped" if pa < 0 else f"mapped to {pa:#x}, which is not in the dump"
+                        raise AbsentError(f"{self.image.path}: virtual address {a:#x} is {what}", a)
+                    out[r, pos:pos + n] = fill
+                else:
+                    out[r, pos:pos + n] = np.frombuffer(data, dtype=np.uint8, count=n, offset=a % PAGE_SIZE)
+                pos += n
+        return out
+
+    def root_report(self):
+        """What the root table holds: (non-zero entries, entries a walk can
+        follow: not bad and naming a frame in the image).  A root with
+        entries of which none can be followed is garbage (not a CR3)."""
+        data = self.image.frame(self.root_pfn)
+        e = np.frombuffer(data, dtype="<u8")
+        nonzero = good = 0
+        for v in e[e != 0].tolist():
+            nonzero += 1
+            bad = pgd_bad(v, 5) if self.levels == 5 else p4d_bad(v)
+            if not bad and self.image.frame((v & PTE_PFN_MASK) >> PAGE_SHIFT) is not None:
+                good += 1
+        return nonzero, good

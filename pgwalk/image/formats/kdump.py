@@ -1,0 +1,230 @@
+"""kdump-compressed dumps (makedumpfile's diskdump layout, "KDUMP   "):
+a header block, the kdump sub-header, two bitmaps (1st: frames that exist;
+2nd: frames dumped), then one 24-byte page descriptor (offset, size, flags,
+page flags) per dumped frame in frame order, pointing at its data, raw or
+compressed with zlib, LZO, snappy or zstd.
+
+Frames are read one at a time: a frame's descriptor is found by counting the
+2nd bitmap's bits before it (a rank table per 64 frames), and decompressed
+pages are kept in a small LRU cache; nothing decompresses the whole file.
+"""
+
+import struct
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import ImageError
+from . import vmcoreinfo as vmci
+
+PAGE = 4096
+HEADER_SIZE = 464                # x86-64 disk_dump_header
+ZLIB, LZO, SNAPPY, INCOMPLETE_PAGE, EXCLUDED_VMEMMAP, ZSTD = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+COMPRESSED = ZLIB | LZO | SNAPPY | ZSTD
+KNOWN_FLAGS = COMPRESSED | INCOMPLETE_PAGE | EXCLUDED_VMEMMAP
+STATUS_INCOMPLETE = 0x1
+DESC = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+CHUNK = 1 << 20                  # descriptors checked per pass on open
+EXTRA = "install the kdump extra: pip install 'pgwalk[kdump]'"
+
+
+def _zlib(data):
+    import zlib
+    d = zlib.decompressobj()
+    out = d.decompress(data, PAGE + 1)
+    if not d.eof or d.unconsumed_tail:
+        if len(out) > PAGE or d.unconsumed_tail:
+            raise ValueError("inflates past 4 KiB")
+        raise ValueError("truncated zlib stream")
+    return out
+
+
+def _lzo(data):
+    try:
+        import lzallright
+    except ImportError:
+        raise ModuleNotFoundError(f"LZO pages need lzallright ({EXTRA})") from None
+    return lzallright.LZOCompressor.decompress(data, output_size_hint=PAGE)
+
+
+def _snappy(data):
+    n, shift, i = 0, 0, 0
+    while i < min(len(data), 5):               # the uncompressed length, a varint, comes first
+        n |= (data[i] & 0x7F) << shift
+        shift += 7
+        i += 1
+        if not data[i - 1] & 0x80:
+            break
+    if n != PAGE:
+        raise ValueError(f"snappy page says it holds {n} bytes")
+    try:
+        import cramjam
+    except ImportError:
+        raise ModuleNotFoundError(f"snappy pages need cramjam ({EXTRA})") from None
+    return bytes(cramjam.snappy.decompress_raw(data))
+
+
+def _zstd(data):
+    try:
+        import zstandard
+    except ImportError:
+        raise ModuleNotFoundError(f"zstd pages need zstandard ({EXTRA})") from None
+    import io
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as r:
+        return r.read(PAGE + 1)                # bounded, whatever the frame header claims
+
+
+DECOMPRESS = {ZLIB: ("zlib", _zlib), LZO: ("lzo", _lzo), SNAPPY: ("snappy", _snappy), ZSTD: ("zstd", _zstd)}
+
+
+class KdumpStore:
+    """A kdump-compressed dump over a byte source (the file, or a flattened
+    stream's rebuilt view); frames through the descriptors."""
+
+    format = "kdump"
+
+    def __init__(self, source, cache_pages=1024):
+        self.source = source
+        self.path = path = source.path
+        h = source.pread(0, HEADER_SIZE, "kdump header")
+        self.header_version, = struct.unpack_from("<i", h, 8)
+        self.release = h[12 + 2 * 65:12 + 3 * 65].split(b"\0")[0].decode("ascii", "replace")
+        (self.status, block, sub_blocks, bitmap_blocks, max32) = struct.unpack_from("<IiiII", h, 424)
+        if block != PAGE:
+            raise ImageError(f"{path}: kdump header at offset 0x0: block size {block} (x86-64 dumps use 4096)")
+        if sub_blocks < 0 or bitmap_blocks == 0 or bitmap_blocks % 2:
+            raise ImageError(f"{path}: kdump header at offset 0x0: sub-header of {sub_blocks} blocks, "
+                             f"bitmaps of {bitmap_blocks} blocks")
+        if not 1 <= self.header_version <= 7:
+            raise ImageError(f"{path}: kdump header at offset 0x0: unknown header version {self.header_version}")
+        sub_off = PAGE
+        sub = source.pread(sub_off, min(104, sub_blocks * PAGE), "kdump sub-header") if sub_blocks else b""
+        sub = sub.ljust(104, b"\0")
+        (self.phys_base, self.dump_level, _split, _s, _e, vi_off, vi_size, _no, _ns, _eo, _es,
+         _s64, _e64, max64) = struct.unpack_from("<QiiQQQQQQQQQQQ", sub, 0)
+        self.max_mapnr = max64 if self.header_version >= 6 else max32
+        bitmap_off = (1 + sub_blocks) * PAGE
+        half = bitmap_blocks * PAGE // 2
+        if self.max_mapnr > half * 8:
+            raise ImageError(f"{path}: kdump header at offset 0x0: {self.max_mapnr} frames but bitmaps "
+                             f"of {half * 8} bits")
+        self.vmcoreinfo = None
+        if self.header_version >= 3 and vi_size:
+            if vi_size > vmci.MAX_TEXT:
+                raise ImageError(f"{path}: VMCOREINFO at offset {vi_off:#x} is {vi_size} bytes")
+            self.vmcoreinfo = vmci.parse(source.pread(vi_off, vi_size, "VMCOREINFO"))
+        nbytes = (self.max_mapnr + 7) // 8
+        b1 = np.frombuffer(source.pread(bitmap_off, half, "1st bitmap"), dtype=np.uint8)[:nbytes].copy()
+        b2 = np.frombuffer(source.pread(bitmap_off + half, half, "2nd bitmap"), dtype=np.uint8)[:nbytes].copy()
+        if self.max_mapnr % 8 and nbytes:
+            keep = np.uint8((1 << (self.max_mapnr % 8)) - 1)
+            b1[-1] &= keep
+            b2[-1] &= keep
+        stray = np.nonzero(b2 & ~b1)[0]
+        if stray.size:
+            i = int(stray[0])
+            x = int(b2[i] & ~b1[i])
+            bit = (x & -x).bit_length() - 1             # the lowest such frame
+            raise ImageError(f"{path}: 2nd bitmap (offset {bitmap_off + half + i:#x}) marks frame "
+                             f"{(i * 8 + bit):#x} dumped that the 1st bitmap does not have")
+        words = np.zeros((nbytes + 7) // 8 * 8, dtype=np.uint8)
+        words[:nbytes] = b2
+        self._bits = words.view("<u8")
+        counts = np.bitwise_count(self._bits).astype(np.int64)
+        self._rank = np.concatenate(([0], np.cumsum(counts)))
+        self.ndumped = int(self._rank[-1])
+        self.desc_off = bitmap_off + bitmap_blocks * PAGE
+        end = self.desc_off + self.ndumped * DESC.itemsize
+        if end > source.size:
+            raise ImageError(f"{path}: the 2nd bitmap marks {self.ndumped} frames dumped but their "
+                             f"descriptors (from offset {self.desc_off:#x}) run past the end of the "
+                             f"file at {end:#x} ({source.size:#x} bytes; truncated?)")
+        self.compressions = set()
+        self._check_descriptors()
+        self._cache = OrderedDict()
+        self._cache_pages = cache_pages
+
+    def _bad(self, i, d, why):
+        return ImageError(f"{self.path}: page descriptor #{i} at offset {self.desc_off + i * DESC.itemsize:#x} "
+                          f"(data offset {int(d['offset']):#x}, size {int(d['size'])}, flags "
+                          f"{int(d['flags']):#x}): {why}")
+
+    def _check_descriptors(self):
+        """Every descriptor inside the file, of a known kind and a sane size
+        (checked in bounded chunks, not kept)."""
+        incomplete = self.status & STATUS_INCOMPLETE
+        size = self.source.size
+        for lo in range(0, self.ndumped, CHUNK):
+            n = min(CHUNK, self.ndumped - lo)
+            d = np.frombuffer(self.source.pread(self.desc_off + lo * 24, n * 24, "page descriptors"), dtype=DESC)
+            comp = (d["flags"] & COMPRESSED) != 0
+            hole = (d["offset"] == 0) & (d["size"] == 0)
+            bad = ((d["flags"] & ~np.uint32(KNOWN_FLAGS)) != 0)
+            bad |= np.bitwise_count(d["flags"] & np.uint32(COMPRESSED)) > 1
+            bad |= (d["offset"] < 0) | (d["offset"] + d["size"].astype(np.int64) > size)
+            bad |= comp & ((d["size"] == 0) | (d["size"] > PAGE))
+            bad |= ~comp & (d["size"] != PAGE)
+            if incomplete:
+                bad &= ~hole
+            k = np.nonzero(bad)[0]
+            if k.size:
+                i = int(k[0])
+                dd = d[i]
+                why = ("unknown flags" if int(dd["flags"]) & ~KNOWN_FLAGS else
+                       "more than one compression" if bin(int(dd["flags"]) & COMPRESSED).count("1") > 1 else
+                       "data past the end of the file" if int(dd["offset"]) < 0 or
+                       int(dd["offset"]) + int(dd["size"]) > size else
+                       "a compressed page longer than 4 KiB or empty" if int(dd["flags"]) & COMPRESSED else
+                       "a raw page that is not 4 KiB")
+                raise self._bad(lo + i, dd, why)
+            for flag, (name, _) in DECOMPRESS.items():
+                if (d["flags"] & flag).any():
+                    self.compressions.add(name)
+
+    def _index(self, pfn):
+        """Descriptor number of frame ``pfn``, or -1 when it was not dumped."""
+        if pfn < 0 or pfn >= self.max_mapnr:
+            return -1
+        w, b = divmod(pfn, 64)
+        word = int(self._bits[w])
+        if not (word >> b) & 1:
+            return -1
+        return int(self._rank[w]) + (word & ((1 << b) - 1)).bit_count()
+
+    def frame(self, pfn):
+        """Frame ``pfn``'s 4 KiB (decompressed, cached), or None when absent."""
+        hit = self._cache.get(pfn)
+        if hit is not None:
+            self._cache.move_to_end(pfn)
+            return hit
+        i = self._index(pfn)
+        if i < 0:
+            return None
+        d = np.frombuffer(self.source.pread(self.desc_off + i * 24, 24, "page descriptor"), dtype=DESC)[0]
+        off, n, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        if off == 0 and n == 0 and self.status & STATUS_INCOMPLETE:
+            return None                         # never written: the dump was cut short
+        data = self.source.pread(off, n, f"page data of frame {pfn:#x}")
+        kind = flags & COMPRESSED
+        if kind:
+            name, fn = DECOMPRESS[kind]
+            try:
+                data = fn(data)
+            except ModuleNotFoundError as e:
+                raise ImageError(f"{self.path}: frame {pfn:#x}: {e}") from None
+            except Exception as e:              # each library has errors of its own
+                raise self._bad(i, d, f"{name} data does not decompress: {e}") from None
+            if len(data) != PAGE:
+                raise self._bad(i, d, f"{name} data inflates past 4 KiB" if len(data) > PAGE else
+                                f"{name} data inflates to {len(data)} bytes, not one 4 KiB page")
+        self._cache[pfn] = data
+        if len(self._cache) > self._cache_pages:
+            self._cache.popitem(last=False)
+        return data
+
+    def present(self):
+        """Sorted (first pfn, frames) runs of dumped frames."""
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[:self.max_mapnr]
+        edges = np.diff(np.concatenate(([0], bits.astype(np.int8), [0])))
+        starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+        return [(int(a), int(b - a)) for a, b in zip(starts, ends)]
