@@ -5,13 +5,14 @@
 Linux x86-64 top-level table: entry 511 present (every PGD maps the kernel
 image there) and every entry either zero or a table link the kernel's
 ``pgd_bad``/``p4d_bad`` would accept, pointing inside the image.  For each it
-hashes the kernel half (entries 256-511 less the two LDT slots), counts the
+requires the 16 slots of the hypervisor guard hole (256-271, both paging
+modes) to be empty; for each candidate it hashes the kernel half (entries 256-511 less the two LDT slots), counts the
 present entries of both halves and tries the kernel-image test of
 ``detect_levels``.
 """
 
 from libc.stdint cimport uint64_t, int64_t, int32_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport realloc, free
 
 import numpy as np
 cimport numpy as cnp
@@ -116,6 +117,9 @@ cdef inline bint candidate(Img *im, const uint64_t *f) noexcept nogil:
     cdef uint64_t v
     if not link(im, f[511]):
         return False
+    for i in range(256, 272):          # the hypervisor guard hole: 16 empty PGD slots
+        if f[i] != 0:
+            return False
     for i in range(511):
         v = f[i]
         if v != 0 and not link(im, v):
@@ -134,12 +138,18 @@ cdef inline uint64_t khash(const uint64_t *f) noexcept nogil:
     return h
 
 
+cdef struct Cand:
+    uint64_t pfn, khash, kimg
+    int32_t user, kernel, levels
+
+
 cdef class Scanner:
     """One pass over an image's frames in chunks (``step``), keeping the
     top-level table candidates."""
     cdef Img im
     cdef object keep                     # the arrays ``im`` points into
-    cdef list pfns, hashes, ucount, kcount, levels, kimg
+    cdef Cand *cands
+    cdef int64_t ncands, cap
     cdef readonly int64_t done, total
 
     def __cinit__(self, const uint64_t[::1] words not None, segs, uint64_t max_pfn):
@@ -150,45 +160,33 @@ cdef class Scanner:
         self.im.segs = <const int64_t *>cnp.PyArray_DATA(s) if s.shape[0] else NULL
         self.im.nsegs = s.shape[0]
         self.im.max_pfn = max_pfn
-        self.pfns, self.hashes, self.ucount, self.kcount, self.levels, self.kimg = [], [], [], [], [], []
+        self.cands, self.ncands, self.cap = NULL, 0, 0
         self.done = 0
         self.total = self.im.nfile
+
+    def __dealloc__(self):
+        free(self.cands)
 
     def step(self, int64_t nframes):
         """Scan the next ``nframes`` file frames; True while some remain."""
         cdef int64_t start = self.done, end = min(self.done + nframes, self.im.nfile)
-        cdef int64_t k, n = 0, cap = 256, s
-        cdef int64_t *out = <int64_t *>malloc(cap * sizeof(int64_t))
-        cdef int64_t *grown
+        cdef int64_t k
         cdef int failed = 0
-        if out == NULL:
-            raise MemoryError()
         with nogil:
             for k in range(start, end):
-                if not candidate(&self.im, self.im.base + (k << 9)):
-                    continue
-                if n == cap:
-                    grown = <int64_t *>realloc(out, 2 * cap * sizeof(int64_t))
-                    if grown == NULL:
-                        failed = 1
-                        break
-                    out, cap = grown, 2 * cap
-                out[n] = k
-                n += 1
-        try:
-            if failed:
-                raise MemoryError()
-            for s in range(n):
-                self._keep(out[s])
-        finally:
-            free(out)
+                if candidate(&self.im, self.im.base + (k << 9)) and self._keep(k) < 0:
+                    failed = 1
+                    break
+        if failed:
+            raise MemoryError()
         self.done = end
         return self.done < self.im.nfile
 
-    cdef _keep(self, int64_t k):
+    cdef int _keep(self, int64_t k) noexcept nogil:
         cdef const uint64_t *f = self.im.base + (k << 9)
         cdef uint64_t pfn = <uint64_t>k, e = 0
-        cdef int i, u = 0, kk = 0, lv
+        cdef int i, u = 0, kk = 0
+        cdef Cand *c
         if self.im.segs != NULL:               # file frame -> pfn
             pfn = <uint64_t>-1
             for i in range(self.im.nsegs):
@@ -196,23 +194,33 @@ cdef class Scanner:
                     pfn = <uint64_t>(self.im.segs[3 * i] + k - self.im.segs[3 * i + 2])
                     break
             if pfn == <uint64_t>-1:
-                return
+                return 0
+        if self.ncands == self.cap:
+            c = <Cand *>realloc(self.cands, (2 * self.cap + 256) * sizeof(Cand))
+            if c == NULL:
+                return -1
+            self.cands, self.cap = c, 2 * self.cap + 256
         for i in range(256):
             u += f[i] != 0
             kk += f[256 + i] != 0
-        lv = detect_levels(&self.im, f, &e)
-        self.pfns.append(pfn)
-        self.hashes.append(khash(f))
-        self.ucount.append(u)
-        self.kcount.append(kk)
-        self.levels.append(lv)
-        self.kimg.append((e & PFN) >> 12 if lv else 0)
+        c = self.cands + self.ncands
+        c.pfn, c.user, c.kernel = pfn, u, kk
+        c.levels = detect_levels(&self.im, f, &e)
+        c.khash = khash(f)
+        c.kimg = (e & PFN) >> 12 if c.levels else 0
+        self.ncands += 1
+        return 0
 
     def result(self):
         """The candidates, as a dict of numpy arrays sorted by pfn."""
-        out = {"pfn": np.array(self.pfns, dtype=np.uint64), "khash": np.array(self.hashes, dtype=np.uint64),
-               "user": np.array(self.ucount, dtype=np.int32), "kernel": np.array(self.kcount, dtype=np.int32),
-               "levels": np.array(self.levels, dtype=np.int32), "kimg_pmd": np.array(self.kimg, dtype=np.uint64)}
+        cdef int64_t i
+        names = ("pfn", "khash", "user", "kernel", "levels", "kimg_pmd")
+        out = {k: np.empty(self.ncands, dtype=np.uint64 if k in ("pfn", "khash", "kimg_pmd") else np.int32)
+               for k in names}
+        for i in range(self.ncands):
+            c = self.cands[i]
+            out["pfn"][i], out["khash"][i], out["kimg_pmd"][i] = c.pfn, c.khash, c.kimg
+            out["user"][i], out["kernel"][i], out["levels"][i] = c.user, c.kernel, c.levels
         order = np.argsort(out["pfn"], kind="stable")
         return {k: v[order] for k, v in out.items()}
 
