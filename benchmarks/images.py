@@ -212,6 +212,45 @@ def fixture(a, d, res):
     return rows
 
 
+def roots(a, d, res):
+    """find_roots (one C pass over the frames) against reading the whole
+    image once with numpy (np.count_nonzero), same image, warm page cache:
+    a Linux-shaped image (tests/helpers/image_gen.py) padded with random
+    data frames to ROOTS_MIB MiB (QEMU guests too, when present)."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        from helpers.image_gen import make_linux_image
+    finally:
+        sys.path.remove(str(TESTS))
+    imgs = []
+    if a.roots_mib:
+        w, _ = make_linux_image(4, nproc=16)
+        path = Path(d) / "roots.raw"
+        rng = np.random.default_rng(2)
+        with open(path, "wb") as f:
+            f.write(w.tobytes())
+            left = (a.roots_mib << 20) - w.nbytes
+            while left > 0:                     # random words, a quarter of the frames zero
+                n = min(left, 64 << 20)
+                chunk = rng.integers(0, 1 << 63, n // 8, dtype=np.uint64).reshape(-1, 512)
+                chunk[::4] = 0
+                f.write(chunk.tobytes())
+                left -= n
+        imgs.append((f"{a.roots_mib} MiB synthetic", path))
+    for lv in (4, 5):
+        p = Path(a.qemu) / f"l{lv}" / "guest.raw"
+        if p.exists():
+            imgs.append((f"QEMU l{lv} guest.raw", p))
+    rows = {}
+    for name, path in imgs:
+        img = pgwalk.PhysImage.open(path)
+        nbytes = img.frames.nbytes
+        res[f"roots {name}: np.count_nonzero"] = measure(lambda: np.count_nonzero(img.frames), 1, a.samples)
+        res[f"roots {name}: find_roots"] = measure(lambda: img.find_roots(), 1, a.samples)
+        rows[name] = (nbytes, len(img.find_roots()))
+    return rows
+
+
 def qemu_guest(a, res):
     """mappings() and Volatility on the QEMU guest dump of
     tests/fixtures/make_qemu_image.sh (4-level, kernel and PTI user CR3)."""
@@ -274,10 +313,17 @@ def main(argv=None):
     ap.add_argument("--no-fixture", dest="fixture_seeds", action="store_const", const=[])
     ap.add_argument("--qemu", default=os.environ.get("PGWALK_QEMU_DIR", "/tmp/pgwalk-qemu"),
                     help="directory of tests/fixtures/make_qemu_image.sh's dumps (skipped when absent)")
+    ap.add_argument("--roots-mib", type=int, default=1024, help="MiB of the find_roots image (0: none)")
+    ap.add_argument("--only-roots", action="store_true", help="the find_roots rows alone")
     a = ap.parse_args(argv)
     load0 = os.getloadavg()
     res = {}
+    if a.only_roots:
+        with tempfile.TemporaryDirectory() as d:
+            print_roots(roots(a, d, res), res)
+        return res
     with tempfile.TemporaryDirectory() as d:
+        roots_rows = roots(a, d, res)
         pages = synthetic(a, d, res)
         fixture_leaves = fixture(a, d, res)
     qemu_rows = qemu_guest(a, res)
@@ -286,7 +332,7 @@ def main(argv=None):
     print(f"{a.gib} GiB of 4 KiB mappings ({pages:,} pages), ns per page, median (min-max); "
           f"load average {load0[0]:.2f} before, {load1[0]:.2f} after")
     for k, (med, lo, hi) in res.items():
-        if k.startswith(("fixture", "qemu")):
+        if k.startswith(("fixture", "qemu", "roots")):
             continue
         ratio = f"   {vol[0] / med:9.0f}x Volatility" if vol else ""
         print(f"  {k:<38} {med:10.2f}  ({lo:.2f}-{hi:.2f})  {1e3 / med:9.2f} Mpages/s{ratio}")
@@ -320,7 +366,19 @@ def main(argv=None):
         if v:
             line += f"; Volatility {v[0] * leaves / 1e6:.0f} ms: {v[0] / raw[0]:.0f}x"
         print(line)
+    print_roots(roots_rows, res)
     return res
+
+
+def print_roots(rows, res):
+    """The find_roots rows: time per image and the ratio to one numpy read."""
+    for name, (nbytes, n) in rows.items():
+        base = res[f"roots {name}: np.count_nonzero"]
+        fr = res[f"roots {name}: find_roots"]
+        print(f"  find_roots on {name} ({nbytes >> 20} MiB, {n} roots): {fr[0] / 1e6:.1f} ms "
+              f"({fr[1] / 1e6:.1f}-{fr[2] / 1e6:.1f}), np.count_nonzero over it {base[0] / 1e6:.1f} ms "
+              f"({base[1] / 1e6:.1f}-{base[2] / 1e6:.1f}): {fr[0] / base[0]:.2f}x, "
+              f"{nbytes / fr[0]:.2f} GB/s")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def test_image_benchmark_runs_and_agrees_with_numpy():
     sys.path.insert(0, str(BENCH))
     try:
         import images
-        res = images.main(["--gib", "1", "--samples", "1", "--vol-mib", "2", "--fixture-seeds", "0"])
+        res = images.main(["--gib", "1", "--samples", "1", "--vol-mib", "2", "--fixture-seeds", "0",
+                           "--roots-mib", "64"])
     finally:
         sys.path.remove(str(BENCH))
     assert set(res) >= {"mappings()", "numpy vectorised walker", "translate() (1M random VAs, per VA)",

@@ -1,10 +1,14 @@
-"""``python -m pgwalk image IMAGE --cr3 ADDR [--levels 4|5]
+"""``python -m pgwalk image IMAGE [--cr3 ADDR [--levels 4|5]]
 [--csv FILE | --npz FILE] [--start A --end B] [--page-offset A]
 [--vmalloc-start A] [--vmemmap-start A] [--fixmap-start A] [--format raw]``:
 print the image's page tables as the kernel's page_tables dump (with its
-x86-64 address markers), or write its mappings.  A root table that is empty
-or whose entries all are bad (not a CR3 of this image) is a warning and
-exit status 1."""
+x86-64 address markers), or write its mappings; without ``--cr3``, of the
+kernel root found by scanning the image.  A root table that is empty or
+whose entries all are bad (not a CR3 of this image) is a warning and exit
+status 1.  ``IMAGE --roots``: list the roots found; ``IMAGE --all --out DIR
+[--out-format parquet|npz]``: every root's mappings; ``--scan DUMP... --out
+DIR [--scheduler ADDRESS]``: a fleet of dumps on Dask into one Parquet
+dataset."""
 
 import sys
 
@@ -19,11 +23,20 @@ HELP = "walk the page tables in a physical-memory image"
 
 def add_arguments(im):
     """The ``image`` command's arguments, on its subparser ``im``."""
-    im.add_argument("image", help="physical-memory dump: raw, ELF core, LiME, kdump-compressed or "
-                                  "flattened makedumpfile (named from its content)")
+    im.add_argument("image", nargs="?", help="physical-memory dump: raw, ELF core, LiME, kdump-compressed or "
+                                             "flattened makedumpfile (named from its content)")
     im.add_argument("--format", choices=("raw",), help="read the file as a raw image whatever it holds")
-    im.add_argument("--cr3", required=True, type=lambda s: int(s, 0), help="CR3 (PCID bits are masked)")
-    im.add_argument("--levels", type=int, choices=(4, 5), default=4)
+    im.add_argument("--cr3", type=lambda s: int(s, 0),
+                    help="CR3 (PCID bits are masked); default: the kernel root found by scanning")
+    im.add_argument("--levels", type=int, choices=(4, 5), default=None, help="paging levels (default 4 with --cr3)")
+    im.add_argument("--roots", action="store_true", help="list the page-table roots found by scanning the image")
+    im.add_argument("--all", action="store_true", help="write every root's mappings into --out")
+    im.add_argument("--scan", nargs="+", metavar="DUMP", help="scan a fleet of dumps on Dask into --out")
+    im.add_argument("--out", help="output directory (--all, --scan)")
+    im.add_argument("--out-format", choices=("parquet", "npz"), default="parquet", help="--all's file format")
+    im.add_argument("--scheduler", help="--scan: a Dask scheduler address (default: a local cluster)")
+    im.add_argument("--workers", type=int, default=None, help="--scan: local cluster workers")
+    im.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     im.add_argument("--start", type=lambda s: int(s, 0))
     im.add_argument("--end", type=lambda s: int(s, 0))
     for opt, what in (("page-offset", "page_offset_base (Low Kernel Mapping)"),
@@ -39,19 +52,29 @@ def add_arguments(im):
 
 def run(a):
     """Run the ``image`` command on parsed arguments ``a``; the exit status."""
-    try:
-        mm = PhysImage.open(a.image, format=a.format).mm(a.cr3, a.levels)
-        nonzero, good = mm.root_report()
-    except (OSError, ImageError, ValueError) as e:
-        print(f"pgwalk: {e}", file=sys.stderr)
-        return 2
-    garbage = not good
-    if garbage:
-        print(f"pgwalk: warning: the root table at {a.cr3 & ~0xFFF:#x} "
-              + ("is empty" if not nonzero else
-                 f"has {nonzero} non-zero entr{'y' if nonzero == 1 else 'ies'}, none a link a walk can "
-                 f"follow (bad, or outside the image)")
-              + f": not a CR3 of this {mm.image.format} image?", file=sys.stderr)
+    from . import roots_cli
+    garbage = False
+    if a.scan or a.roots or a.all or (a.image and a.cr3 is None):
+        status, mm = roots_cli.run(a)
+        if mm is None:
+            return status
+    else:
+        if not a.image:
+            print("pgwalk: an IMAGE is needed (or --scan DUMP...)", file=sys.stderr)
+            return 2
+        try:
+            mm = PhysImage.open(a.image, format=a.format).mm(a.cr3, a.levels or 4)
+            nonzero, good = mm.root_report()
+        except (OSError, ImageError, ValueError) as e:
+            print(f"pgwalk: {e}", file=sys.stderr)
+            return 2
+        garbage = not good
+        if garbage:
+            print(f"pgwalk: warning: the root table at {a.cr3 & ~0xFFF:#x} "
+                  + ("is empty" if not nonzero else
+                     f"has {nonzero} non-zero entr{'y' if nonzero == 1 else 'ies'}, none a link a walk can "
+                     f"follow (bad, or outside the image)")
+                  + f": not a CR3 of this {mm.image.format} image?", file=sys.stderr)
     if a.csv or a.npz:
         maps, other = mm.mappings(a.start, a.end, nonpresent=True)
         if a.csv:

@@ -145,7 +145,9 @@ class PhysImage:
 
     def mm(self, cr3, levels=4):
         """An mm over this image's tables, rooted at ``cr3`` (PCID and flag
-        bits masked off)."""
+        bits masked off), or at a ``Root`` of ``find_roots`` (its levels)."""
+        if hasattr(cr3, "pgd") and hasattr(cr3, "levels"):
+            cr3, levels = cr3.pgd, cr3.levels
         if not isinstance(cr3, int) or isinstance(cr3, bool):
             raise TypeError(f"cr3 must be an int, not {type(cr3).__name__}")
         if not 0 <= cr3 <= U64_MASK:
@@ -236,6 +238,12 @@ class PhysImage:
         """(cr3, levels) of the kernel's own tables (swapper_pg_dir) as the
         dump's VMCOREINFO names them, or None without it."""
         return vmci.kernel_root(self.vmcoreinfo, getattr(self.store, "phys_base", None))
+
+    def find_roots(self, progress=None):
+        """Every page-table root in the image, found by scanning its frames
+        (no CR3 needed): a list of ``roots.Root``, kernel first."""
+        from .roots import find_roots
+        return find_roots(self, progress)
 
     def __repr__(self):
         return f"<PhysImage {self.kind} {self.path} frames={self.frames.size // 512}>"

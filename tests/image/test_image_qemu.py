@@ -370,3 +370,18 @@ def test_ptdump_follows_the_kernels_rules(g):
     assert lines_under(items, "Vmemmap")[0][1] == vm
     assert re.search(r"^0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+[KMG] +ro +PSE +GLB x  pmd$", text, re.M), \
         "no read-only executable 2M kernel text line"
+
+
+def test_find_roots_finds_the_recorded_cr3_and_the_kernel_root(g):
+    """Without the CR3: the helper's PGD pair (the page below the recorded
+    user CR3, and that CR3) is a process root in the right paging mode, and
+    exactly one kernel root is found, whose tables map the same kernel half."""
+    roots = g.image.find_roots()
+    by = {r.pgd: r for r in roots}
+    assert g.kernel_pgd in by, [r.summary() for r in roots][:20]
+    mine = by[g.kernel_pgd]
+    assert (mine.kind, mine.levels, mine.user_pgd) == ("process", g.levels, g.user_pgd)
+    kernels = [r for r in roots if r.kind == "kernel"]
+    assert len(kernels) == 1 and kernels[0].levels == g.levels
+    kvas = np.array([0xFFFFFFFF81000000], dtype=np.uint64)
+    assert (g.image.mm(kernels[0]).translate(kvas) == g.mm("kernel").translate(kvas)).all()

@@ -133,6 +133,7 @@ def test_type_stub_matches_the_compiled_module(tmp_path):
     env = dict(__import__("os").environ, PYTHONPATH=str(root.parent))
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pgwalk.walker._core", "pgwalk.walker._builtin",
                         "pgwalk.image._image", "pgwalk.process._mmops", "pgwalk.walker._ptrange",
+                        "pgwalk.image._roots",
                         "--allowlist", str(allow)], capture_output=True, text=True,
                        cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout + r.stderr + str(root)

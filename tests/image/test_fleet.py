@@ -1,0 +1,63 @@
+"""pgwalk.image.scan: a fleet of dumps on a local Dask cluster into one
+Parquet dataset (skipped without the fleet extra: dask[distributed], pyarrow)."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("distributed", reason="the fleet scan needs dask[distributed] (pip install 'pgwalk[fleet]')")
+pq = pytest.importorskip("pyarrow.parquet", reason="the fleet scan needs pyarrow (pip install 'pgwalk[fleet]')")
+
+import pgwalk  # noqa: E402
+from helpers.image_gen import make_linux_image  # noqa: E402
+from pgwalk.image import scan  # noqa: E402
+from pgwalk.image.fleet import summarize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dumps(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fleet")
+    out = []
+    for i, (lv, pti) in enumerate([(4, True), (5, True), (4, False)]):
+        w, _ = make_linux_image(lv, pti=pti, nproc=2 + i, seed=i, nframes=8192)
+        p = d / f"dump{i}.raw"
+        w.tofile(p)
+        out.append(p)
+    bad = d / "short.raw"
+    bad.write_bytes(b"x" * 100)                  # not even one frame: an error row
+    return out + [bad]
+
+
+def rows_of(table):
+    return sorted(table.to_pylist(), key=lambda r: (r["dump"], r["pgd"] or 0))
+
+
+def test_scan_on_a_local_cluster_matches_per_dump_results(dumps, tmp_path):
+    seen = []
+    t = scan(dumps, tmp_path / "ds", workers=1, progress=lambda d, n: seen.append((d, n)))
+    assert seen[-1] == (len(dumps), len(dumps))
+    back = pq.read_table(tmp_path / "ds")
+    assert rows_of(back) == rows_of(t)
+    want = sorted((r for p in dumps for r in summarize(str(p.resolve()))), key=lambda r: (r["dump"], r["pgd"] or 0))
+    assert rows_of(back) == want
+    # and the rows are find_roots' roots with their mappings' sizes
+    for p in dumps[:3]:
+        img = pgwalk.PhysImage.open(p)
+        roots = img.find_roots()
+        mine = [r for r in rows_of(back) if r["dump"] == str(p.resolve())]
+        assert [(r["pgd"], r["kind"], r["user_pgd"]) for r in mine] == \
+            sorted(((r.pgd, r.kind, r.user_pgd) for r in roots))
+        for r, root in zip(mine, sorted(roots, key=lambda r: r.pgd)):
+            maps = img.mm(root).mappings()
+            assert r["leaves"] == maps.size and r["mapped_bytes"] == int(maps["size"].sum())
+    err = [r for r in rows_of(back) if r["dump"].endswith("short.raw")]
+    assert len(err) == 1 and err[0]["error"] and err[0]["pgd"] is None
+
+
+def test_cli_scan(dumps, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", "--scan", *map(str, dumps[:2]),
+                        "--out", str(tmp_path / "cli"), "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(tmp_path / "cli")
+    assert set(t.column("kind").to_pylist()) == {"kernel", "process", "stale", "boot"}
