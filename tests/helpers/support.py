@@ -250,20 +250,21 @@ def scripted_ops(spec, trace, vma_index, levels_of):
     return pgwalk.MMWalkOps(walk_lock=LOCKS[spec.get("walk_lock", "PGWALK_RDLOCK")], **kw)
 
 
-def call_walk(impl, api, mm, start, end, ops, vma=None, pgd=None):
+def call_walk(impl, api, mm, start, end, ops, vma=None, pgd=None, kernel=None):
     """One walk through entry point ``api`` of ``impl`` (pgwalk or
     pgwalk.reference): its return value, or (exception name, message) for
     the TypeError/ValueError a bad argument gives."""
+    k = {"kernel": kernel}
     try:
         if api == "walk_page_range":
-            return impl.walk_page_range(mm, start, end, ops)
+            return impl.walk_page_range(mm, start, end, ops, **k)
         if api == "walk_page_range_mm":
-            return impl.walk_page_range_mm(mm, start, end, ops)
+            return impl.walk_page_range_mm(mm, start, end, ops, **k)
         if api == "walk_page_range_novma":
-            return impl.walk_page_range_novma(mm, start, end, ops, pgd=pgd)
+            return impl.walk_page_range_novma(mm, start, end, ops, pgd=pgd, **k)
         if api == "walk_page_vma":
-            return impl.walk_page_vma(vma, ops)
-        return impl.walk_page_range_vma(vma, start, end, ops)
+            return impl.walk_page_vma(vma, ops, **k)
+        return impl.walk_page_range_vma(vma, start, end, ops, **k)
     except (TypeError, ValueError) as exc:
         return (type(exc).__name__, str(exc))
 
@@ -388,12 +389,14 @@ def run_walk(mm, vmas, recipe, impl, alt=None):
         mm.fail_table_alloc(at=recipe["fail_at"])
     before = mm.stats
     api, s, e = recipe["api"], recipe["start"], recipe["end"]
+    kernel = recipe.get("kernel")
     with locked_for(mm, api, ops, vmas):
         if api in ("walk_page_vma", "walk_page_range_vma") and recipe["vma"] is None:
-            out = call_walk(impl, "walk_page_range", mm, s, e, ops) if s < e else -22
+            out = call_walk(impl, "walk_page_range", mm, s, e, ops, kernel=kernel) if s < e else -22
         else:
             out = call_walk(impl, api, mm, s, e, ops, pgd=alt.pgd if alt else None,
-                            vma=None if recipe["vma"] is None else vmas[recipe["vma"]])
+                            vma=None if recipe["vma"] is None else vmas[recipe["vma"]],
+                            kernel=kernel)
     mm.validate()
     after = mm.stats
     if alt is not None:
@@ -445,8 +448,9 @@ def locked_for(mm, api, ops, vmas):
         yield
 
 
-def replay(scn, impl):
-    """Run one golden scenario through ``impl``; returns what to compare."""
+def replay(scn, impl, kernel=None):
+    """Run one golden scenario through ``impl`` (``kernel``: which loops);
+    returns what to compare."""
     levels = scn["paging_levels"]
     mm = pgwalk.init_mm(levels) if scn["mm"] == "init_mm" else pgwalk.MM(levels)
     build_tables(mm, scn["entries"])
@@ -472,18 +476,19 @@ def replay(scn, impl):
     before = mm.stats
     api = call["api"]
     target = None if scn["mm"] == "null" else mm
+    k = {} if kernel is None else {"kernel": kernel}
     with locked_for(mm, api, ops, vmas if scn["mm"] != "null" else ()):
         if api == "walk_page_range":
-            ret = impl.walk_page_range(target, call["start"], call["end"], ops)
+            ret = impl.walk_page_range(target, call["start"], call["end"], ops, **k)
         elif api == "walk_page_range_mm":
-            ret = impl.walk_page_range_mm(target, call["start"], call["end"], ops)
+            ret = impl.walk_page_range_mm(target, call["start"], call["end"], ops, **k)
         elif api == "walk_page_vma":
-            ret = impl.walk_page_vma(vmas[call["vma"]], ops)
+            ret = impl.walk_page_vma(vmas[call["vma"]], ops, **k)
         elif api == "walk_page_range_vma":
-            ret = impl.walk_page_range_vma(vmas[call["vma"]], call["start"], call["end"], ops)
+            ret = impl.walk_page_range_vma(vmas[call["vma"]], call["start"], call["end"], ops, **k)
         elif api == "walk_page_range_novma":
             ret = impl.walk_page_range_novma(target, call["start"], call["end"], ops,
-                                             pgd=alt.pgd if alt is not None else None)
+                                             pgd=alt.pgd if alt is not None else None, **k)
         else:
             raise ValueError(api)
     mm.validate()
@@ -495,8 +500,8 @@ def replay(scn, impl):
     return result
 
 
-def expected(scn):
-    r = scn["result"]
+def expected(scn, key="result"):
+    r = scn[key]
     c = r["counters"]
     out = {"ret": r["ret"], "trace": r["trace"],
            "final_entries": expand(scn["paging_levels"], r["final_entries"]),
