@@ -14,6 +14,10 @@ from .walker import (
     PageTable, PtRangeRecord, Scratch, WalkStats, WalkStruct, batch, pt_range_walk,
     vma_start_write,
     walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
+    # today's kernel beside 6.13 (docs/pagewalk-releases.md)
+    KERNELS, check_ops_safe, get_default_kernel, set_default_kernel,
+    lock_vma_under_rcu, vma_assert_locked, vma_end_read, vma_read_locked,
+    walk_kernel_page_table_range, walk_kernel_page_table_range_lockless,
 )
 from .constants import *  # noqa: F401,F403  (geometry, enums, VM_/PROT_/MAP_/MADV_)
 from .entries import (

@@ -60,6 +60,7 @@ ACTION_AGAIN = 2
 PGWALK_RDLOCK = 0
 PGWALK_WRLOCK = 1
 PGWALK_WRLOCK_VERIFY = 2
+PGWALK_VMA_RDLOCK_VERIFY = 3      # today's kernel: the VMA is read-locked (no mmap lock)
 
 # The batched, caller-driven walker (pt_range_walk, RFC v3): which entry types
 # come back (pt_type_flags_t bits), what a step returns and at which level.

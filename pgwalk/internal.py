@@ -1,9 +1,14 @@
 """mm-internal entry points (the kernel's mm/internal.h), kept importable as
-``pgwalk.internal``; ``walk_page_range_mm`` lives in ``pgwalk.walker.internal``.
+``pgwalk.internal``; they live in ``pgwalk.walker.internal``.
 
-``walk_page_range_mm`` is the only entry point that accepts ``install_pte``;
-the guard-region code and other mm internals use it."""
+They accept unsafe ops (``install_pte``): ``walk_page_range_mm_unsafe``
+(6.13's ``walk_page_range_mm``, kept) and ``walk_page_range_vma_unsafe``;
+``walk_page_range_debug`` is the debug-only no-VMA walk (ptdump)."""
 
-from .walker.internal import walk_page_range_mm
+from .walker.internal import (
+    walk_page_range_debug, walk_page_range_mm, walk_page_range_mm_unsafe,
+    walk_page_range_vma_unsafe,
+)
 
-__all__ = ["walk_page_range_mm"]
+__all__ = ["walk_page_range_debug", "walk_page_range_mm", "walk_page_range_mm_unsafe",
+           "walk_page_range_vma_unsafe"]

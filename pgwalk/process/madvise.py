@@ -5,10 +5,10 @@ ENOMEM), and one handler per advice.  Page-table work is done by walks
 
 from .. import constants as C
 from ..constants import EACCES, EINVAL, ENOMEM, page_align, PAGE_SIZE
-from ..walker import walk_page_range
+from ..walker import KERNELS, get_default_kernel, walk_page_range
 from . import faults
 from .collapse import collapse
-from .guard import guard_install, guard_remove
+from .guard import guard_install, guard_remove, madvise_guard_vma_locked
 from .objects import oserror, vma_is_anonymous
 from .shmem import punch_hole, unmap_object_range
 
@@ -32,7 +32,10 @@ PAGE_ADVICE = {C.MADV_DONTNEED, C.MADV_DONTNEED_LOCKED, C.MADV_FREE, C.MADV_REMO
 POPULATE = {C.MADV_POPULATE_READ: "read", C.MADV_POPULATE_WRITE: "write"}
 
 
-def madvise(mm, start, length, advice):
+def madvise(mm, start, length, advice, kernel=None):
+    """madvise(2).  ``kernel="today"`` (or that default): guard advice runs
+    under the VMA read lock where today's kernel allows it, else under the
+    mmap read lock; 6.13 takes the mmap write lock (as for all advice here)."""
     if advice not in FLAG_ADVICE and advice not in PAGE_ADVICE and advice not in POPULATE:
         raise oserror(EINVAL)
     if start & (PAGE_SIZE - 1):
@@ -45,7 +48,19 @@ def madvise(mm, start, length, advice):
         raise oserror(EINVAL)
     if end == start:
         return 0
-    with mm.mmap_write_lock():
+    k = get_default_kernel() if kernel is None else kernel
+    if k not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS} or None, not {k!r}")
+    today = k == "today"
+    guard = advice in (C.MADV_GUARD_INSTALL, C.MADV_GUARD_REMOVE)
+    if today and guard:
+        err = madvise_guard_vma_locked(mm, start, end, advice == C.MADV_GUARD_INSTALL)
+        if err:
+            raise oserror(err)
+        if err == 0:
+            return 0
+    lock = mm.mmap_read_lock() if today and guard else mm.mmap_write_lock()
+    with lock:
         if advice in POPULATE:
             err = faults.populate(mm, start, end, POPULATE[advice], ignore_errors=False)
             if err:
@@ -63,7 +78,7 @@ def madvise(mm, start, length, advice):
                 if a >= end:
                     break
             b = min(end, vma.vm_end)
-            err = _visit(mm, vma, a, b, advice)
+            err = _visit(mm, vma, a, b, advice, kernel)
             if err:
                 raise oserror(err)
             a = b
@@ -74,7 +89,7 @@ def madvise(mm, start, length, advice):
     return 0
 
 
-def _visit(mm, vma, s, e, advice):
+def _visit(mm, vma, s, e, advice, kernel=None):
     fl = vma.vm_flags
     if advice in FLAG_ADVICE:
         set_, clear = FLAG_ADVICE[advice]
@@ -126,9 +141,9 @@ def _visit(mm, vma, s, e, advice):
             unmap_object_range(mm, vma.vm_file, first, first + n)
         return 0
     if advice == C.MADV_GUARD_INSTALL:
-        return guard_install(mm, vma, s, e)
+        return guard_install(mm, vma, s, e, kernel=kernel)
     if advice == C.MADV_GUARD_REMOVE:
-        return guard_remove(mm, vma, s, e)
+        return guard_remove(mm, vma, s, e, kernel=kernel)
     if advice == C.MADV_COLLAPSE:
         return collapse(mm, vma, s, e)
     return EINVAL

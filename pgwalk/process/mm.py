@@ -75,10 +75,11 @@ class MM(ProcessCore):
         """munlock(2)."""
         return _mprotect.munlock(self, addr, length)
 
-    def madvise(self, addr, length, advice):
-        """madvise(2), including MADV_GUARD_INSTALL / MADV_GUARD_REMOVE."""
+    def madvise(self, addr, length, advice, kernel=None):
+        """madvise(2), including MADV_GUARD_INSTALL / MADV_GUARD_REMOVE
+        (``kernel="today"``: under the VMA read lock where allowed)."""
         self.check_alive()
-        return _madvise.madvise(self, addr, length, advice)
+        return _madvise.madvise(self, addr, length, advice, kernel)
 
     def mremap(self, addr, old_len, new_len, flags=0, new_addr=None):
         """mremap(2); returns the (new) address."""

@@ -72,3 +72,40 @@ def check_pgd(mm, pgd):
         raise ValueError("pgd must be the top-level table of an mm")
     if mm is not None and pgd.tables.levels != mm.levels:
         raise ValueError(f"pgd has {pgd.tables.levels}-level paging but mm has {mm.levels}")
+
+
+# --- which kernel's walk loops (docs/pagewalk-releases.md) ------------------
+
+KERNELS = ("6.13", "today")
+_NEWER_BITS = {"6.13": 0, "today": 3}      # NEWER_RESET_TOP | NEWER_PUD_RECHECK
+_default_kernel = ["6.13"]
+
+
+def set_default_kernel(kernel):
+    """Make ``kernel`` ("6.13" or "today") the loops every walk runs unless it
+    passes ``kernel=``; returns the previous default."""
+    check_kernel(kernel)
+    old = _default_kernel[0]
+    _default_kernel[0] = kernel
+    return old
+
+
+def get_default_kernel():
+    """The loops a walk runs when it passes no ``kernel=`` ("6.13" unless changed)."""
+    return _default_kernel[0]
+
+
+def check_kernel(kernel):
+    """The NEWER_* bits of ``kernel`` (None: the default)."""
+    if kernel is None:
+        kernel = _default_kernel[0]
+    if not isinstance(kernel, str) or kernel not in _NEWER_BITS:
+        raise ValueError(f"kernel must be one of {KERNELS} or None, not {kernel!r}")
+    return _NEWER_BITS[kernel]
+
+
+def check_ops_safe(ops):
+    """Today's ``check_ops_safe``: ops that install PTEs are unsafe; only the
+    mm-internal ``*_unsafe`` entry points accept them."""
+    check_ops(ops)
+    return ops.install_pte is None

@@ -213,14 +213,16 @@ class MMWalk:
 # ---------------------------------------------------------------------------
 
 def _walk_range(
-    mm: PageTables, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None
+    mm: PageTables, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None,
+    newer: int = 0,
 ) -> int: ...
 def _walk_vma(
-    vma: VMA, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None
+    vma: VMA, start: int, end: int, ops: MMWalkOps, private: Any, stats: WalkStats | None = None,
+    newer: int = 0,
 ) -> int: ...
 def _walk_novma(
     mm: PageTables, start: int, end: int, ops: MMWalkOps, pgd: PageTable | None, private: Any,
-    stats: WalkStats | None = None,
+    stats: WalkStats | None = None, newer: int = 0,
 ) -> int: ...
 def _walk_inline_mincore(
     mm: PageTables, start: int, end: int, ops: MMWalkOps, out: NDArray[np.uint8]

@@ -132,7 +132,7 @@ cdef size_t _private_pointer(object private) except? 0:
     return <size_t><void *>private
 
 
-cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object pgd):
+cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object pgd, int newer=0):
     cdef MMWalk walk = MMWalk.__new__(MMWalk)
     cdef PageTables pt = <PageTables>mm
     cdef PageTables tree = pt if pgd is None else (<PageTable>pgd).tables
@@ -162,6 +162,7 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk.c.task_size = ((<uint64_t>1) << (47 if pt.levels == 4 else 56)) - 4096
     walk.c.is_init_mm = pt.is_init_mm
     walk.c.budget = CHECK_EVERY
+    walk.c.newer = newer
     walk.c.main_thread = threading.current_thread() is threading.main_thread()
     walk._refs = []
     for i in range(6):
@@ -277,9 +278,10 @@ cdef int _walk_vma_range(MMWalk walk, object vma, uint64_t start, uint64_t end):
     return err
 
 
-def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, private, stats=None):
+def _walk_range(PageTables mm not None, uint64_t start, uint64_t end, ops, private, stats=None,
+                int newer=0):
     """walk_page_range_mm() after its argument checks: the VMA loop."""
-    cdef MMWalk walk = _new_walk(mm, ops, private, False, None)
+    cdef MMWalk walk = _new_walk(mm, ops, private, False, None, newer)
     cdef dict before = mm.stats if stats is not None else None
     mm.active_walks += 1
     try:
@@ -322,11 +324,11 @@ cdef object _walk_range_vmas(MMWalk walk, PageTables mm, uint64_t start, uint64_
     return _finish(walk, err, stats, before)
 
 
-def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None):
+def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None, int newer=0):
     """walk_page_range_vma()/walk_page_vma() after their checks."""
     if not isinstance(vma.vm_mm, PageTables):
         raise TypeError("vma.vm_mm must be a pgwalk.MM")
-    cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None)
+    cdef MMWalk walk = _new_walk(vma.vm_mm, ops, private, False, None, newer)
     cdef dict before = vma.vm_mm.stats if stats is not None else None
     cdef PageTables tree = <PageTables>walk.c.pt
     _enter_vma(walk, vma)
@@ -338,9 +340,10 @@ def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None):
 
 
 def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private,
-                stats=None):
-    """walk_page_range_novma() after its checks."""
-    cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd)
+                stats=None, int newer=0):
+    """walk_page_range_novma() (today: walk_page_range_debug and
+    walk_kernel_page_table_range*) after its checks."""
+    cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd, newer)
     cdef dict before = (<PageTables>walk.c.pt).stats if stats is not None else None
     cdef PageTables tree = <PageTables>walk.c.pt
     tree.active_walks += 1

@@ -14,6 +14,18 @@
 # walks the current one once more: the kernel's ``goto again``.  What the
 # loops call (splits, batches, holes, install_pte) is in _walk_support.pxi.
 
+# Today's kernel (NEWER_* bits of WalkCtx.newer; 0 is 6.13, the default):
+#   NEWER_RESET_TOP   walk_pmd_range/walk_pud_range reset walk->action at the
+#                     top of every iteration (6.13: just before pmd/pud_entry)
+#   NEWER_PUD_RECHECK walk_pmd_range retries (ACTION_AGAIN) unless the PUD
+#                     links a table; walk_pud_range honours that AGAIN and no
+#                     longer re-tests pud_none after the split
+# The PTE loop is the same in both.  See docs/pagewalk-releases.md.
+cdef enum:
+    NEWER_RESET_TOP = 1
+    NEWER_PUD_RECHECK = 2
+
+
 # Which PTE loop a walk runs, fixed at compile time: the level functions
 # are compiled once per kind.  The generic copy is every walk's; the other
 # is the benchmark's inlined mincore (_mincore_inline.pxi), whose code never
@@ -118,6 +130,22 @@ cdef int walk_pmd_range(WalkCtx *c, PteLoop *ptes, uint64_t *pud, uint64_t addr,
     cdef int err = 0
     cdef BatchRun run
     run.start = run.end = NULL
+    if c.newer & NEWER_PUD_RECHECK and (not pud_present(pud[0]) or pmd_leaf(pud[0])):
+        # today: anything but a table link is retried by walk_pud_range;
+        # pgwalk moves on after the third refusal of an unchanged slot
+        # (the kernel would retry for ever; docs/decisions.md, 24)
+        if pud == c.refused_pud and pud[0] == c.refused_pud_val:
+            c.pud_refusals += 1
+        else:
+            c.refused_pud = pud
+            c.refused_pud_val = pud[0]
+            c.pud_refusals = 1
+        if c.pud_refusals >= 3:
+            c.refused_pud = NULL
+            return 0
+        c.w.action = ACT_AGAIN
+        return 0
+    c.refused_pud = NULL
     if pmd == NULL:
         return 0
     c.tables[L_PMD] += 1
@@ -131,6 +159,8 @@ cdef int walk_pmd_range(WalkCtx *c, PteLoop *ptes, uint64_t *pud, uint64_t addr,
         err = tick(c, 1)
         if err:
             break
+        if c.newer & NEWER_RESET_TOP:
+            c.w.action = ACT_SUBTREE
         next = addr_end(addr, end, PMD_SIZE_)
         if pte_none(pmd[0]):
             if has_install:
@@ -199,6 +229,8 @@ cdef int walk_pud_range(WalkCtx *c, PteLoop *ptes, uint64_t *p4d, uint64_t addr,
         err = tick(c, 1)
         if err:
             break
+        if c.newer & NEWER_RESET_TOP:
+            c.w.action = ACT_SUBTREE
         next = addr_end(addr, end, PUD_SIZE_)
         if pte_none(pud[0]):
             if has_install:
@@ -230,6 +262,14 @@ cdef int walk_pud_range(WalkCtx *c, PteLoop *ptes, uint64_t *p4d, uint64_t addr,
         if c.w.has_vma:
             split_huge_pud(c, pud)
         elif pmd_leaf(pud[0]) or not pud_present(pud[0]):
+            continue
+        if c.newer & NEWER_PUD_RECHECK:
+            # today: walk_pmd_range checks the PUD itself and asks for AGAIN
+            err = walk_pmd_range(c, ptes, pud, addr, next)
+            if err:
+                break
+            if c.w.action == ACT_AGAIN:
+                again = True
             continue
         if pte_none(pud[0]):
             again = True                                  # the split cleared it

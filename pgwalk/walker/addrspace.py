@@ -12,12 +12,12 @@ from .. import entries as E
 from ..constants import (
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER,
     FIRST_DATA_PFN, P4D, PAGE_SIZE, PGD, PGWALK_RDLOCK, PGWALK_WRLOCK,
-    PGWALK_WRLOCK_VERIFY, PMD, PMD_SIZE, PTE, PUD, PUD_SIZE, U64_MASK,
+    PGWALK_VMA_RDLOCK_VERIFY, PGWALK_WRLOCK_VERIFY, PMD, PMD_SIZE, PTE, PUD, PUD_SIZE, U64_MASK,
     task_size,
 )
 from ._core import LockAssertionError, PageTable, PageTables
 from .api import walk_page_range
-from .locks import MMapLock, vma_start_write, vma_write_locked
+from .locks import MMapLock, vma_assert_locked, vma_start_write, vma_write_locked
 from .ptrange import default_folio
 from .vma import VMA, VMATree
 
@@ -59,6 +59,8 @@ class AddressSpace(PageTables):
         return self._lock.write()
 
     def _process_mm_walk_lock(self, walk_lock):
+        if walk_lock == PGWALK_VMA_RDLOCK_VERIFY:
+            return                          # the VMA lock is checked per VMA
         if walk_lock == PGWALK_RDLOCK:
             if not self._lock.held():
                 raise LockAssertionError("this walk (PGWALK_RDLOCK) needs the mmap lock: "
@@ -74,6 +76,8 @@ class AddressSpace(PageTables):
         elif walk_lock == PGWALK_WRLOCK_VERIFY and not vma_write_locked(vma):
             raise LockAssertionError(f"PGWALK_WRLOCK_VERIFY needs {vma!r} write-locked: "
                                      "call pgwalk.vma_start_write(vma) under mm.mmap_write_lock()")
+        elif walk_lock == PGWALK_VMA_RDLOCK_VERIFY:
+            vma_assert_locked(vma)
 
     def _assert_novma_lock(self):
         if self.is_init_mm:

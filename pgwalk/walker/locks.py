@@ -1,9 +1,12 @@
-"""A model of the mmap lock and per-VMA write locks (CONFIG_PER_VMA_LOCK).
+"""A model of the mmap lock and per-VMA locks (CONFIG_PER_VMA_LOCK).
 
 Enough of the kernel's rules for the walker's assertions: the mmap lock is a
 reader/writer lock; under the write lock ``vma_start_write(vma)`` marks a
 VMA write-locked until the mmap write lock is released (the kernel compares
 the VMA's lock sequence with the mm's, which the write unlock bumps).
+A VMA read lock (``lock_vma_under_rcu``/``vma_end_read``) is taken without
+the mmap lock and fails on a write-locked VMA; ``vma_start_write`` waits for
+a VMA's readers to leave.
 """
 
 import threading
@@ -13,8 +16,11 @@ from contextlib import contextmanager
 from ._core import LockAssertionError
 
 __all__ = [
-    "MMapLock", "vma_start_write", "vma_write_locked",
+    "MMapLock", "lock_vma_under_rcu", "vma_assert_locked", "vma_end_read",
+    "vma_read_locked", "vma_start_write", "vma_write_locked",
 ]
+
+_vma_cond = threading.Condition()      # guards every VMA's reader count
 
 
 class MMapLock:
@@ -114,10 +120,76 @@ def vma_start_write(vma):
     if not mm._lock.write_held():
         raise LockAssertionError("vma_start_write needs the mmap write lock: "
                                  "use `with mm.mmap_write_lock():`")
-    vma._lock_seq = mm._lock.seq
+    me = threading.get_ident()
+    with _vma_cond:
+        if me in vma._readers:
+            raise RuntimeError("vma_start_write on a VMA this thread has read-locked "
+                               "(would deadlock): call vma_end_read(vma) first")
+        while vma._readers:                 # readers leave before the writer enters
+            _vma_cond.wait()
+        vma._lock_seq = mm._lock.seq
 
 
 def vma_write_locked(vma):
     mm = vma.vm_mm
     return (mm is not None and mm._lock.write_held()
             and vma._lock_seq == mm._lock.seq)
+
+
+def _write_locked_now(vma):
+    """Write-locked by whoever holds its mm's mmap write lock."""
+    mm = vma.vm_mm
+    return (mm is not None and mm._lock._writer is not None
+            and vma._lock_seq == mm._lock.seq)
+
+
+def lock_vma_under_rcu(mm, addr):
+    """Read-lock the VMA that contains ``addr`` without the mmap lock: the
+    VMA, or None when there is none or it is write-locked (the caller then
+    falls back to the mmap lock).  Release with ``vma_end_read``."""
+    vma = mm.find_vma(addr)
+    if vma is None or addr < vma.vm_start:
+        return None
+    me = threading.get_ident()
+    with _vma_cond:
+        if _write_locked_now(vma):
+            return None
+        vma._readers[me] = vma._readers.get(me, 0) + 1
+    return vma
+
+
+def vma_end_read(vma):
+    """Drop a VMA read lock taken by this thread."""
+    me = threading.get_ident()
+    with _vma_cond:
+        n = vma._readers.get(me, 0)
+        if not n:
+            raise RuntimeError(f"vma_end_read: this thread holds no read lock on {vma!r}")
+        if n == 1:
+            del vma._readers[me]
+        else:
+            vma._readers[me] = n - 1
+        _vma_cond.notify_all()
+
+
+@contextmanager
+def vma_read_locked(mm, addr):
+    """``with vma_read_locked(mm, addr) as vma:`` -- the read-locked VMA (or
+    None, nothing locked) for the block."""
+    vma = lock_vma_under_rcu(mm, addr)
+    try:
+        yield vma
+    finally:
+        if vma is not None:
+            vma_end_read(vma)
+
+
+def vma_assert_locked(vma):
+    """``vma_assert_locked``: some thread read-locks ``vma``, or it is write-locked."""
+    with _vma_cond:
+        if vma._readers or _write_locked_now(vma):
+            return
+    raise LockAssertionError(
+        f"PGWALK_VMA_RDLOCK_VERIFY needs {vma!r} read-locked (or write-locked): "
+        "take it with `vma = pgwalk.lock_vma_under_rcu(mm, addr)` ... "
+        "`pgwalk.vma_end_read(vma)`, or `with pgwalk.vma_read_locked(mm, addr) as vma:`")

@@ -5,7 +5,7 @@ kernel, and the walker does not descend to a level no callback needs.
 """
 
 from ._core import check_slot
-from ..constants import PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY
+from ..constants import PGWALK_RDLOCK, PGWALK_VMA_RDLOCK_VERIFY, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY
 
 __all__ = [
     "CALLBACKS", "MMWalkOps", "WALK_LOCKS",
@@ -14,7 +14,7 @@ __all__ = [
 CALLBACKS = ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
              "pte_hole", "hugetlb_entry", "test_walk", "pre_vma", "post_vma",
              "install_pte")
-WALK_LOCKS = (PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY)
+WALK_LOCKS = (PGWALK_RDLOCK, PGWALK_WRLOCK, PGWALK_WRLOCK_VERIFY, PGWALK_VMA_RDLOCK_VERIFY)
 
 
 class MMWalkOps:
@@ -28,7 +28,7 @@ class MMWalkOps:
     * ``install_pte(addr, next, ptep, walk) -> int`` (``ptep.set(value)``)
 
     ``walk_lock`` is one of ``PGWALK_RDLOCK``, ``PGWALK_WRLOCK``,
-    ``PGWALK_WRLOCK_VERIFY``.
+    ``PGWALK_WRLOCK_VERIFY`` or (today's kernel) ``PGWALK_VMA_RDLOCK_VERIFY``.
     """
 
     __slots__ = CALLBACKS + ("walk_lock",)
@@ -45,8 +45,8 @@ class MMWalkOps:
     def __setattr__(self, name, value):
         if name == "walk_lock":
             if isinstance(value, bool) or value not in WALK_LOCKS:
-                raise ValueError(f"walk_lock must be PGWALK_RDLOCK, PGWALK_WRLOCK or "
-                                 f"PGWALK_WRLOCK_VERIFY, not {value!r}")
+                raise ValueError(f"walk_lock must be PGWALK_RDLOCK, PGWALK_WRLOCK, "
+                                 f"PGWALK_WRLOCK_VERIFY or PGWALK_VMA_RDLOCK_VERIFY, not {value!r}")
         elif name in CALLBACKS:
             check_slot(name, value)
         object.__setattr__(self, name, value)

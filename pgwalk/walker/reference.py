@@ -1,4 +1,5 @@
-"""The reference walker: ``mm/pagewalk.c`` (6.13) in plain Python.
+"""The reference walker: ``mm/pagewalk.c`` (6.13) in plain Python, with
+today's loop changes behind ``kernel="today"`` (``Walk.newer``).
 
 The executable specification of pgwalk.  It walks the same ``MM`` objects as
 the compiled walker, through the Python primitives of the table pool, and is
@@ -13,7 +14,7 @@ table, the table's pool index and the slot's index in it.
 from types import SimpleNamespace
 
 from .. import entries as E
-from ._args import check_mm, check_ops, check_pgd, check_range, check_vma
+from ._args import check_kernel, check_mm, check_ops, check_ops_safe, check_pgd, check_range, check_vma
 from .ops import CALLBACKS
 from ..constants import (
     ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL,
@@ -28,7 +29,12 @@ __all__ = [
     "walk_p4d_range", "walk_page_range", "walk_page_range_mm", "walk_page_range_novma",
     "walk_page_range_vma", "walk_page_test", "walk_page_vma", "walk_pgd_range",
     "walk_pmd_range", "walk_pte_range", "walk_pte_range_inner", "walk_pud_range",
+    "walk_kernel_page_table_range", "walk_kernel_page_table_range_lockless",
+    "walk_page_range_debug", "walk_page_range_mm_unsafe", "walk_page_range_vma_unsafe",
 ]
+
+NEWER_RESET_TOP = 1         # today: walk->action reset at the top of each PMD/PUD iteration
+NEWER_PUD_RECHECK = 2       # today: walk_pmd_range re-checks the PUD; walk_pud_range honours AGAIN
 
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
 LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
@@ -109,8 +115,9 @@ class ScratchPTE:
 class Walk:
     """``struct mm_walk`` as the callbacks see it."""
 
-    def __init__(self, mm, ops, private, no_vma=False, pgd=None):
+    def __init__(self, mm, ops, private, no_vma=False, pgd=None, newer=0):
         self.mm, self.ops, self.private = mm, ops, private
+        self.newer = newer
         # the callbacks as they were when the walk started (the kernel's ops
         # are const; the compiled walker fills its slot table once)
         self.cbs = SimpleNamespace(**{n: getattr(ops, n) for n in CALLBACKS})
@@ -119,6 +126,7 @@ class Walk:
         # internal state of the walk
         self.tables = mm if pgd is None else pgd.tables
         self.refused = (None, 0)          # ((pmd slot, value), refusals in a row)
+        self.refused_pud = (None, 0)      # the same for today's PUD re-check
         self.levels = mm.levels
         self.task_size = task_size(mm.levels)
 
@@ -306,6 +314,18 @@ def walk_pmd_range(walk, pud, addr, end):
     ops = walk.cbs
     has_handler = ops.pte_entry is not None
     has_install = ops.install_pte is not None
+    if walk.newer & NEWER_PUD_RECHECK:
+        v = _get(walk, pud)
+        if not E.pud_present(v) or E.pud_leaf(v):
+            # today: retried by walk_pud_range; pgwalk gives up on the third
+            # refusal in a row of an unchanged slot (decision 24)
+            key = (pud, v)
+            count = walk.refused_pud[1] + 1 if walk.refused_pud[0] == key else 1
+            walk.refused_pud = (None, 0) if count >= 3 else (key, count)
+            if count < 3:
+                walk._action = ACTION_AGAIN
+            return 0
+        walk.refused_pud = (None, 0)
     tid = _child(walk, pud)
     if tid is None:
         return 0
@@ -318,6 +338,8 @@ def walk_pmd_range(walk, pud, addr, end):
             again = False
         else:
             idx, addr = idx + 1, next
+        if walk.newer & NEWER_RESET_TOP:
+            walk._action = ACTION_SUBTREE
         pmd = (tid, idx)
         next = addr_end(addr, end, 1 << 21)
         if E.pmd_none(_get(walk, pmd)):
@@ -375,6 +397,8 @@ def walk_pud_range(walk, p4d, addr, end):
             again = False
         else:
             idx, addr = idx + 1, next
+        if walk.newer & NEWER_RESET_TOP:
+            walk._action = ACTION_SUBTREE
         pud = (tid, idx)
         next = addr_end(addr, end, 1 << 30)
         if E.pud_none(_get(walk, pud)):
@@ -408,6 +432,13 @@ def walk_pud_range(walk, p4d, addr, end):
             v = _get(walk, pud)
             if E.pud_leaf(v) or not E.pud_present(v):
                 continue
+        if walk.newer & NEWER_PUD_RECHECK:
+            err = walk_pmd_range(walk, pud, addr, next)   # it checks the PUD itself
+            if err:
+                break
+            if walk._action == ACTION_AGAIN:
+                again = True
+            continue
         if E.pud_none(_get(walk, pud)):
             again = True                              # the split cleared it
             continue
@@ -618,15 +649,18 @@ def __walk_page_range(walk, start, end):
 _walk_vma_range = __walk_page_range
 
 
-def walk_page_range_mm(mm, start, end, ops, private=None):
+def walk_page_range_mm_unsafe(mm, start, end, ops, private=None, *, kernel=None):
     """The mm-internal entry point: ``install_pte`` allowed."""
     check_mm(mm)
     check_ops(ops)
     check_range(mm, start, end)
-    return _walk_page_range_mm(mm, start, end, ops, private)
+    return _walk_page_range_mm(mm, start, end, ops, private, check_kernel(kernel))
 
 
-def _walk_page_range_mm(mm, start, end, ops, private):
+walk_page_range_mm = walk_page_range_mm_unsafe          # 6.13's name
+
+
+def _walk_page_range_mm(mm, start, end, ops, private, newer=0):
     if start >= end:
         return -EINVAL
     if mm is None:
@@ -635,13 +669,13 @@ def _walk_page_range_mm(mm, start, end, ops, private):
     mm._process_mm_walk_lock(lock)
     mm._walk_enter()              # raw edits may not free tables under a running walk
     try:
-        return _walk_vmas(mm, start, end, ops, private, lock)
+        return _walk_vmas(mm, start, end, ops, private, lock, newer)
     finally:
         mm._walk_exit()
 
 
-def _walk_vmas(mm, start, end, ops, private, lock):
-    walk = Walk(mm, ops, private)
+def _walk_vmas(mm, start, end, ops, private, lock, newer):
+    walk = Walk(mm, ops, private, newer=newer)
     ops = walk.cbs
     vma = mm.find_vma(start)
     err = 0
@@ -674,29 +708,21 @@ def _walk_vmas(mm, start, end, ops, private, lock):
     return err
 
 
-def walk_page_range(mm, start, end, ops, private=None):
+def walk_page_range(mm, start, end, ops, private=None, *, kernel=None):
     check_mm(mm)
     check_ops(ops)
     check_range(mm, start, end)
-    if ops.install_pte is not None:
+    newer = check_kernel(kernel)
+    if not check_ops_safe(ops):
         return -EINVAL
-    return _walk_page_range_mm(mm, start, end, ops, private)
+    return _walk_page_range_mm(mm, start, end, ops, private, newer)
 
 
-def walk_page_range_vma(vma, start, end, ops, private=None):
-    check_vma(vma)
-    check_ops(ops)
+def _walk_one_vma(vma, start, end, ops, private, newer):
     mm = vma.vm_mm
-    check_range(mm, start, end)
-    if start >= end or mm is None:
-        return -EINVAL
-    if start < vma.vm_start or end > vma.vm_end:
-        return -EINVAL
-    if ops.install_pte is not None:
-        return -EINVAL
     mm._process_mm_walk_lock(ops.walk_lock)
     mm._process_vma_walk_lock(vma, ops.walk_lock)
-    walk = Walk(mm, ops, private)
+    walk = Walk(mm, ops, private, newer=newer)
     walk.vma = vma
     mm._walk_enter()
     try:
@@ -705,37 +731,108 @@ def walk_page_range_vma(vma, start, end, ops, private=None):
         mm._walk_exit()
 
 
-def walk_page_vma(vma, ops, private=None):
+def _walk_range_vma(vma, start, end, ops, private, kernel, safe_only):
     check_vma(vma)
     check_ops(ops)
     mm = vma.vm_mm
-    if mm is None or ops.install_pte is not None:
-        return -EINVAL
-    mm._process_mm_walk_lock(ops.walk_lock)
-    mm._process_vma_walk_lock(vma, ops.walk_lock)
-    walk = Walk(mm, ops, private)
-    walk.vma = vma
-    mm._walk_enter()
-    try:
-        return _walk_vma_range(walk, vma.vm_start, vma.vm_end)
-    finally:
-        mm._walk_exit()
-
-
-def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None):
-    check_mm(mm)
-    check_ops(ops)
-    check_pgd(mm, pgd)
     check_range(mm, start, end)
+    newer = check_kernel(kernel)
+    if safe_only and not check_ops_safe(ops):
+        return -EINVAL
     if start >= end or mm is None:
         return -EINVAL
-    if ops.install_pte is not None:
+    if start < vma.vm_start or end > vma.vm_end:
         return -EINVAL
-    mm._assert_novma_lock()
-    walk = Walk(mm, ops, private, no_vma=True, pgd=pgd)
+    return _walk_one_vma(vma, start, end, ops, private, newer)
+
+
+def walk_page_range_vma(vma, start, end, ops, private=None, *, kernel=None):
+    return _walk_range_vma(vma, start, end, ops, private, kernel, True)
+
+
+def walk_page_range_vma_unsafe(vma, start, end, ops, private=None, *, kernel=None):
+    """``walk_page_range_vma`` with ``install_pte`` allowed (mm-internal)."""
+    return _walk_range_vma(vma, start, end, ops, private, kernel, False)
+
+
+def walk_page_vma(vma, ops, private=None, *, kernel=None):
+    check_vma(vma)
+    check_ops(ops)
+    newer = check_kernel(kernel)
+    mm = vma.vm_mm
+    if mm is None or not check_ops_safe(ops):
+        return -EINVAL
+    return _walk_one_vma(vma, vma.vm_start, vma.vm_end, ops, private, newer)
+
+
+def _novma_walk(mm, start, end, ops, pgd, private, newer):
+    walk = Walk(mm, ops, private, no_vma=True, pgd=pgd, newer=newer)
     tree = mm if pgd is None else pgd.tables
     tree._walk_enter()
     try:
         return walk_pgd_range(walk, start, end)
     finally:
         tree._walk_exit()
+
+
+def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, kernel=None):
+    check_mm(mm)
+    check_ops(ops)
+    check_pgd(mm, pgd)
+    check_range(mm, start, end)
+    newer = check_kernel(kernel)
+    if start >= end or mm is None:
+        return -EINVAL
+    if not check_ops_safe(ops):
+        return -EINVAL
+    mm._assert_novma_lock()
+    return _novma_walk(mm, start, end, ops, pgd, private, newer)
+
+
+def walk_kernel_page_table_range(start, end, ops, pgd=None, private=None, *, mm=None, kernel=None):
+    from .api import _kernel_mm
+    from ._core import LockAssertionError
+    check_ops(ops)
+    mm = _kernel_mm(mm, pgd)
+    if not mm._lock.held():
+        raise LockAssertionError("walk_kernel_page_table_range needs the kernel mm's mmap lock: "
+                                 "use `with init_mm.mmap_read_lock():` (or the _lockless variant)")
+    return _kernel_walk(mm, start, end, ops, pgd, private, kernel)
+
+
+def walk_kernel_page_table_range_lockless(start, end, ops, pgd=None, private=None, *, mm=None,
+                                          kernel=None):
+    from .api import _kernel_mm
+    check_ops(ops)
+    return _kernel_walk(_kernel_mm(mm, pgd), start, end, ops, pgd, private, kernel)
+
+
+def _kernel_walk(mm, start, end, ops, pgd, private, kernel):
+    check_range(mm, start, end)
+    newer = check_kernel(kernel)
+    if start >= end:
+        return -EINVAL
+    if not check_ops_safe(ops):
+        return -EINVAL
+    return _novma_walk(mm, start, end, ops, pgd, private, newer)
+
+
+def walk_page_range_debug(mm, start, end, ops, pgd=None, private=None, *, init_mm=None, kernel=None):
+    from ._core import LockAssertionError
+    check_mm(mm)
+    check_mm(init_mm, "init_mm")
+    check_ops(ops)
+    check_pgd(mm, pgd)
+    check_range(mm, start, end)
+    newer = check_kernel(kernel)
+    if mm is None:
+        return -EINVAL
+    for who, m in (("mm", mm), ("init_mm", init_mm)):
+        if m is not None and not m._lock.write_held():
+            raise LockAssertionError(f"walk_page_range_debug needs the mmap write lock of {who}: "
+                                     f"use `with {who}.mmap_write_lock():`")
+    if start >= end:
+        return -EINVAL
+    if not check_ops_safe(ops):
+        return -EINVAL
+    return _novma_walk(mm, start, end, ops, pgd, private, newer)

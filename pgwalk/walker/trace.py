@@ -44,7 +44,7 @@ APIS = ("walk_page_range", "walk_page_range_mm", "walk_page_range_novma",
 CALLBACKS = ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry", "pte_hole",
              "hugetlb_entry", "test_walk", "pre_vma", "post_vma", "install_pte")
 # the kinds an entry list may give at each level (FORMAT.md section 2)
-KINDS = {"pgd": {"table", "bad"}, "p4d": {"table", "bad"}, "pud": {"table", "leaf"},
+KINDS = {"pgd": {"table", "bad"}, "p4d": {"table", "bad"}, "pud": {"table", "leaf", "nonpresent"},
          "pmd": {"table", "leaf", "nonpresent"}, "pte": {"present", "nonpresent", "guard"}}
 PFN_KINDS = {"present", "leaf", "nonpresent"}
 # the counters pgwalk measures, in the format's order; the shim's "warn" and
@@ -429,6 +429,8 @@ def validate(scn):
         if not vmas:
             raise ScenarioError(f"{name} needs a VMA, and vmas is empty")
         _int(call["vma"], "call.vma", 0, len(vmas) - 1)
+    if "kernel" in call:
+        _choice(call["kernel"], "call.kernel", ("6.13", "today"))
     pgd = _choice(call.get("pgd", "mm"), "call.pgd", ("mm", "alt"))
     if pgd == "alt":
         if name != "walk_page_range_novma":
@@ -474,13 +476,15 @@ def _walker(walker):
         walker.walk_page_vma, walker.walk_page_range_vma
 
 
-def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS, new_mm=AddressSpace):
+def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS, new_mm=AddressSpace, kernel=None):
     """Replay scenario ``scn`` (a parsed kpw-trace/1 object) on ``walker``
     ("compiled", "reference", or an object with the five entry points);
     return its result in the format's ``result`` shape.  ``new_mm(levels,
     is_init_mm=...)`` makes the address spaces (an ``AddressSpace``, or any
-    subclass such as the process model's ``MM``).  ScenarioError for a
-    malformed scenario or one the kernel's walker would BUG on."""
+    subclass such as the process model's ``MM``).  ``kernel`` picks the
+    walk loops ("6.13" or "today"; None: the scenario's ``call.kernel``,
+    else the default).  ScenarioError for a malformed scenario or one the
+    kernel's walker would BUG on."""
     validate(scn)
     wpr, wprm, novma, wpv, wprv = _walker(walker)
     levels = scn["paging_levels"]
@@ -519,19 +523,21 @@ def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS, new_mm=AddressSp
     alt_before = alt.stats if alt is not None else None
     name = call["api"]
     target = None if kind == "null" else mm
+    kernel = call.get("kernel") if kernel is None else kernel
+    k = {} if kernel is None else {"kernel": kernel}
     try:
         with locked_for(mm, name, ops, vmas if kind != "null" else ()):
             if name == "walk_page_range":
-                ret = wpr(target, call["start"], call["end"], ops)
+                ret = wpr(target, call["start"], call["end"], ops, **k)
             elif name == "walk_page_range_mm":
-                ret = wprm(target, call["start"], call["end"], ops)
+                ret = wprm(target, call["start"], call["end"], ops, **k)
             elif name == "walk_page_vma":
-                ret = wpv(vmas[call["vma"]], ops)
+                ret = wpv(vmas[call["vma"]], ops, **k)
             elif name == "walk_page_range_vma":
-                ret = wprv(vmas[call["vma"]], call["start"], call["end"], ops)
+                ret = wprv(vmas[call["vma"]], call["start"], call["end"], ops, **k)
             else:
                 ret = novma(target, call["start"], call["end"], ops,
-                            pgd=alt.pgd if alt is not None else None)
+                            pgd=alt.pgd if alt is not None else None, **k)
     except _Runaway as exc:
         raise ScenarioError(str(exc)) from None
     except TypeError as exc:

@@ -20,7 +20,7 @@ class VMA:
 
     __slots__ = ("vm_start", "vm_end", "vm_flags", "_vm_mm", "vm_ops",
                  "hugepage_size", "_lock_seq", "vm_pgoff", "anon_vma", "vm_file",
-                 "__weakref__")
+                 "_readers", "__weakref__")
 
     def __init__(self, start, end, vm_flags=0, vm_mm=None, vm_ops=None,
                  hugepage_size=PMD_SIZE):
@@ -44,6 +44,7 @@ class VMA:
         self.vm_ops = vm_ops
         self.hugepage_size = hugepage_size
         self._lock_seq = -1
+        self._readers = {}                      # VMA read locks: thread ident -> count
         self.vm_pgoff = start >> PAGE_SHIFT     # anonymous memory: the address in pages
         self.anon_vma = None                    # set by the process model's faults
         self.vm_file = None                     # shmem object of MAP_SHARED|MAP_ANONYMOUS

@@ -52,20 +52,22 @@ REFERENCE = Impl("reference", reference, reference.walk_page_range_mm)
 IMPLS = [CYTHON, REFERENCE]
 
 
-def call_walk(impl, api, mm, start, end, ops, vma=None, pgd=None):
+def call_walk(impl, api, mm, start, end, ops, vma=None, pgd=None, kernel=None):
     """One walk through entry point ``api`` of ``impl`` (pgwalk or
-    pgwalk.reference): its return value, or (exception name, message) for
-    the TypeError/ValueError a bad argument gives."""
+    pgwalk.reference; ``kernel``: which loops, None for the default): its
+    return value, or (exception name, message) for the TypeError/ValueError
+    a bad argument gives."""
+    k = {"kernel": kernel}
     try:
         if api == "walk_page_range":
-            return impl.walk_page_range(mm, start, end, ops)
+            return impl.walk_page_range(mm, start, end, ops, **k)
         if api == "walk_page_range_mm":
-            return impl.walk_page_range_mm(mm, start, end, ops)
+            return impl.walk_page_range_mm(mm, start, end, ops, **k)
         if api == "walk_page_range_novma":
-            return impl.walk_page_range_novma(mm, start, end, ops, pgd=pgd)
+            return impl.walk_page_range_novma(mm, start, end, ops, pgd=pgd, **k)
         if api == "walk_page_vma":
-            return impl.walk_page_vma(vma, ops)
-        return impl.walk_page_range_vma(vma, start, end, ops)
+            return impl.walk_page_vma(vma, ops, **k)
+        return impl.walk_page_range_vma(vma, start, end, ops, **k)
     except (TypeError, ValueError) as exc:
         return (type(exc).__name__, str(exc))
 
@@ -190,12 +192,14 @@ def run_walk(mm, vmas, recipe, impl, alt=None):
         mm.fail_table_alloc(at=recipe["fail_at"])
     before = mm.stats
     api, s, e = recipe["api"], recipe["start"], recipe["end"]
+    kernel = recipe.get("kernel")
     with locked_for(mm, api, ops, vmas):
         if api in ("walk_page_vma", "walk_page_range_vma") and recipe["vma"] is None:
-            out = call_walk(impl, "walk_page_range", mm, s, e, ops) if s < e else -22
+            out = call_walk(impl, "walk_page_range", mm, s, e, ops, kernel=kernel) if s < e else -22
         else:
             out = call_walk(impl, api, mm, s, e, ops, pgd=alt.pgd if alt else None,
-                            vma=None if recipe["vma"] is None else vmas[recipe["vma"]])
+                            vma=None if recipe["vma"] is None else vmas[recipe["vma"]],
+                            kernel=kernel)
     mm.validate()
     after = mm.stats
     if alt is not None:
@@ -221,11 +225,11 @@ def load_golden():
     return sorted(GOLDEN_DIR.glob("*.json"))
 
 
-def replay(scn, impl):
+def replay(scn, impl, kernel=None):
     """Run one golden scenario through ``impl`` with the package's runner,
-    on the process model's ``pgwalk.MM``; returns what to compare
-    (``expected`` gives the same keys)."""
-    r = trace.run_scenario(scn, impl, new_mm=pgwalk.MM)
+    on the process model's ``pgwalk.MM`` (``kernel``: which loops, None for
+    the default); returns what to compare (``expected`` gives the same keys)."""
+    r = trace.run_scenario(scn, impl, new_mm=pgwalk.MM, kernel=kernel)
     c = r["counters"]
     out = {"ret": r["ret"], "trace": r["trace"],
            "final_entries": expand(scn["paging_levels"], r["final_entries"]),
@@ -235,8 +239,8 @@ def replay(scn, impl):
     return out
 
 
-def expected(scn):
-    r = scn["result"]
+def expected(scn, key="result"):
+    r = scn[key]
     c = r["counters"]
     out = {"ret": r["ret"], "trace": r["trace"],
            "final_entries": expand(scn["paging_levels"], r["final_entries"]),

@@ -204,6 +204,13 @@ def test_compiled_walker_matches_reference(recipe):
     check(recipe)
 
 
+@SETTINGS
+@given(recipes())
+def test_compiled_walker_matches_reference_today(recipe):
+    """The same under today's loops (``kernel="today"``)."""
+    check(dict(recipe, kernel="today"))
+
+
 def test_generator_reaches_the_interesting_paths():
     """Not a tautology guard: the recipes above must actually exercise
     splits, allocations, bad entries, installs and every API; measured on a

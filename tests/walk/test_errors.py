@@ -508,8 +508,10 @@ def test_mmwalkops_rejects_bad_fields():
     with pytest.raises(TypeError):
         pgwalk.MMWalkOps(no_such_callback=lambda *a: 0)
     ops = pgwalk.MMWalkOps()
+    ops.walk_lock = 3                  # PGWALK_VMA_RDLOCK_VERIFY (today's kernel)
+    ops.walk_lock = PGWALK_RDLOCK
     with pytest.raises(ValueError, match="walk_lock"):
-        ops.walk_lock = 3
+        ops.walk_lock = 4
     with pytest.raises(TypeError, match="install_pte"):
         ops.install_pte = 1.5
     with pytest.raises(AttributeError):
