@@ -117,7 +117,7 @@ cdef int folio_pte_batch_flags(uint64_t *ptep, uint64_t first, uint64_t head, ui
                                int max_nr, bint *w, bint *y, bint *d) noexcept nogil:
     """PTEs from ``ptep`` mapping the following pages of the folio with the
     same bits but dirty, soft-dirty, write and accessed (merged into w/y/d)."""
-    cdef uint64_t pfn = pte_pfn_(first), v, acc = first, bad
+    cdef uint64_t pfn = pte_pfn_(first), v, acc = first, bad, chunk
     cdef uint64_t keep = ~BATCH_IGNORED
     cdef uint64_t expected
     cdef int nr = 1, i, k
@@ -138,13 +138,14 @@ cdef int folio_pte_batch_flags(uint64_t *ptep, uint64_t first, uint64_t head, ui
         max_nr = nr
     while nr + 8 <= max_nr:
         bad = 0
+        chunk = 0
         for k in range(8):
             v = ptep[nr + k]
             bad |= (v & keep) ^ (expected + (<uint64_t>(nr + k) << 12))
+            chunk |= v
         if bad:
-            break
-        for k in range(8):
-            acc |= ptep[nr + k]
+            break                               # the page-by-page loop finds where
+        acc |= chunk
         nr += 8
     while nr < max_nr:
         v = ptep[nr]
