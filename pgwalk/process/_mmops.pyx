@@ -1688,31 +1688,27 @@ cdef class FolioHook:
 # clear_refs (fs/proc/task_mmu.c, clear_refs_pte_range) on the callback walker
 # ---------------------------------------------------------------------------
 # s.n is the kind: 1-3 clear the accessed bit of present normal pages (and
-# of present PMD leaves), 4 write-protects present entries and clears their
-# soft-dirty bit.  The model keeps no PG_referenced / PG_young folio flags.
+# of present PMD leaves).  4 changes nothing: the modelled kernel is built
+# without CONFIG_MEM_SOFT_DIRTY, where clear_soft_dirty and
+# clear_soft_dirty_pmd are empty.  The model keeps no PG_referenced /
+# PG_young folio flags.
 
-cdef uint64_t SOFT_DIRTY_BIT = (<uint64_t>1) << 11
 cdef uint64_t SPECIAL_BIT = (<uint64_t>1) << 9
 
 
 cdef inline void cr_pte(OpState *s, uint64_t *e) noexcept nogil:
     cdef uint64_t v = e[0]
-    if not pte_present(v):
+    if s.n == 4 or not pte_present(v):
         return
-    if s.n == 4:
-        e[0] = v & ~(PGW_RW | SOFT_DIRTY_BIT)
-    elif not (v & SPECIAL_BIT) and ((v & PGW_PFN_MASK) >> 12) != ZERO_PFN:
+    if not (v & SPECIAL_BIT) and ((v & PGW_PFN_MASK) >> 12) != ZERO_PFN:
         e[0] = v & ~PGW_ACCESSED            # vm_normal_folio: not special, not the zero page
 
 
 cdef inline void cr_leaf_pmd(OpState *s, uint64_t *e) noexcept nogil:
     cdef uint64_t v = e[0]
-    if not pmd_present(v):
-        return                              # a PMD migration entry: nothing the model keeps
-    if s.n == 4:
-        e[0] = v & ~(PGW_RW | SOFT_DIRTY_BIT)
-    else:
-        e[0] = v & ~PGW_ACCESSED
+    if s.n == 4 or not pmd_present(v):
+        return                              # soft-dirty: no-op; a PMD migration entry: kept
+    e[0] = v & ~PGW_ACCESSED
 
 
 cdef int cr_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -1896,8 +1892,6 @@ def pt_range_consume(MMOp op not None, str name, vma, uint64_t start, uint64_t e
     pgwalk_pt_range_walk_init(&ptw, op.tables, hook)
     v.vm_start, v.vm_end, v.vm_flags = vma.vm_start, vma.vm_end, vma.vm_flags
     if mode == PT_MINCORE and s.is_shmem:
-        flags = PT_TYPE_ALL & ~PT_TYPE_NONE
-    if mode == PT_CLEAR_REFS and s.n == 4:
         flags = PT_TYPE_ALL & ~PT_TYPE_NONE
     with nogil:
         if mode == PT_MINCORE and s.is_shmem:

@@ -162,12 +162,11 @@ def clear_refs(mm, kind, walker="callbacks"):
     the mmap write lock.  1 (all VMAs), 2 (VMAs without a file: anonymous),
     3 (VMAs with one: shmem here): clear the accessed bit of every present
     normal page's PTE and of every present PMD leaf; VM_PFNMAP VMAs are
-    skipped.  4: clear VM_SOFTDIRTY of every VMA, and write-protect present
-    PTEs and PMD leaves and clear their soft-dirty bit (the model never sets
-    soft-dirty bits and its swap format has none).  5: reset the RSS
-    high-water mark, which the model does not keep: nothing changes.  The
-    model keeps no PG_referenced/PG_young folio flags.  Other kinds:
-    EINVAL."""
+    skipped.  4 (soft-dirty) changes nothing: the modelled kernel is built
+    without CONFIG_MEM_SOFT_DIRTY (VM_SOFTDIRTY is 0 and the walk's
+    soft-dirty helpers are empty).  5: reset the RSS high-water mark, which
+    the model does not keep: nothing changes.  The model keeps no
+    PG_referenced/PG_young folio flags.  Other kinds: EINVAL."""
     pt = check_walker(walker)
     if isinstance(kind, bool) or not isinstance(kind, int) or not 1 <= kind <= 5:
         raise oserror(EINVAL)
@@ -175,11 +174,7 @@ def clear_refs(mm, kind, walker="callbacks"):
     with mm.mmap_write_lock():
         if kind == CLEAR_REFS_MM_HIWATER_RSS:
             return
-        vmas = list(mm.vma_tree)
-        if kind == CLEAR_REFS_SOFT_DIRTY:
-            for vma in vmas:
-                vma.vm_flags &= ~C.VM_SOFTDIRTY
-        for vma in vmas:
+        for vma in list(mm.vma_tree):
             if vma.vm_flags & C.VM_PFNMAP:
                 continue                    # clear_refs_test_walk
             if kind == CLEAR_REFS_ANON and vma.vm_file is not None:
