@@ -2,5 +2,5 @@
 and benchmarks use it); they live in ``pgwalk.walker._builtin``."""
 
 from .walker._builtin import (  # noqa: F401
-    CountOp, CountPresentOp, FillOp, MincoreOp, call_python_4, map_thp_range,
+    CountOp, CountPresentOp, FillOp, MincoreOp, PtRangeMincoreOp, call_python_4, map_thp_range,
 )

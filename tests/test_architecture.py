@@ -16,9 +16,11 @@ PKG = Path(__file__).resolve().parent.parent / "pgwalk"
 # What each room may import, besides itself.  The walker knows nothing of
 # the process model and images; they reach it only through its public names
 # (``pgwalk.walker`` and its modules without a leading underscore) and its
-# C contract (cimports of ``pgwalk.walker._core`` / ``_entries``).
+# C contract (cimports of ``pgwalk.walker._core`` / ``_entries`` /
+# ``_constants``, and the batched walker's ``_ptrange``).
 BASE = {"pgwalk.constants", "pgwalk.entries"}
-C_CONTRACT = {"pgwalk.walker._core", "pgwalk.walker._entries", "pgwalk.walker._constants"}
+C_CONTRACT = {"pgwalk.walker._core", "pgwalk.walker._entries", "pgwalk.walker._constants",
+              "pgwalk.walker._ptrange"}
 
 
 def room(mod):

@@ -1438,7 +1438,8 @@ cdef class MMOp:
               bint write=False, bint mark_data=False, object shm=None, int64_t pgoff0=0,
               uint64_t vstart=0, uint64_t lo=0, uint64_t hi=0, bint zap_markers=False,
               bint pageout=False, bint around=False, object out=None, uint64_t out_start=0,
-              PageTables dst=None, uint64_t delta=0, int nmms=1, object shm_order=None):
+              PageTables dst=None, uint64_t delta=0, int nmms=1, object shm_order=None,
+              int64_t kind=0):
         """Set the per-call fields and clear the results.  ``out`` (pagemap:
         uint64, mincore: uint8) must start zeroed: holes are not written."""
         cdef cnp.ndarray arr
@@ -1457,7 +1458,7 @@ cdef class MMOp:
         self.s.around = around
         self.s.fault = F_NONE
         self.s.fault_addr = 0
-        self.s.n = 0
+        self.s.n = kind
         memset(self.s.cnt, 0, sizeof(self.s.cnt))
         self.s.dtbl = NULL
         self.s.dblock = 0
@@ -1681,3 +1682,221 @@ cdef class FolioHook:
     @property
     def ctx_address(self):
         return <size_t>&self.c
+
+
+# ---------------------------------------------------------------------------
+# clear_refs (fs/proc/task_mmu.c, clear_refs_pte_range) on the callback walker
+# ---------------------------------------------------------------------------
+# s.n is the kind: 1-3 clear the accessed bit of present normal pages (and
+# of present PMD leaves).  4 changes nothing: the modelled kernel is built
+# without CONFIG_MEM_SOFT_DIRTY, where clear_soft_dirty and
+# clear_soft_dirty_pmd are empty.  The model keeps no PG_referenced /
+# PG_young folio flags.
+
+cdef uint64_t SPECIAL_BIT = (<uint64_t>1) << 9
+
+
+cdef inline void cr_pte(OpState *s, uint64_t *e) noexcept nogil:
+    cdef uint64_t v = e[0]
+    if s.n == 4 or not pte_present(v):
+        return
+    if not (v & SPECIAL_BIT) and ((v & PGW_PFN_MASK) >> 12) != ZERO_PFN:
+        e[0] = v & ~PGW_ACCESSED            # vm_normal_folio: not special, not the zero page
+
+
+cdef inline void cr_leaf_pmd(OpState *s, uint64_t *e) noexcept nogil:
+    cdef uint64_t v = e[0]
+    if s.n == 4 or not pmd_present(v):
+        return                              # soft-dirty: no-op; a PMD migration entry: kept
+    e[0] = v & ~PGW_ACCESSED
+
+
+cdef int cr_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    cdef uint64_t *pte
+    cdef uint64_t i, n
+    if pmd_trans_huge(v) or (not pte_none(v) and not pmd_present(v)):
+        cr_leaf_pmd(s, e)                   # pmd_trans_huge_lock held
+        w.action = ACT_CONTINUE
+        return 0
+    pte = pgwalk_pte_offset_map(w, e, addr)
+    if pte == NULL:
+        return 0
+    n = (next - addr + 4095) >> 12
+    for i in range(n):
+        cr_pte(s, &pte[i])
+    w.action = ACT_CONTINUE
+    return 0
+
+
+_SPECS["clear_refs"] = {"pmd_entry": (<size_t><void *>cr_pmd, "entry")}
+
+
+# ---------------------------------------------------------------------------
+# The same consumers on the batched walker (pt_range_walk), in nogil C
+# ---------------------------------------------------------------------------
+# Each runs pt_range_walk over one VMA's [start, end) and turns each record
+# into the callback consumer's output, so that both walkers give identical
+# results.  A step that returns PTW_DONE with a record (the RFC's quirk: a
+# special PTE outside VM_PFNMAP, a swap-file entry at PMD level, ...) is
+# handled as an entry and the walk goes on past it.
+
+from pgwalk.walker._ptrange cimport (
+    pgwalk_pt_range_walk_t, pgwalk_vma_t, pgwalk_pt_range_walk_init,
+    pgwalk_pt_range_walk_start, pgwalk_pt_range_walk_next, pgwalk_pt_range_walk_done,
+)
+
+cdef enum:
+    PT_PAGEMAP = 0
+    PT_MINCORE = 1
+    PT_SMAPS = 2
+    PT_CLEAR_REFS = 3
+
+
+cdef inline uint64_t clip(uint64_t a, uint64_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef void pmd_swap_pages(OpState *s, uint64_t v, uint64_t a, uint64_t b, int mode) noexcept nogil:
+    """A non-present PMD (a PMD migration entry): what the callback
+    consumers report of it, which see it split into PTEs of the following
+    offsets (the walker splits it for their pte_entry); left unsplit here."""
+    cdef uint64_t t = swp_pte_type(v), off = swp_pte_offset(v) + ((a >> 12) & 511), i
+    cdef uint64_t n = (b - a) >> 12
+    if mode == PT_PAGEMAP:
+        for i in range(n):
+            s.out64[((a - s.out_start) >> 12) + i] = PM_SWAP | ((t | ((off + i) << 5)) & PM_PFN_MASK)
+    elif mode == PT_MINCORE:
+        memset(s.out8 + ((a - s.out_start) >> 12), 0, n)
+    elif mode == PT_SMAPS and t < 24:
+        s.cnt[9] += <int64_t>(n * 4096)
+
+
+cdef void ptr_pmd_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, int mode) noexcept nogil:
+    """A PMD-level record: each of its nr_entries leaves as the callback's
+    pmd_entry sees it, clipped to [curr_addr, end)."""
+    cdef uint64_t *pmdp = ptw.ptep
+    cdef uint64_t base = ptw.curr_addr & PMD_MASK_, a, b, v, pfn
+    cdef int k
+    cdef pgwalk_walk_t dummy
+    for k in range(ptw.nr_entries):
+        a = base + <uint64_t>k * PMD_SIZE_
+        if a < ptw.curr_addr:
+            a = ptw.curr_addr
+        b = clip(base + <uint64_t>(k + 1) * PMD_SIZE_, end)
+        if a >= b:
+            break
+        v = pmdp[k]
+        if mode == PT_CLEAR_REFS:
+            if pmd_trans_huge(v) or (not pte_none(v) and not pmd_present(v)):
+                cr_leaf_pmd(s, &pmdp[k])
+        elif not pte_none(v) and not pmd_present(v):
+            pmd_swap_pages(s, v, a, b, mode)
+        elif pmd_trans_huge(v):
+            if mode == PT_PAGEMAP:
+                pm_pmd(&pmdp[k], a, b, &dummy, s)
+            elif mode == PT_MINCORE:
+                memset(s.out8 + ((a - s.out_start) >> 12), 1, (b - a) >> 12)
+            else:
+                sm_pmd(&pmdp[k], a, b, &dummy, s)
+
+
+cdef void ptr_pte_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, int mode) noexcept nogil:
+    """A PTE-level record: its nr_entries PTEs from ptw.ptep."""
+    cdef uint64_t *pte = ptw.ptep
+    cdef uint64_t a = ptw.curr_addr, v
+    cdef int64_t n = ptw.nr_entries, i
+    cdef uint8_t *o8
+    cdef uint64_t *o64
+    if <uint64_t>n > (end - a) >> 12:
+        n = <int64_t>((end - a) >> 12)
+    if mode == PT_MINCORE:
+        o8 = s.out8 + ((a - s.out_start) >> 12)
+        if ptw.present and ptw.nr_entries > 1:
+            memset(o8, 1, n)                # a batch of one folio's present PTEs
+            return
+        for i in range(n):
+            v = pte[i]
+            if pte_present(v):
+                o8[i] = 1
+            elif not is_guard(v):
+                o8[i] = 0                   # swap, migration, other markers
+        return
+    if mode == PT_PAGEMAP:
+        o64 = s.out64 + ((a - s.out_start) >> 12)
+        for i in range(n):
+            o64[i] = pm_word(s, pte[i])
+        return
+    if mode == PT_SMAPS:
+        for i in range(n):
+            v = pte[i]
+            if pte_present(v):
+                if ((v & PGW_PFN_MASK) >> 12) != ZERO_PFN:
+                    sm_page(s, (v & PGW_PFN_MASK) >> 12, (v & PGW_DIRTY) != 0,
+                            (v & PGW_ACCESSED) != 0, False)
+            elif not pte_none(v) and not is_guard(v) and swp_pte_type(v) < 24:
+                s.cnt[9] += 4096
+        return
+    for i in range(n):
+        cr_pte(s, &pte[i])
+
+
+cdef void ptr_run(OpState *s, pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *v,
+                  uint64_t start, uint64_t end, int flags, int mode) noexcept nogil:
+    cdef int t = pgwalk_pt_range_walk_start(ptw, v, start, end, flags)
+    cdef uint64_t prev = 0
+    while True:
+        if t == PTW_ABORT:
+            break
+        if t == PTW_DONE:
+            # the end, or the quirk: a record whose type stayed PTW_DONE
+            if ptw.warned or ptw.curr_addr == prev or ptw.curr_addr >= end \
+                    or ptw.next_addr <= ptw.curr_addr or ptw.ptep == NULL:
+                break
+        prev = ptw.curr_addr
+        if ptw.level == PTW_PTE_LEVEL:
+            ptr_pte_record(s, ptw, end, mode)
+        elif ptw.level == PTW_PMD_LEVEL:
+            ptr_pmd_record(s, ptw, end, mode)
+        # PUD leaves are hugetlb's: the consumers skip hugetlb VMAs
+        t = pgwalk_pt_range_walk_next(ptw, v, start, end, flags)
+    pgwalk_pt_range_walk_done(ptw)
+
+
+cdef int _PT_FLAGS[4]
+_PT_FLAGS[PT_PAGEMAP] = PT_TYPE_ALL & ~PT_TYPE_NONE
+_PT_FLAGS[PT_MINCORE] = PT_TYPE_FOLIO | PT_TYPE_PFN         # anonymous; shmem: all but none
+_PT_FLAGS[PT_SMAPS] = PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_SWAP
+_PT_FLAGS[PT_CLEAR_REFS] = PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_MIGRATION
+
+
+cdef dict _PT_MODES = {"pagemap": PT_PAGEMAP, "mincore": PT_MINCORE, "smaps": PT_SMAPS,
+                       "clear_refs": PT_CLEAR_REFS}
+
+
+def pt_range_consume(MMOp op not None, str name, vma, uint64_t start, uint64_t end):
+    """Run consumer ``name`` (pagemap, mincore, smaps, clear_refs) on
+    pt_range_walk over ``[start, end)`` of ``vma``, into ``op``'s state (set
+    up as for the callback walk of the same name).  The caller holds the
+    mmap lock."""
+    cdef int mode = _PT_MODES[name]
+    cdef pgwalk_pt_range_walk_t ptw
+    cdef pgwalk_vma_t v
+    cdef int flags = _PT_FLAGS[mode]
+    cdef OpState *s = &op.s
+    cdef uint64_t a
+    if start >= end:
+        return
+    hook = FolioHook(op.phys, vma)
+    pgwalk_pt_range_walk_init(&ptw, op.tables, hook)
+    v.vm_start, v.vm_end, v.vm_flags = vma.vm_start, vma.vm_end, vma.vm_flags
+    if mode == PT_MINCORE and s.is_shmem:
+        flags = PT_TYPE_ALL & ~PT_TYPE_NONE
+    with nogil:
+        if mode == PT_MINCORE and s.is_shmem:
+            a = start
+            while a < end:                  # none and guard PTEs, and holes: the object's pages
+                s.out8[(a - s.out_start) >> 12] = mc_unmapped(s, a)
+                a += 4096
+        ptr_run(s, &ptw, &v, start, end, flags, mode)

@@ -1,7 +1,13 @@
 """Introspection of the process model in the kernel's formats, each produced
 by a walk: ``pagemap`` (/proc/PID/pagemap words), ``mincore`` (mincore(2)
-vector), ``smaps`` (/proc/PID/smaps fields, kB) and ``ptdump`` (a text dump
-of the tables, like the kernel's page-table dump)."""
+vector), ``smaps`` (/proc/PID/smaps fields, kB), ``clear_refs``
+(/proc/PID/clear_refs) and ``ptdump`` (a text dump of the tables, like the
+kernel's page-table dump).
+
+pagemap, mincore, smaps and clear_refs run on either walker:
+``walker="callbacks"`` (the kernel's ``walk_page_*`` with C ops) or
+``walker="pt_range"`` (the batched ``pt_range_walk``, driven from C by
+``_mmops.pt_range_consume``); both give identical results."""
 
 import numpy as np
 
@@ -13,7 +19,22 @@ from ..walker import (
     MMWalkOps, walk_page_range, walk_page_range_novma, walk_page_range_vma, walk_page_vma,
 )
 from . import faults
+from ._mmops import pt_range_consume
 from .objects import oserror
+
+WALKERS = ("callbacks", "pt_range")
+
+
+def check_walker(walker):
+    if walker not in WALKERS:
+        raise ValueError(f"walker must be one of {WALKERS}, not {walker!r}")
+    return walker == "pt_range"
+
+
+def pt_walkable(vma):
+    """A VMA the pt_range consumers walk: the callback walks give nothing
+    for hugetlb VMAs (the model's consumers have no hugetlb_entry)."""
+    return not vma.vm_flags & C.VM_HUGETLB
 
 PM_SOFT_DIRTY = 1 << 55
 PM_MMAP_EXCLUSIVE = 1 << 56
@@ -37,11 +58,12 @@ VMFLAG_NAMES = [
 
 
 
-def pagemap(mm, start, end):
+def pagemap(mm, start, end, walker="callbacks"):
     """/proc/PID/pagemap words for the pages of [start, end): numpy
     uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
     markers), 56 exclusively mapped, 58 guard region, 61 file/shared
     anon, 62 swap (guard markers too), 63 present."""
+    pt = check_walker(walker)
     start = page_down(start)
     end = page_align(end)
     out = np.zeros(max(0, (end - start) // PAGE_SIZE), dtype=np.uint64)
@@ -49,15 +71,23 @@ def pagemap(mm, start, end):
         return out
     op = mm.new_op().setup(out=out, out_start=start)
     with mm.mmap_read_lock():
-        walk_page_range(mm, start, end, mm.walk_ops(op, "pagemap"))
+        if not pt:
+            walk_page_range(mm, start, end, mm.walk_ops(op, "pagemap"))
+            return out
+        for vma in mm.vmas_in(start, end):
+            # walk_page_range skips a VM_PFNMAP VMA (a hole: words 0)
+            if pt_walkable(vma) and not vma.vm_flags & C.VM_PFNMAP:
+                pt_range_consume(op, "pagemap", vma, max(start, vma.vm_start),
+                                 min(end, vma.vm_end))
     return out
 
 
-def mincore(mm, start, length):
+def mincore(mm, start, length, walker="callbacks"):
     """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
     mapped pages (a guard page is not resident); shmem: the object's
     pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
     if the range is not wholly mapped."""
+    pt = check_walker(walker)
     if start & (PAGE_SIZE - 1):
         raise oserror(EINVAL)
     length = page_align(length)
@@ -75,7 +105,10 @@ def mincore(mm, start, length):
                 raise oserror(ENOMEM)
             b = min(end, vma.vm_end)
             op = mm.setup_op(mm.new_op(), vma, out=out, out_start=start)
-            walk_page_range_vma(vma, a, b, mm.walk_ops(op, "mincore"))
+            if not pt:
+                walk_page_range_vma(vma, a, b, mm.walk_ops(op, "mincore"))
+            elif pt_walkable(vma):
+                pt_range_consume(op, "mincore", vma, a, b)
             a = b
     return out
 
@@ -90,13 +123,17 @@ def thp_eligible(mm, vma):
                 and faults.thp_suitable(mm, vma, haddr))
 
 
-def smaps(mm):
+def smaps(mm, walker="callbacks"):
     """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
+    pt = check_walker(walker)
     res = []
     with mm.mmap_read_lock():
         for vma in mm.vma_tree:
             op = mm.setup_op(mm.new_op(), vma)
-            walk_page_vma(vma, mm.walk_ops(op, "smaps"))
+            if not pt:
+                walk_page_vma(vma, mm.walk_ops(op, "smaps"))
+            elif pt_walkable(vma):
+                pt_range_consume(op, "smaps", vma, vma.vm_start, vma.vm_end)
             n = op.counts
             kb = lambda x: x >> 10  # noqa: E731
             d = {
@@ -114,6 +151,41 @@ def smaps(mm):
             }
             res.append(d)
     return res
+
+
+CLEAR_REFS_ALL, CLEAR_REFS_ANON, CLEAR_REFS_MAPPED, CLEAR_REFS_SOFT_DIRTY, \
+    CLEAR_REFS_MM_HIWATER_RSS = 1, 2, 3, 4, 5
+
+
+def clear_refs(mm, kind, walker="callbacks"):
+    """A write of ``kind`` to /proc/PID/clear_refs (fs/proc/task_mmu.c), under
+    the mmap write lock.  1 (all VMAs), 2 (VMAs without a file: anonymous),
+    3 (VMAs with one: shmem here): clear the accessed bit of every present
+    normal page's PTE and of every present PMD leaf; VM_PFNMAP VMAs are
+    skipped.  4 (soft-dirty) changes nothing: the modelled kernel is built
+    without CONFIG_MEM_SOFT_DIRTY (VM_SOFTDIRTY is 0 and the walk's
+    soft-dirty helpers are empty).  5: reset the RSS high-water mark, which
+    the model does not keep: nothing changes.  The model keeps no
+    PG_referenced/PG_young folio flags.  Other kinds: EINVAL."""
+    pt = check_walker(walker)
+    if isinstance(kind, bool) or not isinstance(kind, int) or not 1 <= kind <= 5:
+        raise oserror(EINVAL)
+    mm.check_alive()
+    with mm.mmap_write_lock():
+        if kind == CLEAR_REFS_MM_HIWATER_RSS:
+            return
+        for vma in list(mm.vma_tree):
+            if vma.vm_flags & C.VM_PFNMAP:
+                continue                    # clear_refs_test_walk
+            if kind == CLEAR_REFS_ANON and vma.vm_file is not None:
+                continue
+            if kind == CLEAR_REFS_MAPPED and vma.vm_file is None:
+                continue
+            op = mm.setup_op(mm.new_op(), vma, kind=kind)
+            if not pt:
+                walk_page_vma(vma, mm.walk_ops(op, "clear_refs", walk_lock=C.PGWALK_WRLOCK))
+            elif pt_walkable(vma):
+                pt_range_consume(op, "clear_refs", vma, vma.vm_start, vma.vm_end)
 
 
 def ptdump(mm, start=0, end=None, kernel_format=False):

@@ -112,23 +112,30 @@ class MM(ProcessCore):
 
     # --- introspection (each a walk) -------------------------------------------
 
-    def pagemap(self, start, end):
+    def pagemap(self, start, end, walker="callbacks"):
         """/proc/PID/pagemap words for the pages of [start, end): numpy
         uint64; bits 0-54 PFN (present) or swap type/offset (swap entries and
         markers), 56 exclusively mapped, 58 guard region, 61 file/shared
         anon, 62 swap (guard markers too), 63 present."""
-        return _introspect.pagemap(self, start, end)
+        return _introspect.pagemap(self, start, end, walker)
 
-    def mincore(self, start, length):
+    def mincore(self, start, length, walker="callbacks"):
         """mincore(2): one byte per page, 1 if resident.  Anonymous memory:
         mapped pages (a guard page is not resident); shmem: the object's
         pages whether mapped or not.  EINVAL for an unaligned start, ENOMEM
         if the range is not wholly mapped."""
-        return _introspect.mincore(self, start, length)
+        return _introspect.mincore(self, start, length, walker)
 
-    def smaps(self):
+    def smaps(self, walker="callbacks"):
         """Per-VMA figures of /proc/PID/smaps (kB, the kernel's field names)."""
-        return _introspect.smaps(self)
+        return _introspect.smaps(self, walker)
+
+    def clear_refs(self, kind, walker="callbacks"):
+        """A write of ``kind`` (1 all, 2 anonymous, 3 file-backed, 4
+        soft-dirty, 5 RSS high-water mark) to /proc/PID/clear_refs; EINVAL
+        for another kind.  The introspection calls take ``walker=
+        "callbacks"`` (default) or ``"pt_range"``: identical results."""
+        return _introspect.clear_refs(self, kind, walker)
 
     def ptdump(self, start=0, end=None, kernel_format=False):
         """A text dump of the page tables of [start, end) (default: the user

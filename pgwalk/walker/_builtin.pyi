@@ -1,5 +1,7 @@
 """Built-in walk ops (C slot functions run without the GIL)."""
 
+from typing import Any
+
 from typing_extensions import Self, disjoint_base
 
 import numpy as np
@@ -44,6 +46,14 @@ class MincoreOp:
         """A pmd_entry in the kernel's shape: reads the PTE table itself."""
     @property
     def pte_hole(self) -> CFunc: ...
+
+@disjoint_base
+class PtRangeMincoreOp:
+    """mincore(2) on pt_range_walk: one byte per page into ``vec``."""
+    def __new__(cls, start: int, npages: int) -> Self: ...
+    @property
+    def vec(self) -> NDArray[np.uint8]: ...
+    def walk(self, mm: Any, vma: Any, lo: int, hi: int) -> int: ...
 
 @disjoint_base
 class FillOp:

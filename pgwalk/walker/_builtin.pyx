@@ -225,6 +225,77 @@ cdef class MincoreOp:
         self.pte_range = make_cfunc(<void *>_mincore_pte_range, &self.state, "entry", self)
 
 
+# --- mincore on the batched walker (pt_range_walk) ---------------------------
+
+from pgwalk.walker._ptrange cimport (
+    pgwalk_pt_range_walk_t, pgwalk_vma_t, pgwalk_pt_range_walk_init,
+    pgwalk_pt_range_walk_start, pgwalk_pt_range_walk_next, pgwalk_pt_range_walk_done,
+)
+from pgwalk.walker._constants cimport PTW_DONE, PTW_ABORT, PTW_FOLIO, PTW_PFN, PT_TYPE_FOLIO, PT_TYPE_PFN
+from .locks import LockAssertionError
+
+
+cdef int64_t _pt_mincore(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *v, uint64_t lo,
+                         uint64_t hi, uint8_t *vec, uint64_t vstart, uint64_t n) noexcept nogil:
+    """Mark each present record's pages (clipped to the vector); returns the steps."""
+    cdef int flags = PT_TYPE_FOLIO | PT_TYPE_PFN
+    cdef int64_t steps = 1
+    cdef uint64_t a, b, vend = vstart + (n << 12)
+    cdef int t = pgwalk_pt_range_walk_start(ptw, v, lo, hi, flags)
+    while t != PTW_DONE and t != PTW_ABORT:
+        if t == PTW_FOLIO or t == PTW_PFN:
+            a = ptw.curr_addr if ptw.curr_addr > vstart else vstart
+            b = ptw.next_addr if ptw.next_addr < hi else hi
+            if b > vend:
+                b = vend
+            if a < b:
+                memset(vec + ((a - vstart) >> 12), 1, (b - a) >> 12)
+        t = pgwalk_pt_range_walk_next(ptw, v, lo, hi, flags)
+        steps += 1
+    pgwalk_pt_range_walk_done(ptw)
+    return steps
+
+
+cdef class PtRangeMincoreOp:
+    """mincore(2) on the batched walker: ``walk(mm, vma, lo, hi)`` drives
+    ``pt_range_walk`` in nogil C over ``[lo, hi)`` of ``vma`` and sets one
+    byte per present page of ``[start, start + 4096 * npages)`` in ``.vec``
+    (a batch of a large folio's PTEs, or a PMD leaf, in one step); returns
+    the number of steps.  Hold the mmap lock."""
+    cdef readonly object vec
+    cdef uint8_t *buf
+    cdef uint64_t start, n
+
+    def __cinit__(self, uint64_t start, uint64_t npages):
+        self.vec = np.zeros(npages, dtype=np.uint8)
+        self.buf = <uint8_t *><size_t>self.vec.ctypes.data
+        self.start = start & ~<uint64_t>4095
+        self.n = npages
+
+    def walk(self, mm, vma, uint64_t lo, uint64_t hi):
+        cdef pgwalk_pt_range_walk_t ptw
+        cdef pgwalk_vma_t v
+        cdef int64_t steps
+        if vma.vm_mm is not mm:
+            raise ValueError("mm: the VMA does not belong to this mm")
+        if lo % 4096 or hi % 4096:
+            raise ValueError("lo and hi must be page aligned")
+        if not mm._lock.held():
+            raise LockAssertionError("pt_range_walk needs the mmap lock: use `with mm.mmap_read_lock():`")
+        if lo < vma.vm_start:
+            lo = vma.vm_start
+        if hi > vma.vm_end:
+            hi = vma.vm_end
+        hook = mm.pt_folio_hook(vma)
+        pgwalk_pt_range_walk_init(&ptw, mm, hook)
+        v.vm_start, v.vm_end, v.vm_flags = vma.vm_start, vma.vm_end, vma.vm_flags
+        if lo >= hi:
+            return 0
+        with nogil:
+            steps = _pt_mincore(&ptw, &v, lo, hi, self.buf, self.start, self.n)
+        return steps
+
+
 # --- bulk builders for large models (benchmarks, demos) ---------------------
 #
 # Dense and sparse 4K layouts are built the kernel's way: an install_pte op

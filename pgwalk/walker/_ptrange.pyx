@@ -117,24 +117,45 @@ cdef int folio_pte_batch_flags(uint64_t *ptep, uint64_t first, uint64_t head, ui
                                int max_nr, bint *w, bint *y, bint *d) noexcept nogil:
     """PTEs from ``ptep`` mapping the following pages of the folio with the
     same bits but dirty, soft-dirty, write and accessed (merged into w/y/d)."""
-    cdef uint64_t pfn = pte_pfn_(first), v
+    cdef uint64_t pfn = pte_pfn_(first), v, acc = first, bad, chunk
+    cdef uint64_t keep = ~BATCH_IGNORED
     cdef uint64_t expected
-    cdef int nr = 1
+    cdef int nr = 1, i, k
     if <int64_t>(head + fnr - pfn) < max_nr:
         max_nr = <int>(head + fnr - pfn)
-    w[0] = (first & PGW_RW) != 0
-    y[0] = (first & PGW_ACCESSED) != 0
-    d[0] = (first & DIRTY_BITS) != 0
-    expected = ((first & ~PGW_PFN_MASK) | (((pfn + 1) << 12) & PGW_PFN_MASK)) & ~BATCH_IGNORED
+    # The PFN field of consecutive pages grows by one page: compare each PTE
+    # with first + i pages; 8 at a time while whole chunks match (no early
+    # exit inside a chunk, so the compiler can keep it in registers).
+    expected = first & keep
+    if pfn + <uint64_t>max_nr > (PGW_PFN_MASK >> 12):
+        # the PFN field would overflow: page by page, the PFN masked
+        while nr < max_nr:
+            v = ptep[nr]
+            if (v & keep) != (((first & ~PGW_PFN_MASK) | (((pfn + <uint64_t>nr) << 12) & PGW_PFN_MASK)) & keep):
+                break
+            acc |= v
+            nr += 1
+        max_nr = nr
+    while nr + 8 <= max_nr:
+        bad = 0
+        chunk = 0
+        for k in range(8):
+            v = ptep[nr + k]
+            bad |= (v & keep) ^ (expected + (<uint64_t>(nr + k) << 12))
+            chunk |= v
+        if bad:
+            break                               # the page-by-page loop finds where
+        acc |= chunk
+        nr += 8
     while nr < max_nr:
         v = ptep[nr]
-        if (v & ~BATCH_IGNORED) != expected:
+        if (v & keep) != expected + (<uint64_t>nr << 12):
             break
-        w[0] = w[0] or (v & PGW_RW) != 0
-        y[0] = y[0] or (v & PGW_ACCESSED) != 0
-        d[0] = d[0] or (v & DIRTY_BITS) != 0
-        expected = (expected & ~PGW_PFN_MASK) | ((((pte_pfn_(expected) + 1)) << 12) & PGW_PFN_MASK)
+        acc |= v
         nr += 1
+    w[0] = (acc & PGW_RW) != 0
+    y[0] = (acc & PGW_ACCESSED) != 0
+    d[0] = (acc & DIRTY_BITS) != 0
     return nr if nr < max_nr else max_nr
 
 
@@ -550,6 +571,16 @@ cdef class _Stepper:
 
     def warned(self):
         return bool(self.ptw.warned)
+
+    def generation(self):
+        """``ptrange.mm_generation`` of the mm, read from C."""
+        cdef int i
+        cdef int64_t freed = 0
+        if self.ptw.pool == NULL:
+            return None
+        for i in range(1, 5):                   # as PageTables.stats["freed"]
+            freed += self.ptw.pool.stats.freed[i]
+        return (self.mm._lock.seq, freed)
 
     def addr(self):
         return self.ptw.warn_addr

@@ -47,9 +47,12 @@ class PtRangeRecord:
 
     __slots__ = RECORD_FIELDS
 
-    def __init__(self, *values):
-        for name, v in zip(RECORD_FIELDS, values):
-            setattr(self, name, v)
+    def __init__(self, type, level, curr_addr, next_addr, nr_entries, size, writable, young,
+                 dirty, present, pmd_shared, entry, softleaf_entry, pfn, folio):
+        self.type, self.level, self.curr_addr, self.next_addr = type, level, curr_addr, next_addr
+        self.nr_entries, self.size, self.writable, self.young = nr_entries, size, writable, young
+        self.dirty, self.present, self.pmd_shared, self.entry = dirty, present, pmd_shared, entry
+        self.softleaf_entry, self.pfn, self.folio = softleaf_entry, pfn, folio
 
     def astuple(self):
         return tuple(getattr(self, n) for n in RECORD_FIELDS)
@@ -123,6 +126,9 @@ class PtRangeWalk:
         self._finished = False
         self._gen = None
         self.last_type = None
+        # the stepper's own (cheaper) reading of mm_generation, if it has one
+        gen = getattr(stepper, "generation", None)
+        self._generation = gen if gen is not None else (lambda: mm_generation(mm))
 
     def __iter__(self):
         return self
@@ -133,7 +139,7 @@ class PtRangeWalk:
         st = self._stepper
         mm = self.mm
         if mm is not None:
-            gen = mm_generation(mm)
+            gen = self._generation()
             if self._started and gen != self._gen:
                 self.close()
                 raise RuntimeError("pt_range_walk: the mm changed under the walk (a page "

@@ -9,7 +9,7 @@ import ctypes
 import pgwalk
 from pgwalk import PAGE_SIZE
 from pgwalk.process.conformance.live import (
-    MAP_FAILED, _libc, do_step, guard_regions_supported, in_runner, live_smaps,
+    MAP_FAILED, _libc, _run_steps, do_step, guard_regions_supported, in_runner, live_smaps,
     live_supported, reserve, run_live, run_live_final)
 from pgwalk.process.conformance.model import (
     model_step, run_model, run_model_final)
@@ -17,7 +17,8 @@ from pgwalk.process.conformance.steps import SMAPS_FIELDS
 
 __all__ = ["SMAPS_FIELDS", "call_errnos", "do_step", "guard_regions_supported", "in_runner",
            "live_smaps", "live_supported", "model_step", "reserve", "run_checked", "run_live",
-           "run_live_final", "run_model", "run_model_final"]
+           "run_live_final", "run_live_referenced", "run_model", "run_model_final",
+           "run_model_referenced"]
 
 
 def run_checked(steps, npages):
@@ -64,3 +65,22 @@ def call_errnos(calls, npages=4):
         return out
 
     return model(), (live() if live_supported()[0] else None)
+
+
+def run_live_referenced(steps, npages):
+    """Run ``steps`` live in a fresh forked runner; then smaps' Referenced
+    (kB) of each VMA in the region, as [(start, end, kB)]."""
+    def go():
+        base = reserve(npages + 8)
+        _run_steps(base, npages, steps)
+        return [(v["start"], v["end"], v.get("Referenced")) for v in live_smaps(base, npages)]
+    return in_runner(go)
+
+
+def run_model_referenced(steps, npages, base=0x7F0000000000, walker="callbacks"):
+    """The same on ``pgwalk.MM`` (smaps on ``walker``)."""
+    mm, _ = run_model(steps, npages, base)
+    end = base + npages * PAGE_SIZE
+    return [((max(v["start"], base) - base) // PAGE_SIZE, (min(v["end"], end) - base) // PAGE_SIZE,
+             v["Referenced"]) for v in mm.smaps(walker=walker)
+            if v["start"] < end and v["end"] > base]

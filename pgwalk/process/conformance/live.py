@@ -237,6 +237,10 @@ def do_step(st, base):
         return ("err", ctypes.get_errno()) if r == MAP_FAILED else ("at", (r - base) // PAGE_SIZE)
     if kind == "touch":
         return _touch(a(st[1]), st[2])
+    if kind == "clear_refs":
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write(str(st[1]))
+        return 0
     raise ValueError(kind)
 
 

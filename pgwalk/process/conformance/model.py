@@ -47,6 +47,8 @@ def model_step(mm, st, base):
             _, off, old_n, new_n, fl, new_off = st
             r = mm.mremap(a(off), old_n * PAGE_SIZE, new_n * PAGE_SIZE, fl, a(new_off))
             return ("at", (r - base) // PAGE_SIZE)
+        if kind == "clear_refs":
+            return mm.clear_refs(st[1])
         if kind == "touch":
             try:
                 mm.touch(a(st[1]), write=bool(st[2]))

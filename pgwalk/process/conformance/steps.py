@@ -11,6 +11,7 @@ A scenario is a list of steps over a region of ``npages`` pages starting at a
     ("mlock", off, n) / ("munlock", off, n)
     ("mremap", off, old_n, new_n, flags, new_off)   new_off used with MREMAP_FIXED
     ("touch", off, write)                   one access: "ok", "SEGV" or "BUS"
+    ("clear_refs", kind)                    a write of kind to /proc/self/clear_refs
     ("fork",)                               a child that stays alive; observes
                                             its own pagemap right after fork
     ("child", step)                         one of the steps above, in the child
@@ -29,7 +30,7 @@ import json
 FLAG_MASK = (1 << 63) | (1 << 62) | (1 << 61) | (1 << 58) | (1 << 56)
 PMD_SIZE = 1 << 21
 STEP_KINDS = ("mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "mremap",
-              "touch", "fork", "child", "child_exit")
+              "touch", "clear_refs", "fork", "child", "child_exit")
 
 # smaps fields compared with the live kernel.  Left out: Referenced (the
 # kernel also counts the folio flags PG_referenced / PG_young, which the
@@ -41,7 +42,7 @@ SMAPS_FIELDS = ("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_C
                 "Locked", "THPeligible")
 
 _ARITY = {"mmap": 5, "munmap": 3, "mprotect": 4, "madvise": 4, "mlock": 3, "munlock": 3,
-          "mremap": 6, "touch": 3, "fork": 1, "child_exit": 1}
+          "mremap": 6, "touch": 3, "clear_refs": 2, "fork": 1, "child_exit": 1}
 
 
 def as_step(obj, in_child=False):
