@@ -1215,10 +1215,10 @@ cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
         return w
     if pfn == HUGE_ZERO_PFN:
         return w | PM_FILE
-    if <int64_t>pfn < s.ps.cap:
-        if pf_at(s.ps, pfn)[0] & PF_SHMEM:
+    if <int64_t>pfn < s.ps.cap:                 # checked here: the arrays directly
+        if s.ps.pflags[pfn] & PF_SHMEM:
             w |= PM_FILE
-        if mc_at(s.ps, pfn)[0] == 1:
+        if s.ps.mapcount[pfn] == 1:
             w |= PM_EXCL
     return w
 
