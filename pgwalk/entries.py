@@ -279,14 +279,20 @@ def is_migration_entry(e):
 
 
 def is_hwpoison_entry(e):
+    """True for a ``swp_entry_t`` of the hwpoison type: the entry of a page lost to a
+    memory error."""
     return swp_type(e) == SWP_HWPOISON
 
 
 def is_device_private_entry(e):
+    """True for a ``swp_entry_t`` of a device-private page (its read or write type):
+    memory that currently lives on a device."""
     return swp_type(e) in (SWP_DEVICE_WRITE, SWP_DEVICE_READ)
 
 
 def is_device_exclusive_entry(e):
+    """True for a ``swp_entry_t`` of the device-exclusive type: a page a device has
+    taken for its exclusive use."""
     return swp_type(e) == SWP_DEVICE_EXCLUSIVE
 
 

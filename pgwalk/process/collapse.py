@@ -13,6 +13,9 @@ from .objects import PF_ANON, PF_DATA, PF_FDIRTY, PF_LARGE, PF_SHMEM, PF_SHMEM_D
 from .shmem import unmap_object_range
 
 def collapse(mm, vma, s, e):
+    """MADV_COLLAPSE of ``[s, e)`` in ``vma``: each whole 2 MiB block becomes a
+    PMD-mapped THP (shared anonymous memory: a huge folio of its shmem object).  Returns
+    0, or the positive errno of the first block that cannot collapse."""
     hs, he = (s + PMD_SIZE - 1) & ~(PMD_SIZE - 1), e & ~(PMD_SIZE - 1)
     if hs > he:
         return EINVAL              # the kernel's block count goes negative: EINVAL

@@ -50,6 +50,8 @@ class PhysGroup:
         self._seq = 0
 
     def add(self, mm):
+        """Add ``mm`` to the group, held weakly; returns its key.  Should the mm vanish
+        without ``exit()``, the group becomes inexact."""
         key = self._seq
         self._seq += 1
         gref = weakref.ref(self)
@@ -65,6 +67,7 @@ class PhysGroup:
         return key
 
     def live(self):
+        """The members that still exist (exited or not), as a list of mms."""
         return [m for m in (r() for r in list(self.members.values())) if m is not None]
 
 
@@ -125,14 +128,21 @@ class ProcessCore(AddressSpace):
         return FolioHook(self.phys, vma)
 
     def new_op(self):
+        """A fresh C op (``_mmops.MMOp``) on this mm's tables and physical memory, to be
+        set up and walked with."""
         return MMOp(self.phys, self)
 
 
     def walk_ops(self, op, name, **kw):
+        """The ``MMWalkOps`` whose callbacks are ``op``'s C slot functions for the
+        operation ``name`` (``populate``, ``move``, ...); ``kw`` sets further ops
+        fields."""
         return MMWalkOps(**op.slots(name), **kw)
 
 
     def check_alive(self):
+        """Raise RuntimeError if this mm has run ``exit()``: the syscalls refuse an
+        exited mm."""
         if self.exited:
             raise RuntimeError("this mm has exited")
 
@@ -143,6 +153,8 @@ class ProcessCore(AddressSpace):
 
 
     def new_vma(self, start, end, vm_flags, pgoff, vm_ops=None, vm_file=None, anon_vma=None):
+        """A new VMA of this mm for ``[start, end)`` with its page offset, ops, shmem
+        object and anon_vma; not in the VMA tree yet (see ``insert_vma``)."""
         v = VMA(start, end, vm_flags, vm_mm=self, vm_ops=vm_ops)
         v.vm_pgoff = pgoff
         v.vm_file = vm_file
@@ -151,10 +163,13 @@ class ProcessCore(AddressSpace):
 
 
     def insert_vma(self, vma):
+        """Add ``vma`` to this mm's VMA tree (ValueError if it overlaps another)."""
         self.vma_tree.insert(vma)
 
 
     def remove_vma(self, vma):
+        """Take ``vma`` out of the VMA tree; once no VMA of this mm maps its shmem
+        object any more, the mm leaves the object's list of mms."""
         self.vma_tree.remove(vma)
         if vma.vm_file is not None and not any(v.vm_file is vma.vm_file for v in self.vma_tree):
             try:
@@ -193,6 +208,9 @@ class ProcessCore(AddressSpace):
 
     @staticmethod
     def can_merge(a, b):
+        """Whether ``a`` and the VMA ``b`` right after it may become one VMA: adjacent,
+        equal flags but for the sticky ones, same object and ops, continuous page
+        offsets, not special, and compatible anon_vmas."""
         if a.vm_end != b.vm_start:
             return False
         if (a.vm_flags ^ b.vm_flags) & ~VM_MERGE_IGNORE:
@@ -214,6 +232,8 @@ class ProcessCore(AddressSpace):
 
 
     def merge_pair(self, a, b):
+        """Merge ``b`` into its lower neighbour ``a``: ``a`` covers both, keeps an
+        anon_vma of either and gains ``b``'s sticky flags.  Returns ``a``."""
         self.vma_tree.merge(a, b)
         a.anon_vma = a.anon_vma or b.anon_vma
         a.vm_flags |= b.vm_flags & VM_MERGE_IGNORE
@@ -234,6 +254,9 @@ class ProcessCore(AddressSpace):
 
 
     def anon_vma_prepare(self, vma):
+        """``anon_vma_prepare``: give ``vma`` an anon_vma before it gets anonymous
+        pages, reusing the singular one of a compatible neighbour (so that the two can
+        still merge), else a new one."""
         if vma.anon_vma is not None:
             return
         for other in (self.vma_tree.next(vma), self.vma_tree.prev(vma)):

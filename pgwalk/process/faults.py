@@ -27,6 +27,9 @@ _FAULT_LOCK = threading.RLock()                      # see touch()
 
 
 def thp_suitable(mm, vma, haddr):
+    """Whether a fault may map an anonymous THP at the 2 MiB block ``haddr`` of ``vma``:
+    a private anonymous MADV_HUGEPAGE VMA, not special, that covers the whole block
+    with page offsets aligned to it."""
     return (vma_is_anonymous(vma) and not vma.vm_flags & VM_SHARED
             and vma.vm_flags & VM_HUGEPAGE and not vma.vm_flags & VM_NOHUGEPAGE
             and not vma.vm_flags & (VM_SPECIAL | VM_HUGETLB)
@@ -118,6 +121,9 @@ def fault_range(mm, vma, start, end, write, mark=False):
 
 
 def fault_pages(mm, vma, start, end, write, mark=False):
+    """Fault in ``[start, end)`` of one VMA with the populate walk (a THP first per
+    block where suitable, fault-around for read faults of shmem).  Returns (0, None) or
+    (fault code, address) of the first page that faulted."""
     if write and not vma.vm_flags & VM_SHARED:
         mm.anon_vma_prepare(vma)
     if write and vma.vm_file is not None and vma.vm_file.huge:

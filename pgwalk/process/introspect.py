@@ -26,6 +26,8 @@ WALKERS = ("callbacks", "pt_range")
 
 
 def check_walker(walker):
+    """Check a ``walker=`` argument (ValueError if unknown); True for ``pt_range``,
+    False for ``callbacks``."""
     if walker not in WALKERS:
         raise ValueError(f"walker must be one of {WALKERS}, not {walker!r}")
     return walker == "pt_range"

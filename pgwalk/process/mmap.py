@@ -13,6 +13,8 @@ from . import faults
 from .objects import oserror, SHMEM, ShmemObject, VM_ACCESS
 
 def mmap_top(mm):
+    """Where top-down placement of new mappings starts: the end of the user address
+    space less the gap kept free for the stack."""
     return mm.task_size + PAGE_SIZE - C.MMAP_BASE_GAP
 
 

@@ -16,6 +16,9 @@ _align = page_align
 
 
 def mremap(mm, addr, old_len, new_len, flags=0, new_addr=None):
+    """mremap(2): shrink, grow in place or move ``[addr, addr + old_len)`` to
+    ``new_len`` bytes as the MREMAP_* ``flags`` allow.  Returns the mapping's new
+    address; failures raise OSError."""
     if flags & ~(C.MREMAP_MAYMOVE | C.MREMAP_FIXED | C.MREMAP_DONTUNMAP):
         raise oserror(EINVAL)
     if flags & C.MREMAP_FIXED and not flags & C.MREMAP_MAYMOVE:

@@ -81,10 +81,12 @@ class WeakList:
         return any(r() is obj for r in self._refs)
 
     def append(self, obj):
+        """Add a weak reference to ``obj``, dropping those whose object is gone."""
         self._refs = [r for r in self._refs if r() is not None]
         self._refs.append(weakref.ref(obj))
 
     def remove(self, obj):
+        """Drop the reference to ``obj`` (ValueError if there is none)."""
         for i, r in enumerate(self._refs):
             if r() is obj:
                 del self._refs[i]
@@ -104,6 +106,7 @@ class ShmemObject:
 
     @property
     def npages(self):
+        """The object's size in pages (fixed when it is made)."""
         return self.pages.shape[0]
 
 
@@ -118,12 +121,18 @@ def pte_prot(vm_flags):
 
 
 def zero_prot(vm_flags):
+    """Flags of a PTE that maps the shared zero page for a VMA: ``pte_prot`` plus the
+    special bit (never RW or D)."""
     return pte_prot(vm_flags) | _PAGE_SPECIAL
 
 
 def rw_bits(vm_flags):
+    """The RW and dirty bits a writable VMA gives its written pages (RW|D); 0 without
+    VM_WRITE."""
     return (_PAGE_RW | _PAGE_DIRTY) if vm_flags & VM_WRITE else 0
 
 
 def vma_is_anonymous(vma):
+    """``vma_is_anonymous``: a VMA without ``vm_ops`` (private anonymous memory; shared
+    anonymous memory has shmem ops)."""
     return vma.vm_ops is None

@@ -131,6 +131,7 @@ class _KPageFlags:
                     and np.all(f[1:] & np.uint64(KPF_COMPOUND_TAIL)))
 
     def close(self):
+        """Close /proc/kpageflags if it was opened."""
         if self.fd is not None:
             os.close(self.fd)
 

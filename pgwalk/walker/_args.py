@@ -33,6 +33,8 @@ def check_addr(name, value, levels, is_end=False):
 
 
 def check_range(mm, start, end):
+    """Check ``start`` and ``end`` as addresses of ``mm``'s address space and refuse a
+    range across the non-canonical hole (TypeError or ValueError)."""
     levels = _levels_of(mm)
     check_addr("start", start, levels)
     check_addr("end", end, levels, is_end=True)
@@ -43,26 +45,33 @@ def check_range(mm, start, end):
 
 
 def check_mm(mm, name="mm"):
+    """TypeError unless ``mm`` (the argument called ``name``) is page tables such as a
+    ``pgwalk.MM``, or None."""
     if mm is not None and not isinstance(mm, PageTables):
         raise TypeError(f"{name} must be a pgwalk.MM or None, not {type(mm).__name__}")
 
 
 def check_ops(ops):
+    """TypeError unless ``ops`` is an ``MMWalkOps``."""
     if not isinstance(ops, MMWalkOps):
         raise TypeError(f"ops must be a pgwalk.MMWalkOps, not {type(ops).__name__}")
 
 
 def check_stats(stats):
+    """TypeError unless ``stats`` is a ``WalkStats`` or None."""
     if stats is not None and not isinstance(stats, WalkStats):
         raise TypeError(f"stats must be a pgwalk.WalkStats or None, not {type(stats).__name__}")
 
 
 def check_vma(vma):
+    """TypeError unless ``vma`` is a ``VMA``."""
     if not isinstance(vma, VMA):
         raise TypeError(f"vma must be a pgwalk.VMA, not {type(vma).__name__}")
 
 
 def check_pgd(mm, pgd):
+    """Check the optional top-level table ``pgd``: None, or an mm's top-level
+    ``PageTable`` with as many paging levels as ``mm`` (TypeError or ValueError)."""
     if pgd is None:
         return
     if not isinstance(pgd, PageTable):

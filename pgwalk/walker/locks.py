@@ -37,6 +37,9 @@ class MMapLock:
 
     @contextmanager
     def read(self):
+        """``with lock.read():`` hold the lock shared (``mmap_read_lock``); a thread
+        that already reads enters at once, one that holds the write lock gets
+        RuntimeError."""
         me = threading.get_ident()
         with self._cond:
             if self._writer == me:
@@ -80,6 +83,9 @@ class MMapLock:
 
     @contextmanager
     def write(self):
+        """``with lock.write():`` hold the lock exclusively (``mmap_write_lock``), in
+        arrival order; the release bumps ``seq``, which ends the VMA write locks taken
+        under it."""
         me = threading.get_ident()
         with self._cond:
             if self._writer == me or me in self._readers:
@@ -105,10 +111,12 @@ class MMapLock:
                 self._cond.notify_all()
 
     def held(self):
+        """Whether the calling thread holds the lock, for reading or writing."""
         me = threading.get_ident()
         return self._writer == me or me in self._readers
 
     def write_held(self):
+        """Whether the calling thread holds the write lock."""
         return self._writer == threading.get_ident()
 
 
@@ -131,6 +139,8 @@ def vma_start_write(vma):
 
 
 def vma_write_locked(vma):
+    """Whether ``vma`` is write-locked by the calling thread: it holds the mm's mmap
+    write lock and called ``vma_start_write(vma)`` since taking it."""
     mm = vma.vm_mm
     return (mm is not None and mm._lock.write_held()
             and vma._lock_seq == mm._lock.seq)

@@ -55,6 +55,8 @@ class PtRangeRecord:
         self.softleaf_entry, self.pfn, self.folio = softleaf_entry, pfn, folio
 
     def astuple(self):
+        """The record's fields as a tuple in ``RECORD_FIELDS`` order (what ``==``
+        compares)."""
         return tuple(getattr(self, n) for n in RECORD_FIELDS)
 
     def __eq__(self, other):

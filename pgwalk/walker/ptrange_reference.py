@@ -450,18 +450,25 @@ def _pt_range_walk(ptw, vma, addr, end, flags):
 
 
 def pt_range_walk_start(ptw, vma, addr, end, flags):
+    """``pt_range_walk_start``: the first step of a walk of ``[addr, end)`` in ``vma``.
+    Returns its PTW_* type (PTW_DONE at once for an empty range or no mm) and fills
+    ``ptw``."""
     if ptw.mm is None or addr >= end:
         return PTW_DONE
     return _pt_range_walk(ptw, vma, addr, end, flags)
 
 
 def pt_range_walk_next(ptw, vma, addr, end, flags):
+    """``pt_range_walk_next``: the step after the last record, from ``ptw.next_addr``.
+    Returns its PTW_* type, PTW_DONE once ``end`` is reached."""
     if ptw.next_addr >= end:
         return PTW_DONE
     return _pt_range_walk(ptw, vma, addr, end, flags)
 
 
 def pt_range_walk_done(ptw):
+    """``pt_range_walk_done``: end the walk, dropping what it holds (the page-table
+    lock, the mapped PTE table and the VMA lock)."""
     ptw.ptl = False
     if ptw.level == PTW_PTE_LEVEL:
         ptw.slot = None
@@ -479,6 +486,9 @@ class _Stepper:
         self.args = (bounds, start, end, flags)
 
     def will_step(self, started):
+        """Whether the coming step (the first unless ``started``) will read the tables:
+        False when it ends the walk at once, so the driver asks for the mmap lock only
+        when needed."""
         ptw, (vma, start, end, _) = self.ptw, self.args
         if not started:
             a = start
@@ -491,23 +501,30 @@ class _Stepper:
         return vma.vm_start <= a < vma.vm_end
 
     def start(self):
+        """Take the first step; returns its PTW_* type."""
         self.ptw.warned = False
         return pt_range_walk_start(self.ptw, *self.args)
 
     def next(self):
+        """Take the following step; returns its PTW_* type."""
         self.ptw.warned = False
         return pt_range_walk_next(self.ptw, *self.args)
 
     def warned(self):
+        """Whether the last step met the kernel's warning case (its address outside the
+        VMA)."""
         return self.ptw.warned
 
     def addr(self):
+        """The address the last warning was about."""
         return self.ptw.warn_addr
 
     def done(self):
+        """End the walk (``pt_range_walk_done``)."""
         pt_range_walk_done(self.ptw)
 
     def record(self, t):
+        """The ``PtRangeRecord`` of the step that returned the type ``t``."""
         p = self.ptw
         return PtRangeRecord(t, p.level, p.curr_addr, p.next_addr, p.nr_entries, p.size,
                              p.writable, p.young, p.dirty, p.present, p.pmd_shared, p.entry,

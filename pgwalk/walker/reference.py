@@ -55,6 +55,7 @@ class Slot:
 
     @property
     def val(self):
+        """The slot's current value (RuntimeError once its callback has returned)."""
         self._check()
         return int(self.tables._table(self.tid)[self.idx])
 
@@ -93,6 +94,7 @@ class ScratchPTE:
 
     @property
     def val(self):
+        """The value set so far (RuntimeError outside ``install_pte``)."""
         if not self.live:
             raise RuntimeError("ptep used outside install_pte")
         return self.value
@@ -103,6 +105,8 @@ class ScratchPTE:
     __index__ = __int__
 
     def set(self, value):
+        """Set the PTE ``install_pte`` builds, a 64-bit int; the walker writes it to the
+        empty slot once the callback returns 0."""
         if not self.live:
             raise RuntimeError("ptep used outside install_pte")
         if not isinstance(value, int):
@@ -132,6 +136,9 @@ class Walk:
 
     @property
     def action(self):
+        """``walk->action``: what the walker does after a PUD or PMD callback
+        (ACTION_SUBTREE, ACTION_CONTINUE or ACTION_AGAIN); setting any other value
+        raises ValueError."""
         return self._action
 
     @action.setter
@@ -152,6 +159,8 @@ class Walk:
         return int(r)
 
     def call_entry(self, name, level, slot, addr, next):
+        """Call the callback ``name`` (``pgd_entry`` to ``pte_entry``) with a ``Slot``
+        for ``slot`` that is valid only during the call; returns its result as a C int."""
         ref = Slot(self.tables, slot[0], slot[1], level)
         try:
             return self._ret(name, getattr(self.cbs, name)(ref, addr, next, self))
@@ -159,6 +168,8 @@ class Walk:
             ref.live = False
 
     def call_hole(self, addr, next, depth):
+        """Call ``pte_hole`` for ``[addr, next)`` at ``depth`` (the level of the missing
+        entry, -1 where no level applies); returns its result as a C int."""
         return self._ret("pte_hole", self.cbs.pte_hole(addr, next, depth, self))
 
 
@@ -204,6 +215,9 @@ def _pgd_shift(walk):
 # ``goto again``).
 
 def walk_pte_range_inner(walk, tid, idx, addr, end):
+    """``walk_pte_range_inner``: the PTEs of table ``tid`` from index ``idx`` for
+    ``[addr, end)``; ``install_pte`` fills the none ones, ``pte_entry`` sees the others.
+    Returns 0 or the first non-zero callback result."""
     ops = walk.cbs
     err = 0
     while True:
@@ -253,6 +267,9 @@ def pte_offset_map(walk, pmd):
 
 
 def walk_pte_range(walk, pmd, addr, end):
+    """``walk_pte_range``: map the PTE table under ``pmd`` and walk it.  A PMD that
+    cannot be mapped sets ACTION_AGAIN (retried by the caller; pgwalk gives up on the
+    third refusal in a row).  Returns 0 or the first non-zero callback result."""
     if walk.no_vma and (walk.mm.is_init_mm or addr >= walk.task_size):
         tid = _child(walk, pmd)        # pte_offset_kernel(); garbage not followed
         if tid is None:
@@ -274,6 +291,9 @@ def walk_pte_range(walk, pmd, addr, end):
 
 
 def split_huge_pmd(walk, pmd):
+    """``split_huge_pmd`` in a walk with a VMA: a huge or migration PMD of anonymous
+    memory becomes a PTE table of 512 entries; in other VMAs it is cleared.  Other PMDs
+    are left alone."""
     v = _get(walk, pmd)
     if not (E.is_swap_pmd(v) or E.pmd_trans_huge(v) or E.pmd_devmap(v)):
         return
@@ -303,6 +323,8 @@ def split_huge_pmd(walk, pmd):
 
 
 def split_huge_pud(walk, pud):
+    """``split_huge_pud``: a huge PUD is cleared (the kernel makes no PMD table of it);
+    other PUDs are left alone."""
     v = _get(walk, pud)
     if E.pud_trans_huge(v) or E.pud_devmap(v):
         _put(walk, pud, 0)
@@ -311,6 +333,9 @@ def split_huge_pud(walk, pud):
 
 
 def walk_pmd_range(walk, pud, addr, end):
+    """``walk_pmd_range``: each PMD under ``pud`` in ``[addr, end)`` to ``pmd_entry``
+    (holes to ``pte_hole``, or a new table for ``install_pte``); ``walk.action`` then
+    decides on splitting it and walking its PTEs.  Returns 0 or the first error."""
     ops = walk.cbs
     has_handler = ops.pte_entry is not None
     has_install = ops.install_pte is not None
@@ -382,6 +407,9 @@ def walk_pmd_range(walk, pud, addr, end):
 
 
 def walk_pud_range(walk, p4d, addr, end):
+    """``walk_pud_range``: each PUD under ``p4d`` in ``[addr, end)`` to ``pud_entry``
+    (holes to ``pte_hole``, or a new table for ``install_pte``); ``walk.action`` then
+    decides on splitting it and walking its PMDs.  Returns 0 or the first error."""
     ops = walk.cbs
     has_handler = ops.pmd_entry is not None or ops.pte_entry is not None
     has_install = ops.install_pte is not None
@@ -462,6 +490,9 @@ def _none_or_clear_bad(walk, slot, bad):
 
 
 def walk_p4d_range(walk, pgd, addr, end):
+    """``walk_p4d_range``: the P4Ds under ``pgd`` for ``[addr, end)`` (with 4 levels the
+    folded PGD slot itself): holes to ``pte_hole`` (or a new table for ``install_pte``),
+    each P4D to ``p4d_entry``, then the PUDs below.  Returns 0 or the first error."""
     ops = walk.cbs
     has_handler = (ops.pud_entry is not None or ops.pmd_entry is not None
                    or ops.pte_entry is not None)
@@ -506,6 +537,9 @@ def walk_p4d_range(walk, pgd, addr, end):
 
 
 def walk_pgd_range(walk, addr, end):
+    """``walk_pgd_range``: each top-level entry in ``[addr, end)`` to ``pgd_entry``,
+    then the level below (with 4 levels, holes show at the folded P4D).  Returns 0 or
+    the first error."""
     ops = walk.cbs
     has_handler = (ops.p4d_entry is not None or ops.pud_entry is not None
                    or ops.pmd_entry is not None or ops.pte_entry is not None)
@@ -585,6 +619,9 @@ def hugetlb_walk(walk, addr, sz):
 
 
 def walk_hugetlb_range(walk, addr, end):
+    """``walk_hugetlb_range``: each huge page of the hugetlb VMA in ``[addr, end)`` goes
+    to ``hugetlb_entry`` with its PMD or PUD slot, a missing table to ``pte_hole``.
+    Returns 0 or the first error."""
     ops = walk.cbs
     sz = walk.vma.hugepage_size
     hmask = ~(sz - 1) & U64_MASK
@@ -615,6 +652,9 @@ def walk_hugetlb_range(walk, addr, end):
 # --- VMA level ---------------------------------------------------------------------
 
 def walk_page_test(walk, start, end):
+    """``walk_page_test``: whether to walk the current VMA: ``test_walk``'s answer if
+    set, else a PFN-map VMA is skipped (and reported to ``pte_hole``).  Returns 0 to
+    walk, positive to skip, negative to fail."""
     ops = walk.cbs
     if ops.test_walk is not None:
         return walk._ret("test_walk", ops.test_walk(start, end, walk))
@@ -709,6 +749,9 @@ def _walk_vmas(mm, start, end, ops, private, lock, newer):
 
 
 def walk_page_range(mm, start, end, ops, private=None, *, kernel=None):
+    """``walk_page_range``: walk ``[start, end)`` of ``mm`` VMA by VMA, gaps to
+    ``pte_hole``.  Returns 0, the first non-zero callback result, or a negative errno;
+    refuses ``install_pte``."""
     check_mm(mm)
     check_ops(ops)
     check_range(mm, start, end)
@@ -747,6 +790,9 @@ def _walk_range_vma(vma, start, end, ops, private, kernel, safe_only):
 
 
 def walk_page_range_vma(vma, start, end, ops, private=None, *, kernel=None):
+    """``walk_page_range_vma``: walk ``[start, end)``, which must lie inside ``vma``; no
+    ``test_walk``, no PFN-map skip.  Returns 0, the first non-zero callback result, or a
+    negative errno."""
     return _walk_range_vma(vma, start, end, ops, private, kernel, True)
 
 
@@ -756,6 +802,8 @@ def walk_page_range_vma_unsafe(vma, start, end, ops, private=None, *, kernel=Non
 
 
 def walk_page_vma(vma, ops, private=None, *, kernel=None):
+    """``walk_page_vma``: walk the whole of ``vma``; no ``test_walk``, no PFN-map skip.
+    Returns 0, the first non-zero callback result, or a negative errno."""
     check_vma(vma)
     check_ops(ops)
     newer = check_kernel(kernel)
@@ -776,6 +824,9 @@ def _novma_walk(mm, start, end, ops, pgd, private, newer):
 
 
 def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, kernel=None):
+    """``walk_page_range_novma`` (6.13): walk the tables of ``mm`` (or of ``pgd``'s
+    tree) with no VMAs; huge leaves are never split.  Returns 0, the first non-zero
+    callback result, or a negative errno."""
     check_mm(mm)
     check_ops(ops)
     check_pgd(mm, pgd)
@@ -790,6 +841,9 @@ def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, kernel
 
 
 def walk_kernel_page_table_range(start, end, ops, pgd=None, private=None, *, mm=None, kernel=None):
+    """``walk_kernel_page_table_range``: a no-VMA walk of the kernel mm's tables; needs
+    its mmap lock held (LockAssertionError otherwise).  Returns 0, the first non-zero
+    callback result, or a negative errno."""
     from .api import _kernel_mm
     from ._core import LockAssertionError
     check_ops(ops)
@@ -802,6 +856,8 @@ def walk_kernel_page_table_range(start, end, ops, pgd=None, private=None, *, mm=
 
 def walk_kernel_page_table_range_lockless(start, end, ops, pgd=None, private=None, *, mm=None,
                                           kernel=None):
+    """``walk_kernel_page_table_range_lockless``: the same walk without the lock check;
+    the caller makes sure nothing else changes the range."""
     from .api import _kernel_mm
     check_ops(ops)
     return _kernel_walk(_kernel_mm(mm, pgd), start, end, ops, pgd, private, kernel)
@@ -818,6 +874,8 @@ def _kernel_walk(mm, start, end, ops, pgd, private, kernel):
 
 
 def walk_page_range_debug(mm, start, end, ops, pgd=None, private=None, *, init_mm=None, kernel=None):
+    """``walk_page_range_debug``: a no-VMA walk of ``mm``'s tables (or ``pgd``'s) for
+    debugging; needs the mmap write lock of ``mm`` and of ``init_mm`` when given."""
     from ._core import LockAssertionError
     check_mm(mm)
     check_mm(init_mm, "init_mm")

@@ -574,6 +574,8 @@ class Difference:
         self.field, self.index, self.expected, self.got = field, index, expected, got
 
     def as_dict(self):
+        """The difference as a plain dict (``field``, ``index``, ``expected``, ``got``),
+        for JSON."""
         return {"field": self.field, "index": self.index, "expected": self.expected, "got": self.got}
 
     def __repr__(self):

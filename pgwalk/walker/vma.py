@@ -119,6 +119,7 @@ class VMATree:
         self._ends.insert(i, vma.vm_end)
 
     def remove(self, vma):
+        """Take ``vma`` out of the tree (ValueError if it is not there)."""
         i = self._index(vma)
         del self._vmas[i]
         del self._ends[i]

@@ -73,6 +73,7 @@ class _Progress:
         self.last = 0.0
 
     def show(self, text):
+        """Report ``text`` as the current progress (nothing when quiet)."""
         if not self.on:
             return
         now = time.monotonic()
@@ -84,6 +85,7 @@ class _Progress:
             self.last = now
 
     def done(self):
+        """Erase the progress line from the terminal, leaving stderr clean."""
         if self.tty:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
