@@ -114,18 +114,36 @@ def tiers(mm, samples, min_time):
     return res, n, len(vmas), len(spans)
 
 
-def one(label, pid, samples, min_time):
+def guest_root(qemu_dir, levels):
+    """(dump, the guest process's PGD, levels) as
+    tests/fixtures/make_qemu_image.sh records them, or None without that dump."""
+    d = Path(qemu_dir) / f"l{levels}"
+    if not (d / "guest.elf").exists() or not (d / "cr3.txt").exists():
+        return None
+    rec = dict(ln.split("=") for ln in (d / "cr3.txt").read_text().split())
+    return d / "guest.elf", int(rec["kernel_pgd"], 16), levels
+
+
+def one(label, pid, samples, min_time, image=None):
+    """A snapshot (of process ``pid``, or of ``image`` = (dump path, root,
+    levels) with MM.from_image) timed at every tier."""
     t0 = time.perf_counter()
-    mm = pgwalk.MM.from_process(pid)
+    if image is None:
+        mm = pgwalk.MM.from_process(pid)
+    else:
+        path, root, levels = image
+        mm = pgwalk.MM.from_image(pgwalk.PhysImage.open(path), root, levels)
     snap = time.perf_counter() - t0
     mapped = 0
     for v in mm.vmas:
         if v.vm_end - v.vm_start <= VMA_CAP:
             mapped += int(np.count_nonzero(mm.pagemap(v.vm_start, v.vm_end) >> np.uint64(63)))
     t, n, nv, nw = tiers(mm, samples, min_time)
-    return {"label": label, "pid": pid, "comm": comm(pid), "snapshot_s": snap, "vmas": len(mm.vmas),
+    return {"label": label, "pid": pid, "comm": comm(pid) if image is None else "guest dump",
+            "snapshot_s": snap, "vmas": len(mm.vmas),
             "vmas_walked": nv, "walks": nw, "vma_pages": n, "mapped_pages": mapped, "tables": mm.nr_tables,
-            "thp": mm.snapshot_info["thp"], "real_pfns": mm.snapshot_info["real_pfns"], "tiers": t}
+            "thp": mm.snapshot_info.get("thp", 0), "real_pfns": mm.snapshot_info.get("real_pfns", 0),
+            "tiers": t}
 
 
 def report(rows):
@@ -147,6 +165,9 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.2)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--qemu-dir", default=os.environ.get("PGWALK_QEMU_DIR", "/tmp/pgwalk-qemu"),
+                    help="the QEMU guest fixture (tests/fixtures/make_qemu_image.sh); its process is "
+                         "walked too when the dump is there")
     a = ap.parse_args(argv)
     rows = [one("self", os.getpid(), a.samples, a.min_time)]
     child = subprocess.Popen([sys.executable, "-c", THP_CHILD], stdin=subprocess.PIPE,
@@ -163,6 +184,13 @@ def main(argv=None):
     finally:
         child.stdin.close()
         child.wait()
+    for levels in (4, 5):
+        g = guest_root(a.qemu_dir, levels)
+        if g is None:
+            print(f"(no QEMU guest dump in {a.qemu_dir}/l{levels}: its process is left out; "
+                  f"tests/fixtures/make_qemu_image.sh makes it)", file=sys.stderr)
+            continue
+        rows.append(one(f"QEMU guest process ({levels}-level)", None, a.samples, a.min_time, image=g))
     report(rows)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
