@@ -10,7 +10,9 @@ Prints one line per operation: wall time, pages, ns per page, tables.
 import sys
 import time
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+if list((_ROOT / "pgwalk").rglob("_core.*.so")):      # this checkout, when built in place
+    sys.path.insert(0, str(_ROOT))                       # (else the installed pgwalk)
 import pgwalk  # noqa: E402
 from pgwalk import MADV_DONTNEED, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE, PAGE_SIZE
 

@@ -1,8 +1,6 @@
 """pgwalk.image.scan: a fleet of dumps on a local Dask cluster into one
 Parquet dataset (skipped without the fleet extra: dask[distributed], pyarrow)."""
 
-import subprocess
-import sys
 
 import pytest
 
@@ -11,6 +9,7 @@ pq = pytest.importorskip("pyarrow.parquet", reason="the fleet scan needs pyarrow
 
 import pgwalk  # noqa: E402
 from helpers.image_gen import make_linux_image  # noqa: E402
+from helpers.cli import run_pgwalk
 from pgwalk.image import scan  # noqa: E402
 from pgwalk.image.fleet import summarize  # noqa: E402
 
@@ -56,8 +55,7 @@ def test_scan_on_a_local_cluster_matches_per_dump_results(dumps, tmp_path):
 
 
 def test_cli_scan(dumps, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", "--scan", *map(str, dumps[:2]),
-                        "--out", str(tmp_path / "cli"), "--no-progress"], capture_output=True, text=True)
+    r = run_pgwalk("image", "--scan", *dumps[:2], "--out", tmp_path / "cli", "--no-progress")
     assert r.returncode == 0, r.stderr
     t = pq.read_table(tmp_path / "cli")
     assert set(t.column("kind").to_pylist()) == {"kernel", "process", "stale", "boot"}

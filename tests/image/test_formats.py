@@ -4,10 +4,6 @@ give the raw image's mappings, translations and bytes, 4 and 5 levels, each
 kdump compression; VMCOREINFO names the kernel root; the format comes from
 the content; mm.read / read_many."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +12,7 @@ import pgwalk
 from pgwalk.image import AbsentError, ImageError
 
 from helpers import dump_writers as W
+from helpers.cli import run_pgwalk
 
 COMPRESSIONS = [None, "zlib", "lzo", "snappy", "zstd"]
 
@@ -187,9 +184,7 @@ def test_format_comes_from_the_content_and_raw_needs_whole_frames(tmp_path, memo
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))
-    return subprocess.run([sys.executable, "-m", "pgwalk", "image", *map(str, args)], capture_output=True,
-                          text=True, env=env)
+    return run_pgwalk("image", *args)
 
 
 def test_a_text_file_is_not_a_silently_empty_image(tmp_path):

@@ -8,14 +8,13 @@ its tables reused), the trampoline PGD and early_top_pgt, and noise frames
 levels, with and without PTI, raw and ELF."""
 
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import pgwalk
 from helpers.image_gen import make_linux_image
+from helpers.cli import run_pgwalk
 from pgwalk.image.roots import Root, find_roots, kernel_root
 
 
@@ -140,8 +139,7 @@ def test_root_summary_and_equality():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "pgwalk", "image", *map(str, args)],
-                          capture_output=True, text=True)
+    return run_pgwalk("image", *args)
 
 
 def test_cli_roots_and_kernel_root_walk(tmp_path):

@@ -5,9 +5,6 @@ is a message naming the file and scenario, exit 2, never a traceback."""
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from pgwalk import cli
 from pgwalk.walker import trace as T
 
 from helpers.support import load_golden
+from helpers.cli import run_pgwalk
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = load_golden()
@@ -24,12 +22,8 @@ INSTALL = [p for p in SCENARIOS if p.stem.startswith("h-4l-install-allocfail")]
 
 
 def pgwalk_trace(*args, stdin=None):
-    """Run ``python -m pgwalk trace ARGS`` from the checkout; the completed process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "pgwalk", "trace", *map(str, args)],
-                          input=stdin, capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=600)
+    """Run ``python -m pgwalk trace ARGS`` (the pgwalk in use); the completed process."""
+    return run_pgwalk("trace", *args, stdin=stdin)
 
 
 def main(args, capsys):
