@@ -3,6 +3,11 @@ callback tiers and translate against a vectorised numpy walker and
 Volatility 3's Intel32e mapping(), per page, in one run.
 
     python benchmarks/images.py [--gib 8] [--samples 5] [--vol-mib 256] [--no-fixture] [--qemu DIR]
+                                [--peers-gib 1] [--no-peers] [--only-peers]
+
+The peers rows (benchmarks/image_peers.py, extra ``peers``) time Volatility
+3, drgn, MemProcFS (and say why LibVMI cannot run) on one synthetic image
+of PEERS_GIB GiB and on the QEMU guest, same addresses, answers checked.
 
 Synthetic image: GIB GiB of 4 KiB mappings (one PTE table per 2 MiB) at the
 bottom of the user half, plus a copy at the start of the kernel half; the
@@ -315,9 +320,16 @@ def main(argv=None):
                     help="directory of tests/fixtures/make_qemu_image.sh's dumps (skipped when absent)")
     ap.add_argument("--roots-mib", type=int, default=1024, help="MiB of the find_roots image (0: none)")
     ap.add_argument("--only-roots", action="store_true", help="the find_roots rows alone")
+    ap.add_argument("--peers-gib", type=int, default=1, help="GiB of the peers' synthetic image (0: none)")
+    ap.add_argument("--no-peers", dest="peers", action="store_false")
+    ap.add_argument("--only-peers", action="store_true", help="the peers rows alone")
     a = ap.parse_args(argv)
     load0 = os.getloadavg()
     res = {}
+    if a.only_peers:
+        with tempfile.TemporaryDirectory() as d:
+            print_peers(*peers(a, d))
+        return res
     if a.only_roots:
         with tempfile.TemporaryDirectory() as d:
             print_roots(roots(a, d, res), res)
@@ -367,7 +379,75 @@ def main(argv=None):
             line += f"; Volatility {v[0] * leaves / 1e6:.0f} ms: {v[0] / raw[0]:.0f}x"
         print(line)
     print_roots(roots_rows, res)
+    if a.peers:
+        with tempfile.TemporaryDirectory() as d:
+            print_peers(*peers(a, d))
     return res
+
+
+def peers(a, d):
+    """The peers rows: a synthetic image (raw and ELF core) and the QEMU guest."""
+    import image_peers as P
+    res, notes = {}, {}
+    if a.peers_gib:
+        img, size = build_image(a.peers_gib)
+        raw, elf = Path(d) / "peers.raw", Path(d) / "peers.elf"
+        write_sparse(raw, img, size)
+        P.write_elf_core(elf, img, size, P.vmcoreinfo(1 << 12, 4))
+        vas = np.random.default_rng(3).integers(0, a.peers_gib << 30, 1 << 20, dtype=np.uint64)
+        P.run(res, notes, "synthetic", raw, elf, 1 << 12, 4, vas, a.samples,
+              read_va=0x10000, read_size=min(64 << 20, (a.peers_gib << 30) - 0x10000))
+    q = Path(a.qemu) / "l4"
+    if (q / "guest.raw").exists():
+        regs = dict(ln.split("=") for ln in (q / "cr3.txt").read_text().split())
+        cr3 = int(regs["kernel_pgd"], 16)
+        mm = pgwalk.PhysImage.open(q / "guest.raw").mm(cr3)
+        maps = mm.mappings()
+        rng = np.random.default_rng(4)
+        pick = rng.integers(0, len(maps), 1 << 20)
+        vas = maps["va"][pick] + (rng.integers(0, 1 << 30, 1 << 20, dtype=np.uint64) % maps["size"][pick])
+        swapper = vmci_symbol(q / "guest.elf", "SYMBOL(swapper_pg_dir)")
+        P.run(res, notes, "qemu", q / "guest.raw", q / "guest.elf" if swapper else None, cr3, 4, vas,
+              a.samples, drgn_pgtable=swapper)
+    return res, notes
+
+
+def vmci_symbol(elf, key):
+    """A VMCOREINFO value (hex) of the guest's ELF dump, or None."""
+    try:
+        info = pgwalk.PhysImage.open(elf).vmcoreinfo or {}
+    except Exception:
+        return None
+    v = info.get(key[len("SYMBOL("):-1]) if isinstance(info, dict) else None
+    return int(v, 16) if isinstance(v, str) else v
+
+
+def print_peers(res, notes):
+    """Per image: each row's median per unit, then the targets."""
+    print("Peers (per address, per call from Python, per leaf, per image); median (min):")
+    for k, (med, lo, n) in res.items():
+        unit = "s" if n == 1 else ("ns/B" if "read" in k else "ns/unit")
+        scale = 1 if n == 1 else 1e9 / n
+        print(f"  {k:<48} {med * scale:12.2f} {unit} ({lo * scale:.2f})  [{n:,} units, {med * 1e3:.2f} ms]")
+    for k, v in notes.items():
+        print(f"  {k}: {v}")
+    for tag in sorted({k.split()[0] for k in res}):
+        r = {k[len(tag) + 1:]: v[0] / v[2] for k, v in res.items() if k.startswith(tag + " ")}
+        calls = {k: v for k, v in r.items() if "per call" in k and not k.startswith("pgwalk")}
+        if calls:
+            best = min(calls, key=calls.get)
+            print(f"  {tag}: batched translate {calls[best] / r['pgwalk translate() batched']:.0f}x {best} "
+                  f"(target 100x); translate1 {r['pgwalk translate1() per call'] / calls[best]:.3f}x of it "
+                  f"(target <= 0.5x)")
+        enum = {k: v for k, v in r.items() if "fresh" in k and not k.startswith("pgwalk")}
+        if enum:
+            best = min(enum, key=enum.get)
+            print(f"  {tag}: mappings() fresh {enum[best] / r['pgwalk mappings() fresh dump']:.1f}x {best}, "
+                  f"cached {enum[best] / r['pgwalk mappings() cached']:.1f}x (target 20x)")
+        rd = [k for k in r if k.startswith("drgn prog.read")]
+        if rd:
+            print(f"  {tag}: mm.read {r[rd[0]] / r['pgwalk ' + rd[0][len('drgn prog.'):].replace('read', 'mm.read', 1)]:.2f}x "
+                  f"drgn prog.read (target 1.5x)")
 
 
 def print_roots(rows, res):

@@ -275,3 +275,9 @@ def translate(PageTables pt not None, vas):
         for i in range(n):
             out[i] = _translate_one(pool, pgd, levels, v[i])
     return out.reshape(np.shape(vas))
+
+
+def translate1(PageTables pt not None, uint64_t va):
+    """Physical address of one virtual address (-1 where nothing is mapped):
+    an int in, an int out, no numpy."""
+    return _translate_one(&pt.pool, pt.pgd_ptr, pt.levels, va)

@@ -19,6 +19,7 @@ link to a frame outside the image is never followed.
     pas = mm.translate([0xffffffff81000000])
 """
 
+import os
 import struct
 from bisect import bisect_right
 from pathlib import Path
@@ -216,6 +217,23 @@ class PhysImage:
         row = self.segments[i][2] + pfn - self.segments[i][0]
         return self.frames[row * 512:(row + 1) * 512].tobytes()
 
+    def rows_of(self, pfns):
+        """Frame rows (in ``frames``) of the frames ``pfns`` (a numpy array),
+        or None when one is not in the dump or the frames live elsewhere."""
+        if self.store is not None:
+            return None
+        pfns = np.asarray(pfns, dtype=np.int64)
+        if not self.segments:
+            return pfns if not pfns.size or int(pfns.max()) < self.frames.size // 512 else None
+        seg = np.array(self.segments, dtype=np.int64).reshape(-1, 3)
+        i = np.searchsorted(seg[:, 0], pfns, side="right") - 1
+        if (i < 0).any():
+            return None
+        off = pfns - seg[i, 0]
+        if (off >= seg[i, 1]).any():
+            return None
+        return seg[i, 2] + off
+
     def read_phys(self, pa, size, fill=None):
         """``size`` bytes of physical memory from ``pa``; a frame the dump does
         not hold raises ``AbsentError`` naming it, or reads as ``fill`` (a
@@ -309,12 +327,51 @@ class ImageMM(AddressSpace):
         """Physical address of each virtual address (int64; -1 where unmapped)."""
         return _image.translate(self, vas)
 
+    translate1 = _image.translate1
+
     def read(self, va, size, fill=None):
         """``size`` bytes of virtual memory from ``va``, through the tables.  An
         unmapped page, or one whose frame the dump lacks, raises
         ``AbsentError`` naming the address, unless ``fill`` (a byte value)
         is given: then its bytes read as ``fill``."""
+        if isinstance(va, int) and isinstance(size, int) and 0 <= va and 0 < size <= 1 << 30 \
+                and va + size - 1 <= U64_MASK:
+            data = self._read_runs(va, size)
+            if data is not None:
+                return data
         return self.read_many([va], size, fill)[0].tobytes()
+
+    def _read_runs(self, va, size):
+        """One contiguous read, copied run by run (pages contiguous in the
+        file too) from the image's frames; None when a page is unmapped or
+        absent, or the image keeps its frames elsewhere (the slow path)."""
+        img = self.image
+        if img.store is not None:
+            return None
+        first = va & ~(PAGE_SIZE - 1)
+        npages = (va + size - first + PAGE_SIZE - 1) >> PAGE_SHIFT
+        pas = self.translate(np.arange(npages, dtype=np.uint64) * np.uint64(PAGE_SIZE) + np.uint64(first))
+        if npages and int(pas.min()) < 0:
+            return None
+        rows = img.rows_of(pas >> PAGE_SHIFT)
+        if rows is None:
+            return None
+        brk = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate(([0], brk))
+        ends = np.concatenate((brk, [npages]))
+        base = getattr(img.frames, "offset", None)
+        if base is None or getattr(img.frames, "filename", None) is None:
+            return None
+        parts, pos, skip = [], 0, va - first
+        with open(img.frames.filename, "rb", buffering=0) as f:
+            for a, b in zip(starts.tolist(), ends.tolist()):
+                n = min((b - a) * PAGE_SIZE - skip, size - pos)
+                parts.append(os.pread(f.fileno(), n, base + int(rows[a]) * PAGE_SIZE + skip))
+                if len(parts[-1]) != n:
+                    return None
+                pos += n
+                skip = 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def read_many(self, vas, size, fill=None):
         """``size`` bytes from each of ``vas``, as a (len(vas), size) uint8
