@@ -168,10 +168,6 @@ cdef struct WalkCtx:
     uint64_t *refused_pmd         # the PMD pte_offset_map last refused...
     uint64_t refused_val          # ...its value then...
     int refusals                  # ...and how many times in a row
-    int newer                     # today's loop behaviour (NEWER_* bits); 0 = 6.13
-    uint64_t *refused_pud         # the PUD walk_pmd_range last refused (today's
-    uint64_t refused_pud_val      # re-check), its value then, and how many
-    int pud_refusals              # times in a row
     int64_t pte_map_ok            # pte_offset_map successes of a C-only walk, added
                                   # to the pool's stats at every tick and at the end
                                   # (no shared cache line written per table by
@@ -183,6 +179,11 @@ cdef struct WalkCtx:
     int ph_depth
     uint64_t ph_start
     uint64_t ph_end
+    # last, so the fields the 6.13 loops touch keep their places
+    int newer                     # today's loop behaviour (NEWER_* bits); 0 = 6.13
+    uint64_t *refused_pud         # the PUD walk_pmd_range last refused (today's
+    uint64_t refused_pud_val      # re-check), its value then, and how many
+    int pud_refusals              # times in a row
 
 
 # where a PTE batch's snapshot sits in its scratch: not 4 KiB after the
