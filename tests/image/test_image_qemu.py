@@ -435,6 +435,14 @@ def test_every_format_maps_as_the_elf_dump(g, name):
         assert as_tuples(gm) == as_tuples(wm), (name, label)
         assert as_tuples(go) == as_tuples(wo), (name, label)
         assert got.bad_entries[0] == want.bad_entries[0], (name, label)
+    # data through the tables too: the helper's 4K pages and THP, the kernel's text
+    user, kernel = img.mm(g.user_pgd, g.levels), img.mm(g.kernel_pgd, g.levels)
+    reads = [(user, g.regions["small"][0], 16 * 4096), (user, g.regions["thp"][0], 2 << 20)]
+    if "_text" in g.ksym:
+        reads.append((kernel, g.ksym["_text"], 1 << 20))
+    for mm, va, n in reads:
+        want_mm = g.mm("user") if mm is user else g.mm("kernel")
+        assert mm.read(va, n) == want_mm.read(va, n), (name, hex(va))
 
 
 def as_tuples(a):
