@@ -23,7 +23,11 @@ user (PTI) and kernel page tables:
 * mappings() equals the independent reference walker of tests/image/test_image.py;
 * the PTI user tables share the user half and map little of the kernel half;
 * Volatility 3's Intel32e agrees after its documented heuristics (4-level);
-* the ptdump text follows the kernel's marker rules."""
+* the ptdump text follows the kernel's marker rules;
+* the same memory as raw (pmemsave), LiME, kdump-compressed (flattened, and
+  standard after makedumpfile -R) gives the ELF dump's mappings for every
+  recorded root, and libkdumpfile reads the standard kdump's frames as pgwalk
+  does; find_roots() (raw and ELF) finds the recorded roots."""
 
 import os
 import re
@@ -43,6 +47,10 @@ U64 = (1 << 64) - 1
 PM_PRESENT, PM_SWAP, PM_GUARD_REGION = 1 << 63, 1 << 62, 1 << 58
 PM_FRAME = (1 << 55) - 1          # swap entries: type in bits 0-4, offset above
 EINVAL = 22
+START_KERNEL_MAP = 0xFFFFFFFF80000000          # __START_KERNEL_map
+# the fixture's dumps of the same memory and the format each is detected as
+DUMPS = {"guest.raw": "raw", "guest.elf": "elf", "guest.lime": "lime",
+         "guest.kdump": "kdump", "guest.kdump-flat": "kdump-flat"}
 
 # The x86-64 swap-entry layout of a non-present PTE (arch/x86/include/asm/pgtable_64.h,
 # the L1TF layout of Linux 4.18 on): type in the top 5 bits (59-63), the offset
@@ -76,7 +84,7 @@ class Guest:
         self.cr3 = int(cr3["CR3"], 16)
         self.cr4 = int(cr3["CR4"], 16)
         self.user_pgd, self.kernel_pgd = int(cr3["user_pgd"], 16), int(cr3["kernel_pgd"], 16)
-        self.regions, self.pagemap, self.madv, self.cpu, self.kbase = {}, {}, {}, {}, {}
+        self.regions, self.pagemap, self.madv, self.cpu, self.kbase, self.ksym = {}, {}, {}, {}, {}, {}
         self.guards, self.unguards, self.uname = [], [], None
         region = None
         for ln in (d / "console.log").read_text(errors="replace").splitlines():
@@ -96,9 +104,34 @@ class Guest:
                 self.uname = f[1]
             elif ln.startswith("KBASE "):
                 self.kbase[f[1]] = int(f[2], 16)
+            elif ln.startswith("KSYM "):
+                self.ksym[f[1]] = int(f[2], 16)
             elif ln.startswith("CPU "):
                 self.cpu = {k: int(v) for k, v in (x.split("=") for x in f[1:])}
         self.image = pgwalk.PhysImage.open(d / "guest.elf")
+
+    def swapper_pgd(self):
+        """The physical address of the kernel's swapper_pg_dir (x86-64:
+        init_top_pgt) from the helper's KSYM/KBASE lines, or None."""
+        va = self.ksym.get("swapper_pg_dir", self.ksym.get("init_top_pgt"))
+        if va is None or "phys_base" not in self.kbase:
+            return None
+        return va - START_KERNEL_MAP + self.kbase["phys_base"]
+
+    def roots(self):
+        """The recorded roots: the process's PTI pair and the kernel's, when known."""
+        out = {"kernel_pgd": self.kernel_pgd, "user_pgd": self.user_pgd}
+        if self.swapper_pgd() is not None:
+            out["swapper_pg_dir"] = self.swapper_pgd()
+        return out
+
+    def dump(self, name):
+        """One of the fixture's dump files opened, or a skip naming it."""
+        path = self.dir / name
+        if not path.exists():
+            pytest.skip(f"no {name} in {self.dir}: rerun tests/fixtures/make_qemu_image.sh "
+                        f"(it writes guest.kdump only when makedumpfile is installed)")
+        return pgwalk.PhysImage.open(path)
 
     def mm(self, which):
         return self.image.mm(self.kernel_pgd if which == "kernel" else self.user_pgd, self.levels)
@@ -385,3 +418,105 @@ def test_find_roots_finds_the_recorded_cr3_and_the_kernel_root(g):
     assert len(kernels) == 1 and kernels[0].levels == g.levels
     kvas = np.array([0xFFFFFFFF81000000], dtype=np.uint64)
     assert (g.image.mm(kernels[0]).translate(kvas) == g.mm("kernel").translate(kvas)).all()
+
+
+@pytest.mark.parametrize("name", [n for n in DUMPS if n != "guest.elf"])
+def test_every_format_maps_as_the_elf_dump(g, name):
+    """Each layout of the same stopped guest: its format detected from the
+    content, and for every recorded root the same leaves, non-present
+    entries and bad-entry count as the ELF dump."""
+    img = g.dump(name)
+    assert img.format == DUMPS[name]
+    for label, root in g.roots().items():
+        want, got = g.image.mm(root, g.levels), img.mm(root, g.levels)
+        wm, wo = want.mappings(nonpresent=True)
+        gm, go = got.mappings(nonpresent=True)
+        assert len(wm) > 100, label
+        assert as_tuples(gm) == as_tuples(wm), (name, label)
+        assert as_tuples(go) == as_tuples(wo), (name, label)
+        assert got.bad_entries[0] == want.bad_entries[0], (name, label)
+    # data through the tables too: the helper's 4K pages and THP, the kernel's text
+    user, kernel = img.mm(g.user_pgd, g.levels), img.mm(g.kernel_pgd, g.levels)
+    reads = [(user, g.regions["small"][0], 16 * 4096), (user, g.regions["thp"][0], 2 << 20)]
+    if "_text" in g.ksym:
+        reads.append((kernel, g.ksym["_text"], 1 << 20))
+    for mm, va, n in reads:
+        want_mm = g.mm("user") if mm is user else g.mm("kernel")
+        assert mm.read(va, n) == want_mm.read(va, n), (name, hex(va))
+
+
+def as_tuples(a):
+    from test_image import as_tuples as tuples
+    return tuples(a)
+
+
+def test_the_recorded_swapper_pg_dir_is_the_kernels_root(g):
+    """The kernel's own root (from the KSYM/KBASE lines) maps the kernel half
+    as the process's kernel PGD does, its user half is empty, and the
+    kernel's own tables map swapper_pg_dir's address to it."""
+    root = g.swapper_pgd()
+    if root is None:
+        pytest.skip(f"the dump in {g.dir} was made by an older qemu_helper.c (no KSYM lines): "
+                    "rerun tests/fixtures/make_qemu_image.sh")
+    half = np.uint64(1 << (47 if g.levels == 4 else 56))
+    kernel = g.image.mm(root, g.levels).mappings()
+    assert not (kernel["va"] < half).any()
+    mine = g.mm("kernel").mappings()
+    assert as_set(kernel) == as_set(mine[mine["va"] >= half])
+    va = g.ksym.get("swapper_pg_dir", g.ksym.get("init_top_pgt"))
+    assert list(g.mm("kernel").translate(np.array([va], dtype=np.uint64))) == [root]
+    for name in DUMPS:                        # VMCOREINFO, when QEMU recorded one, says the same
+        if (g.dir / name).exists():
+            kr = pgwalk.PhysImage.open(g.dir / name).kernel_root()
+            assert kr is None or kr == (root, g.levels), (name, kr)
+
+
+@pytest.mark.parametrize("name", ["guest.raw", "guest.elf"])
+def test_find_roots_on_raw_and_elf(g, name):
+    """find_roots() of the raw and ELF dumps: the helper's PTI pair as a
+    process root, and swapper_pg_dir as the one kernel root."""
+    img = g.dump(name)
+    roots = img.find_roots()
+    by = {r.pgd: r for r in roots}
+    assert g.kernel_pgd in by, [r.summary() for r in roots][:20]
+    mine = by[g.kernel_pgd]
+    assert (mine.kind, mine.levels, mine.user_pgd) == ("process", g.levels, g.user_pgd)
+    kernels = [r for r in roots if r.kind == "kernel"]
+    assert len(kernels) == 1 and kernels[0].levels == g.levels
+    if g.swapper_pgd() is not None:
+        assert kernels[0].pgd == g.swapper_pgd()
+
+
+@pytest.mark.parametrize("name", ["guest.lime", "guest.kdump", "guest.kdump-flat"])
+def test_find_roots_refuses_frame_at_a_time_formats(g, name):
+    img = g.dump(name)
+    with pytest.raises(pgwalk.ImageError, match="find_roots"):
+        img.find_roots()
+
+
+def test_libkdumpfile_reads_the_standard_kdump_as_pgwalk(g):
+    """libkdumpfile, an independent reader of the standard kdump-compressed
+    layout, gives the same bytes as pgwalk (kdump and flattened) and the raw
+    image for the recorded roots, the tables under them and some data frames."""
+    kdumpfile = pytest.importorskip("kdumpfile", reason="libkdumpfile's Python module is not installed "
+                                    "(apt-get install python3-libkdumpfile)")
+    img = g.dump("guest.kdump")
+    flat, raw = g.dump("guest.kdump-flat"), g.dump("guest.raw")
+    k = kdumpfile.kdumpfile(str(g.dir / "guest.kdump"))
+    pas = set(g.roots().values())
+    for which in ("kernel", "user"):
+        maps = g.mm(which).mappings()
+        small = maps[maps["size"] == 4096]
+        pas |= {int(p) for p in small["pa"][::max(1, len(small) // 40)]}
+    rng = np.random.default_rng(0)
+    pas |= {int(p) << 12 for p in rng.integers(0x100, raw.frames.size // 512, 40)}
+    held = 0
+    for pa in sorted(pas):
+        try:
+            theirs = bytes(k.read(kdumpfile.KDUMP_MACHPHYSADDR, pa, 4096))
+        except kdumpfile.exceptions.NoDataException:      # not in the dump (MMIO the kernel maps): absent for pgwalk too
+            assert img.frame(pa >> 12) is None and flat.frame(pa >> 12) is None, hex(pa)
+            continue
+        assert theirs == img.read_phys(pa, 4096) == flat.read_phys(pa, 4096) == raw.read_phys(pa, 4096), hex(pa)
+        held += 1
+    assert held > 80
