@@ -459,7 +459,9 @@ def from_image(cls, img, root, levels=None):
     fill_leaves(mm, va, level, value)
     covered = _cover_phys(mm, (maps["pa"] >> np.uint64(PAGE_SHIFT)) + (maps["size"] >> np.uint64(PAGE_SHIFT)) - np.uint64(1)
                           if maps.size else np.zeros(0, np.uint64))
-    mm.snapshot_info = {"source": f"image {img.path} cr3 {cr3:#x}", "names": {}, "phys_covered": covered}
+    mm.snapshot_info = {"source": f"image {img.path} cr3 {cr3:#x}", "names": {}, "phys_covered": covered,
+                        "thp": int(np.count_nonzero(level == PMD)),       # 2 MiB leaves of the dump
+                        "real_pfns": True}                                 # a dump's PFNs are its own
     return mm
 
 

@@ -363,6 +363,7 @@ def test_from_image_copies_the_user_half(tmp_path, seed):
     want = sorted([(int(m["va"]), int(m["level"]), int(m["entry"])) for m in maps]
                   + [(int(o["va"]), int(o["level"]), int(o["entry"])) for o in other if o["level"] == PTE])
     assert list(zip(addr.tolist(), level.tolist(), value.tolist())) == want
+    assert mm.snapshot_info["thp"] == sum(1 for m in maps if m["level"] == 3)   # its 2 MiB leaves
     # one VMA per maximal run of mapped pages
     # (a run of 1 GiB leaves is a VMA of its own)
     runs = []
