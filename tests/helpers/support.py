@@ -229,24 +229,23 @@ def replay(scn, impl, kernel=None):
     """Run one golden scenario through ``impl`` with the package's runner,
     on the process model's ``pgwalk.MM`` (``kernel``: which loops, None for
     the default); returns what to compare (``expected`` gives the same keys)."""
-    r = trace.run_scenario(scn, impl, new_mm=pgwalk.MM, kernel=kernel)
-    c = r["counters"]
-    out = {"ret": r["ret"], "trace": r["trace"],
-           "final_entries": expand(scn["paging_levels"], r["final_entries"]),
-           "counters": {k: c[k] for k in GOLDEN_COUNTERS}}
-    if "final_alt_entries" in r:
-        out["final_alt_entries"] = expand(scn["paging_levels"], r["final_alt_entries"])
-    return out
+    return comparable(scn["paging_levels"],
+                      trace.run_scenario(scn, impl, new_mm=pgwalk.MM, kernel=kernel))
 
 
 def expected(scn, key="result"):
-    r = scn[key]
-    c = r["counters"]
+    """The stored result ``key`` of a scenario, in ``replay``'s form."""
+    return comparable(scn["paging_levels"], scn[key])
+
+
+def comparable(levels, r):
+    """What a replay and a stored result are compared on: return value,
+    trace, the final tables (expanded) and the golden counters."""
     out = {"ret": r["ret"], "trace": r["trace"],
-           "final_entries": expand(scn["paging_levels"], r["final_entries"]),
-           "counters": {k: c[k] for k in GOLDEN_COUNTERS}}
+           "final_entries": expand(levels, r["final_entries"]),
+           "counters": {k: r["counters"][k] for k in GOLDEN_COUNTERS}}
     if "final_alt_entries" in r:
-        out["final_alt_entries"] = expand(scn["paging_levels"], r["final_alt_entries"])
+        out["final_alt_entries"] = expand(levels, r["final_alt_entries"])
     return out
 
 
