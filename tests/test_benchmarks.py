@@ -54,7 +54,7 @@ def test_image_benchmark_runs_and_agrees_with_numpy():
     try:
         import images
         res = images.main(["--gib", "1", "--samples", "1", "--vol-mib", "2", "--fixture-seeds", "0",
-                           "--roots-mib", "64"])
+                           "--roots-mib", "64", "--no-peers"])   # the peers: test_image_peers.py
     finally:
         sys.path.remove(str(BENCH))
     assert set(res) >= {"mappings()", "numpy vectorised walker", "translate() (1M random VAs, per VA)",
