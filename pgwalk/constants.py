@@ -282,3 +282,13 @@ FIRST_DATA_PFN = 1 << 20
 # --- the process model's address-space layout (x86-64 defaults) -------------
 MMAP_MIN_ADDR = 0x10000                 # vm.mmap_min_addr
 MMAP_BASE_GAP = 1 << 30                 # room left below the top for the stack
+
+# --- /proc/PID/pagemap word bits (fs/proc/task_mmu.c) ----------------------
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_UFFD_WP = 1 << 57
+PM_GUARD_REGION = 1 << 58
+PM_FILE = 1 << 61
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+PM_PFN_MASK = (1 << 55) - 1

@@ -246,6 +246,16 @@ def test_the_python_and_c_views_of_the_constants_agree():
         assert getattr(constants, name) == value, name
 
 
+def test_the_python_and_c_views_of_the_pagemap_bits_agree():
+    """pagemap's word bits: ``pgwalk.constants`` (Python) and the process
+    model's C ops (``_mmops.C_PAGEMAP_BITS``)."""
+    from pgwalk import constants
+    from pgwalk.process import _mmops
+    assert _mmops.C_PAGEMAP_BITS
+    for name, value in _mmops.C_PAGEMAP_BITS.items():
+        assert getattr(constants, name) == value, name
+
+
 def test_page_flags_are_defined_once():
     """The process model's page flags come from the C enum (``_mmops.pxd``)
     and are not assigned anywhere else in the package."""
@@ -262,3 +272,39 @@ def test_page_mask_is_defined_once():
     assigned = re.compile(r"^\s*PAGE_MASK\s*=", re.M)
     offenders = [p.name for p in PKG.rglob("*.py*") if assigned.search(p.read_text())]
     assert offenders == ["constants.py"]
+
+
+def test_no_module_assigns_a_name_of_the_constants_again():
+    """A module-level assignment to a name ``pgwalk.constants`` defines
+    (PMD_SIZE, LEVEL_NAMES, PM_PRESENT, ...) anywhere else in the package is
+    a second definition: import it instead."""
+    from pgwalk import constants
+    names = {n for n in dir(constants) if n.isupper()}
+    offenders = []
+    for p in PKG.rglob("*.py"):
+        if p.name == "constants.py" or "_examples" in p.parts:
+            continue
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    offenders += [f"{p.relative_to(PKG)}:{node.lineno} {n.id}" for n in ast.walk(target)
+                                  if isinstance(n, ast.Name) and n.id in names]
+    assert offenders == []
+
+
+def test_the_old_import_paths_hand_out_the_new_objects():
+    """The compatibility modules keep every earlier import path working,
+    with the very objects of the rooms (not copies)."""
+    import importlib
+    pairs = [("pgwalk._core", "pgwalk.walker._core", ["PageTables", "CFunc", "MMWalk", "batch"]),
+             ("pgwalk._builtin", "pgwalk.walker._builtin", ["MincoreOp", "CountOp"]),
+             ("pgwalk.reference", "pgwalk.walker.reference", ["walk_page_range", "walk_page_range_novma"]),
+             ("pgwalk.internal", "pgwalk.walker.internal", ["walk_page_range_mm"]),
+             ("pgwalk.ptdump", "pgwalk.walker.ptdump", ["x86_64_markers"]),
+             ("pgwalk.lowlevel", "pgwalk.walker.lowlevel", ["LowLevelCallable", "SIGNATURES"]),
+             ("pgwalk.ops", "pgwalk.walker.ops", ["MMWalkOps"]),
+             ("pgwalk.mm", "pgwalk.process", ["MM", "init_mm", "VMA", "InvariantError"])]
+    for old, new, names in pairs:
+        a, b = importlib.import_module(old), importlib.import_module(new)
+        for n in names:
+            assert getattr(a, n) is getattr(b, n), (old, n)

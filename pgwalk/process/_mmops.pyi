@@ -10,6 +10,8 @@ from numpy.typing import NDArray
 
 from pgwalk.walker._core import CFunc, PageTables
 
+C_PAGEMAP_BITS: dict[str, int]
+
 class PageFlag(enum.IntEnum):
     """Flags the model keeps per physical page (defined in _mmops.pxd)."""
     PF_DATA = 1

@@ -54,6 +54,10 @@ cdef uint64_t PM_GUARD = (<uint64_t>1) << 58
 cdef uint64_t PM_EXCL = (<uint64_t>1) << 56
 cdef uint64_t PM_PFN_MASK = ((<uint64_t>1) << 55) - 1
 
+# The C view of pgwalk.constants' pagemap bits (a test checks they agree).
+C_PAGEMAP_BITS = {"PM_PRESENT": PM_PRESENT, "PM_SWAP": PM_SWAP, "PM_FILE": PM_FILE,
+                  "PM_GUARD_REGION": PM_GUARD, "PM_MMAP_EXCLUSIVE": PM_EXCL, "PM_PFN_MASK": PM_PFN_MASK}
+
 
 # ---------------------------------------------------------------------------
 # Physical memory

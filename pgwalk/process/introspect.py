@@ -38,15 +38,6 @@ def pt_walkable(vma):
     for hugetlb VMAs (the model's consumers have no hugetlb_entry)."""
     return not vma.vm_flags & C.VM_HUGETLB
 
-PM_SOFT_DIRTY = 1 << 55
-PM_MMAP_EXCLUSIVE = 1 << 56
-PM_UFFD_WP = 1 << 57
-PM_GUARD_REGION = 1 << 58
-PM_FILE = 1 << 61
-PM_SWAP = 1 << 62
-PM_PRESENT = 1 << 63
-PM_PFN_MASK = (1 << 55) - 1
-
 VMFLAG_NAMES = [
     (C.VM_READ, "rd"), (C.VM_WRITE, "wr"), (C.VM_EXEC, "ex"), (C.VM_SHARED, "sh"),
     (C.VM_MAYREAD, "mr"), (C.VM_MAYWRITE, "mw"), (C.VM_MAYEXEC, "me"), (C.VM_MAYSHARE, "ms"),

@@ -28,7 +28,8 @@ from ..entries import (
     swp_entry_to_pte,
 )
 from ..walker import MMWalkOps, VMA, batch, walk_page_range_novma
-from .introspect import PM_GUARD_REGION, PM_PFN_MASK, PM_PRESENT, PM_SWAP, VMFLAG_NAMES
+from ..constants import PM_GUARD_REGION, PM_PFN_MASK, PM_PRESENT, PM_SWAP
+from .introspect import VMFLAG_NAMES
 from .objects import pte_prot, rw_bits
 
 NR = 512                                 # pages of a PMD

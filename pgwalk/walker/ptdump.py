@@ -21,6 +21,7 @@ area: 16) prints at most that many lines and then ``... N entries skipped
 import numpy as np
 
 from ..constants import (
+    LEVEL_NAMES,
     _PAGE_GLOBAL, _PAGE_NX, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW,
     _PAGE_USER, PTE_FLAGS_MASK, U64_MASK,
 )
@@ -35,7 +36,6 @@ __all__ = [
     "x86_64_markers",
 ]
 
-LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
 _PAGE_PAT = 1 << 7          # in a PTE
 _PAGE_PAT_LARGE = 1 << 12   # in a PUD/PMD leaf
 _UNITS = "BKMGTPE"
@@ -219,7 +219,6 @@ def kernel_ptdump(mm, ranges, markers=()):
     runs continue across the gap between ranges and the last one ends at
     the top of the space (printed as 0x0000000000000000)."""
     st = _State(markers)
-    levels = mm.levels
     stops = sorted({a for a, *_ in st.markers[1:-1]})
 
     def upper(level):

@@ -24,6 +24,7 @@ the kernel's helpers:
 
 from .. import entries as E
 from ..constants import (
+    P4D_SIZE,
     PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PT_TYPE_DEVICE, PT_TYPE_FOLIO, PT_TYPE_HWPOISON,
     PT_TYPE_ALL, PT_TYPE_MARKER, PT_TYPE_MIGRATION, PT_TYPE_NONE, PT_TYPE_PFN, PT_TYPE_SWAP,
     PTW_DEVICE, PTW_DONE, PTW_FOLIO, PTW_HWPOISON, PTW_MARKER, PTW_MIGRATION, PTW_NONE,
@@ -40,7 +41,6 @@ __all__ = [
     "pt_range_walk_next", "pt_range_walk_start", "swap_pte_batch", "vm_normal_page",
 ]
 
-P4D_SIZE = 1 << 39
 DIRTY_BITS = _PAGE_DIRTY | _PAGE_SAVED_DIRTY
 # What folio_pte_batch_flags ignores when it compares PTEs (no FPB_RESPECT_*):
 # dirty, soft-dirty, write and accessed.

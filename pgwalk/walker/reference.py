@@ -17,6 +17,7 @@ from .. import entries as E
 from ._args import check_kernel, check_mm, check_ops, check_ops_safe, check_pgd, check_range, check_vma
 from .ops import CALLBACKS
 from ..constants import (
+    LEVEL_NAMES,
     ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL,
     HUGE_ZERO_PFN, P4D, PAGE_SIZE, PGD, PMD, PTE, PUD, PUD_SIZE, U64_MASK,
     VM_HUGETLB, VM_PFNMAP, ZERO_PFN, _PAGE_DIRTY, _PAGE_PSE, _PAGE_RW,
@@ -37,7 +38,6 @@ NEWER_RESET_TOP = 1         # today: walk->action reset at the top of each PMD/P
 NEWER_PUD_RECHECK = 2       # today: walk_pmd_range re-checks the PUD; walk_pud_range honours AGAIN
 
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
-LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
 
 
 class Slot:

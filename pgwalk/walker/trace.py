@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from .. import entries as E
 from ..constants import (
+    LEVEL_NAMES,
     ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, P4D, PGD, PGWALK_RDLOCK, PGWALK_WRLOCK,
     PGWALK_WRLOCK_VERIFY, PMD, PTE, PTE_MARKER_GUARD, PUD, SWP_MIGRATION_READ, VM_HUGETLB,
     VM_PFNMAP, _PAGE_PRESENT, _PAGE_RW,
@@ -31,8 +32,7 @@ __all__ = [
 ]
 
 FORMAT = "kpw-trace/1"
-LEVELS = {"pgd": PGD, "p4d": P4D, "pud": PUD, "pmd": PMD, "pte": PTE}
-LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
+LEVELS = {name: level for level, name in enumerate(LEVEL_NAMES)}      # "pgd" -> PGD ...
 ACTIONS = {"ACTION_SUBTREE": ACTION_SUBTREE, "ACTION_CONTINUE": ACTION_CONTINUE,
            "ACTION_AGAIN": ACTION_AGAIN}
 LOCKS = {"PGWALK_RDLOCK": PGWALK_RDLOCK, "PGWALK_WRLOCK": PGWALK_WRLOCK,

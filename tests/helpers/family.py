@@ -13,7 +13,9 @@ PRIV = P.MAP_PRIVATE | P.MAP_ANONYMOUS
 SHARED = P.MAP_SHARED | P.MAP_ANONYMOUS
 PA = PRIV | P.MAP_FIXED                 # the scenario steps' mappings (live_kernel.py)
 SA = SHARED | P.MAP_FIXED
-PRESENT, SWAP, FILE, GUARD, EXCL = 1 << 63, 1 << 62, 1 << 61, 1 << 58, 1 << 56
+# the pagemap bits, under short names
+PRESENT, SWAP, FILE, GUARD, EXCL = (P.PM_PRESENT, P.PM_SWAP, P.PM_FILE, P.PM_GUARD_REGION,
+                                    P.PM_MMAP_EXCLUSIVE)
 
 
 def err(fn, *a):

@@ -19,8 +19,10 @@ import struct
 
 import numpy as np
 
-from ...constants import MADV_GUARD_INSTALL, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE
-from .steps import FLAG_MASK, PMD_SIZE, SMAPS_FIELDS
+from ...constants import (
+    MADV_GUARD_INSTALL, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE, PMD_SIZE,
+)
+from .steps import FLAG_MASK, SMAPS_FIELDS
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p

@@ -27,8 +27,9 @@ exclusive) and the VMAs inside the region as ``(start_off, end_off, prot,
 
 import json
 
-FLAG_MASK = (1 << 63) | (1 << 62) | (1 << 61) | (1 << 58) | (1 << 56)
-PMD_SIZE = 1 << 21
+from ...constants import PM_FILE, PM_GUARD_REGION, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SWAP
+
+FLAG_MASK = PM_PRESENT | PM_SWAP | PM_FILE | PM_GUARD_REGION | PM_MMAP_EXCLUSIVE
 STEP_KINDS = ("mmap", "munmap", "mprotect", "madvise", "mlock", "munlock", "mremap",
               "touch", "clear_refs", "fork", "child", "child_exit")
 
