@@ -156,8 +156,8 @@ def clear_refs(mm, kind, walker="callbacks"):
     3 (VMAs with one: shmem here): clear the accessed bit of every present
     normal page's PTE and of every present PMD leaf; VM_PFNMAP VMAs are
     skipped.  4 (soft-dirty) changes nothing: the modelled kernel is built
-    without CONFIG_MEM_SOFT_DIRTY (VM_SOFTDIRTY is 0 and the walk's
-    soft-dirty helpers are empty).  5: reset the RSS high-water mark, which
+    without CONFIG_MEM_SOFT_DIRTY, as this machine's is (tested), where the
+    kernel's VM_SOFTDIRTY is 0 and its soft-dirty helpers are empty.  5: reset the RSS high-water mark, which
     the model does not keep: nothing changes.  The model keeps no
     PG_referenced/PG_young folio flags.  Other kinds: EINVAL."""
     pt = check_walker(walker)
