@@ -16,6 +16,8 @@ import pytest
 
 import pgwalk
 
+from helpers.cli import run_pgwalk
+
 P, RW, US, PSE, PROTNONE = 1, 2, 4, 0x80, 0x100
 TABLE = 0x67
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -280,11 +282,6 @@ def test_ptdump_text_and_command_line(tmp_path, capsys):
     """The kernel's page_tables format: contiguous lines covering both halves,
     each leaf inside a line of its level with its flags; the command line
     prints it or writes the mappings."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))   # the pgwalk in use
     img, root = make_image(3, 4)
     img.tofile(tmp_path / "i.raw")
     mm = pgwalk.PhysImage.open(tmp_path / "i.raw").mm(root << 12)
@@ -300,17 +297,13 @@ def test_ptdump_text_and_command_line(tmp_path, capsys):
         ln = [s for a, b, s in spans if a <= va < b][0]
         assert ln.endswith(("pgd", "p4d", "pud", "pmd", "pte")[level])
         assert ("RW " in ln) == bool(int(m["entry"]) & RW)
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "i.raw"), "--cr3",
-                        hex(root << 12)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_pgwalk("image", tmp_path / "i.raw", "--cr3", hex(root << 12))
     assert r.returncode == 0 and r.stdout == text
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "i.raw"), "--cr3",
-                        hex(root << 12), "--csv", str(tmp_path / "m.csv")], capture_output=True, text=True,
-                       env=env, cwd=tmp_path)
+    r = run_pgwalk("image", tmp_path / "i.raw", "--cr3", hex(root << 12), "--csv", tmp_path / "m.csv")
     assert r.returncode == 0
     rows = (tmp_path / "m.csv").read_text().splitlines()
     assert rows[0] == "va,pa,size,level,entry" and len(rows) == 1 + len(mm.mappings())
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "image", str(tmp_path / "nope"), "--cr3", "0"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_pgwalk("image", tmp_path / "nope", "--cr3", "0")
     assert r.returncode == 2 and "nope" in r.stderr
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import pgwalk
+
+from helpers.cli import run_pgwalk
 from pgwalk.ptdump import x86_64_markers
 
 P, RW, US, PSE, NX, G = 1, 2, 4, 0x80, 1 << 63, 0x100
@@ -225,24 +227,15 @@ def test_a_zero_pte_breaks_a_run_of_flagless_entries(tmp_path):
 
 
 def test_command_line_marker_options(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
     b = Builder(4)
     po = 0xFFFF9A0000000000
     b.map(po, 2 << 20, P | RW | NX | G)
     b.map(0xFFFFFFFFFF5F8000, 4096, P | RW | NX | G)            # notes up to the fixmap
     mm = b.mm(tmp_path)
-    # the pgwalk in use, run from elsewhere (python -m puts the working
-    # folder first on the path: an unbuilt checkout there would shadow it)
-    env = dict(os.environ, PYTHONPATH=str(Path(pgwalk.__file__).parent.parent))
-    args = [sys.executable, "-m", "pgwalk", "image", str(mm.image.path), "--cr3", "0x1000"]
-    r = subprocess.run(args + ["--page-offset", hex(po), "--fixmap-start", "0xffffffffff5f9000"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    args = ["image", mm.image.path, "--cr3", "0x1000"]
+    r = run_pgwalk(*args, "--page-offset", hex(po), "--fixmap-start", "0xffffffffff5f9000")
     assert r.returncode == 0, r.stderr
     assert r.stdout == mm.ptdump(page_offset=po, fixmap_start=0xFFFFFFFFFF5F9000)
     assert "---[ Fixmap Area ]---" in r.stdout
-    r = subprocess.run(args + ["--page-offset", hex(po), "--start", "0", "--end", "0x1000"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_pgwalk(*args, "--page-offset", hex(po), "--start", "0", "--end", "0x1000")
     assert r.returncode == 2 and "whole dump" in r.stderr

@@ -10,13 +10,13 @@ import ctypes
 import errno
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import pgwalk as P
+
+from helpers.cli import run_pgwalk
 from pgwalk.cli import main
 from pgwalk.process.conformance import KINDS
 from pgwalk.process.conformance import cli as conformance_cli
@@ -228,10 +228,7 @@ def test_replay_takes_no_seeds(capsys):
 def test_the_command_line_entry_point(tmp_path):
     """``python -m pgwalk conformance`` itself: the lines on stdout, exit 0;
     ``--help`` lists the kinds."""
-    env = dict(os.environ, PYTHONPATH=str(Path(P.__file__).parent.parent))   # the pgwalk in use
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "conformance", "--kinds", "fork", "--seeds", "1"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_pgwalk("conformance", "--kinds", "fork", "--seeds", "1")
     assert r.returncode == 0 and r.stdout == "fork: 1/1 identical\n"
-    r = subprocess.run([sys.executable, "-m", "pgwalk", "conformance", "--help"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    r = run_pgwalk("conformance", "--help")
     assert r.returncode == 0 and "shmem-huge" in r.stdout

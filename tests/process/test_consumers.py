@@ -8,7 +8,6 @@ import importlib.util
 import pathlib
 
 import hypothesis.strategies as st
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
