@@ -75,13 +75,7 @@ def _replace(mm, vma, h, data):
         if mm.phys.flags(pfn) & PF_DATA:
             mm.phys.set_flags(new + i, PF_DATA)
     mm.zap(h, h + PMD_SIZE)
-    tid, idx = mm.locate(h, PMD, True)
-    if mm.child(tid, idx) >= 0:
-        mm.free_below(tid, idx, PMD)
-    # collapse_huge_page: a dirty PMD, writable only in a writable VMA
-    mm.table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
-                           | C._PAGE_PSE | C._PAGE_DIRTY
-                           | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
+    map_huge_pmd(mm, vma, h, new)             # collapse_huge_page: a dirty PMD
     return 0
 
 
@@ -142,12 +136,7 @@ def _collapse_shmem(mm, vma, hs, he):
             h += PMD_SIZE
             continue
         mm.phys.add_map(new, 512)
-        tid, idx = mm.locate(h, PMD, True)
-        if mm.child(tid, idx) >= 0:
-            mm.free_below(tid, idx, PMD)
-        mm.table(tid)[idx] = (((new << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
-                               | C._PAGE_PSE | C._PAGE_DIRTY
-                               | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
+        map_huge_pmd(mm, vma, h, new)
         h += PMD_SIZE
     return result
 
@@ -169,10 +158,18 @@ def _map_huge_folio(mm, vma, h, pmdv, head):
             if not pte_present(v) or pte_pfn(v) != head + i:
                 return EINVAL
         mm.zap(h, h + PMD_SIZE)
-    tid, idx = mm.locate(h, PMD, True)
+    mm.phys.add_map(head, 512)
+    map_huge_pmd(mm, vma, h, head, dirty=False)
+    return 0
+
+
+def map_huge_pmd(mm, vma, haddr, head, dirty=True):
+    """Map the PMD-sized folio ``head`` at ``haddr`` by a PMD leaf, freeing
+    the PTE table there: writable only in a writable VMA, and dirty as a
+    collapse leaves a new folio (``dirty``)."""
+    tid, idx = mm.locate(haddr, PMD, True)
     if mm.child(tid, idx) >= 0:
         mm.free_below(tid, idx, PMD)
-    mm.phys.add_map(head, 512)
-    mm.table(tid)[idx] = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags)
-                           | C._PAGE_PSE | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
-    return 0
+    mm.table(tid)[idx] = (((head << 12) & C.PHYSICAL_PMD_PAGE_MASK) | pte_prot(vma.vm_flags) | C._PAGE_PSE
+                          | (C._PAGE_DIRTY if dirty else 0)
+                          | (C._PAGE_RW if vma.vm_flags & C.VM_WRITE else 0))
