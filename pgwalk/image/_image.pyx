@@ -3,9 +3,9 @@
 
 ``MappingsOp`` is a set of walk ops (pud/pmd/pte_entry) that records every
 leaf the hardware would use, for a no-VMA walk; ``translate`` resolves
-virtual addresses with the same rules as that walk, in groups whose PTE
-slots are prefetched together, remembering the upper levels per 2 MiB
-region within a call; ``translate1`` resolves one.
+virtual addresses with the same rules as that walk (the upper levels
+walked once per 2 MiB region within a call, PTE slots prefetched in
+groups, no branch on what an address hit); ``translate1`` resolves one.
 """
 
 from libc.stdint cimport uint64_t, int64_t, int32_t
@@ -249,21 +249,36 @@ cdef inline uint64_t *_frame(pgwalk_pool_t *pool, uint64_t v, int64_t *hint) noe
 
 
 cdef struct Region:
-    # what the tables above the PTE level say for one 2 MiB-aligned region
-    uint64_t key                   # (va >> 21) + 1 of the region; 0: an empty cache line
-    uint64_t *pte                  # its PTE table, or NULL: then ``base`` is the answer
-    int64_t base                   # -1 (nothing mapped), or the physical address of the region's start
+    # What the tables above the PTE level say for one 2 MiB-aligned region,
+    # in a form that needs no branch to use: the PTE for ``va`` is
+    # ``pte[(va >> 12) & 511] | ((leaf | (va & 0x1ff000)) & lmask)``.  A
+    # region with a PTE table: ``pte`` is it, leaf and lmask 0.  Else
+    # ``pte`` is _NO_TABLE (all zero), lmask all ones and ``leaf`` P and the
+    # region's 2M-aligned physical address (of a 2M or 1G leaf), or 0 when
+    # nothing is mapped: the PTE a 4K page of the leaf would have.
+    uint64_t key                   # (va >> 21) + 1 of the region; 0: an empty line
+    const uint64_t *pte
+    uint64_t leaf
+    uint64_t lmask
+
+
+cdef enum:
+    GROUP = 32                     # addresses in flight: their slots are prefetched, then read
+
+
+cdef uint64_t _NO_TABLE[512]
 
 
 cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
                         int64_t *hint) noexcept nogil:
     """The walk of ``va``'s region down to its PMD entry, by the rules of the
     no-VMA walk of MappingsOp (bad top-level entries are not followed; P must
-    be set): a PTE table, or the region's answer (a 1G or 2M leaf, or -1)."""
+    be set): a PTE table, or the region's answer (a 1G or 2M leaf, or none)."""
     cdef uint64_t v
     cdef uint64_t *tbl
-    r.pte = NULL
-    r.base = -1
+    r.pte = _NO_TABLE
+    r.leaf = 0
+    r.lmask = ~(<uint64_t>0)
     v = pgd[(va >> (39 if levels == 4 else 48)) & 511]
     if levels == 5:
         if v == 0 or pgd_bad_l5(v):
@@ -280,8 +295,8 @@ cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t
     v = tbl[(va >> 30) & 511]
     if not (v & PGW_P):
         return
-    if v & PGW_PSE:
-        r.base = <int64_t>((v & PGW_PUD_PAGE_MASK) | (va & (((<uint64_t>1) << 30) - (1 << 21))))
+    if v & PGW_PSE:                                # 1G leaf: the 2 MiB of it that holds va
+        r.leaf = (v & PGW_PUD_PAGE_MASK) | (va & (((<uint64_t>1) << 30) - (1 << 21))) | PGW_P
         return
     tbl = _frame(pool, v, hint)                    # PMD table
     if tbl == NULL:
@@ -290,21 +305,25 @@ cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t
     if not (v & PGW_P):
         return
     if v & PGW_PSE:
-        r.base = <int64_t>(v & PGW_PMD_PAGE_MASK)
+        r.leaf = (v & PGW_PMD_PAGE_MASK) | PGW_P
         return
-    r.pte = _frame(pool, v, hint)                  # PTE table (NULL outside the image: -1)
+    tbl = _frame(pool, v, hint)                    # PTE table (outside the image: nothing mapped)
+    if tbl != NULL:
+        r.pte = tbl
+        r.lmask = 0
 
 
-cdef inline int64_t _pte_answer(uint64_t x, uint64_t va) noexcept nogil:
-    if not (x & PGW_P):
-        return -1
-    return <int64_t>((x & PGW_PFN_MASK) | (va & 4095))
+cdef inline int64_t _answer(uint64_t x, uint64_t va) noexcept nogil:
+    """The physical address for ``va`` (-1 without P) that a PTE ``x`` gives,
+    without a branch."""
+    cdef uint64_t present = 0 - (x & PGW_P)          # all ones with P (bit 0), else 0
+    return <int64_t>((((x & PGW_PFN_MASK) | (va & 4095)) & present) | ~present)
 
 
-cdef inline int64_t _region_answer(Region *r, uint64_t va) noexcept nogil:
-    if r.base < 0:
-        return -1
-    return r.base | <int64_t>(va & ((1 << 21) - 1))
+cdef inline uint64_t _under_leaf(Region *r, uint64_t va) noexcept nogil:
+    """The PTE a 4K page of the region's leaf would have for ``va`` (0 when
+    the region has a PTE table)."""
+    return (r.leaf | (va & (((1 << 21) - 1) ^ 4095))) & r.lmask
 
 
 cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va) noexcept nogil:
@@ -313,25 +332,28 @@ cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint
     cdef Region r
     cdef int64_t hint = 0
     _upper(pool, pgd, levels, va, &r, &hint)
-    if r.pte != NULL:
-        return _pte_answer(r.pte[(va >> 12) & 511], va)
-    return _region_answer(&r, va)
-
-
-cdef enum:
-    GROUP = 32          # addresses in flight: their PTE slots are prefetched, then read
+    return _answer(r.pte[(va >> 12) & 511] | _under_leaf(&r, va), va)
 
 
 cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const uint64_t *vas,
                           int64_t *out, Py_ssize_t n, Region *cache, uint64_t mask) noexcept nogil:
     """``out[i]`` = the physical address of ``vas[i]`` (or -1) for every i.
 
-    Two ideas, both invisible in the answers: the walk down to the PMD entry
-    is done once per 2 MiB region met (``cache``, direct-mapped on the
-    region number, ``mask + 1`` lines), and the PTE slots of GROUP addresses
-    are prefetched before the first of them is read, so that their cache
-    misses overlap instead of following each other."""
+    Three ideas, none visible in the answers:
+
+    * the walk down to the PMD entry is done once per 2 MiB region met: the
+      regions are cached in ``mask + 1`` lines, direct-mapped on the region
+      number folded once (neighbouring regions get neighbouring lines, and
+      regions whose numbers differ only above the line bits spread); a
+      region whose line another took is walked again when met next;
+    * the slots of GROUP addresses are prefetched before the first of them
+      is read, so that their cache misses overlap instead of following each
+      other;
+    * no branch depends on what an address hit (a region's answer is read
+      like a PTE: see Region), so a mix of 4K and huge pages costs no
+      mispredictions."""
     cdef const uint64_t *slot[GROUP]
+    cdef uint64_t leaf[GROUP]             # _under_leaf of each (the line may be taken meanwhile)
     cdef Py_ssize_t i0, j, m
     cdef uint64_t va, key
     cdef Region *r
@@ -341,20 +363,17 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
         m = min(<Py_ssize_t>GROUP, n - i0)
         for j in range(m):
             va = vas[i0 + j]
-            key = (va >> 21) + 1
-            r = cache + ((va >> 21) & mask)
+            key = va >> 21
+            r = cache + ((key ^ (key >> 13)) & mask)
+            key += 1                                   # 0 marks an empty line
             if r.key != key:
                 _upper(pool, pgd, levels, va, r, &hint)
                 r.key = key
-            if r.pte != NULL:
-                slot[j] = r.pte + ((va >> 12) & 511)
-                __builtin_prefetch(slot[j], 0, 3)
-            else:
-                slot[j] = NULL
-                out[i0 + j] = _region_answer(r, va)
+            slot[j] = r.pte + ((va >> 12) & 511)
+            leaf[j] = _under_leaf(r, va)
+            __builtin_prefetch(slot[j], 0, 3)
         for j in range(m):
-            if slot[j] != NULL:
-                out[i0 + j] = _pte_answer(slot[j][0], vas[i0 + j])
+            out[i0 + j] = _answer(slot[j][0] | leaf[j], vas[i0 + j])
         i0 += m
 
 
@@ -369,7 +388,7 @@ def translate(PageTables pt not None, vas):
     cdef int levels = pt.levels
     cdef uint64_t lines = 64
     cdef Region *cache
-    while lines < 4096 and lines * 8 < <uint64_t>n:    # about one line per 8 addresses, 64 to 4096
+    while lines < 8192 and lines * 16 < <uint64_t>n:    # a line per 16 addresses, 64 to 8192
         lines *= 2
     if n == 0:
         return out.reshape(np.shape(vas))
