@@ -406,3 +406,50 @@ def translate1(PageTables pt not None, uint64_t va):
     """Physical address of one virtual address (-1 where nothing is mapped):
     an int in, an int out, no numpy."""
     return _translate_one(&pt.pool, pt.pgd_ptr, pt.levels, va)
+
+
+cdef extern from "Python.h":
+    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
+    char *PyBytes_AS_STRING(object o)
+
+from posix.mman cimport madvise, MADV_HUGEPAGE
+
+cdef enum:
+    HUGE_OUT = 4 << 20              # reads from this size on get their output faulted in 2 MiB pages
+
+
+def copy_runs(cnp.ndarray frames not None, offsets, lengths):
+    """``bytes`` of the runs ``[offsets[i], offsets[i] + lengths[i])`` of the
+    bytes of ``frames`` (a memory-mapped image), one after the other.
+
+    One copy from the mapping into the new object, nogil.  The output of a
+    large read is advised as huge pages (MADV_HUGEPAGE over its 2 MiB-aligned
+    part) before it is written: a fresh 64 MiB buffer otherwise costs 16,384
+    page faults, more than the copy itself."""
+    cdef cnp.ndarray[cnp.uint64_t, ndim=1] off = np.ascontiguousarray(offsets, dtype=np.uint64)
+    cdef cnp.ndarray[cnp.uint64_t, ndim=1] ln = np.ascontiguousarray(lengths, dtype=np.uint64)
+    cdef const char *base = <const char *>cnp.PyArray_DATA(frames)
+    cdef uint64_t have = <uint64_t>cnp.PyArray_NBYTES(frames)
+    cdef uint64_t total = 0
+    cdef Py_ssize_t i, n = off.shape[0]
+    cdef char *dst
+    cdef size_t a, b
+    if ln.shape[0] != n:
+        raise ValueError(f"offsets and lengths differ in length ({n} and {ln.shape[0]})")
+    for i in range(n):
+        if off[i] > have or ln[i] > have - off[i]:
+            raise ValueError(f"run {i} ({ln[i]} bytes at {off[i]:#x}) is not inside the image's "
+                             f"{have} mapped bytes")
+        total += ln[i]
+    out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+    dst = PyBytes_AS_STRING(out)
+    with nogil:
+        if total >= HUGE_OUT:
+            a = (<size_t>dst + (2 << 20) - 1) & ~(<size_t>(2 << 20) - 1)
+            b = (<size_t>dst + total) & ~(<size_t>(2 << 20) - 1)
+            if b > a:
+                madvise(<void *>a, b - a, MADV_HUGEPAGE)     # advice only: its failure changes nothing
+        for i in range(n):
+            memcpy(dst, base + off[i], ln[i])
+            dst += ln[i]
+    return out
