@@ -157,6 +157,7 @@ cdef class PageTables:
     cdef readonly int active_walks  # walks of this tree running now (any thread)
     cdef int64_t _slab_cap       # slabs the per-id arrays have room for
     cdef list _retired           # addresses of outgrown arrays, freed with the pool
+    cdef bint _lazy_slabs        # slabs from anonymous mmap (zero pages on demand): _LAZY_SLABS
     cdef uint64_t *pgd_ptr
     cdef int _grow(self) except -1
     cdef uint64_t *_slot(self, uint64_t addr, int level, bint alloc, int *err) noexcept nogil

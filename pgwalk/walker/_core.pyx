@@ -51,6 +51,7 @@ cdef extern from "_pyint.h":
     void pgw_boxes_clear(pgw_boxes *b)
     int pgw_int_rewrite_enabled()
 
+import mmap
 import threading
 
 import numpy as np

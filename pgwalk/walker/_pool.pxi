@@ -78,6 +78,10 @@ cdef class PageTables:
         self.levels = levels
         self.is_init_mm = is_init_mm
         self._slabs = []
+        # a subclass whose tables live elsewhere (an image's frames) sets
+        # _LAZY_SLABS: it uses one table of its first slab, and a zeroed
+        # 2 MiB allocation would cost more than the rest of its set-up
+        self._lazy_slabs = getattr(type(self), "_LAZY_SLABS", False)
         memset(&self.pool, 0, sizeof(pgwalk_pool_t))
         self.pool.mutex = <void *>PyThread_allocate_lock()
         if self.pool.mutex == NULL:
@@ -118,7 +122,12 @@ cdef class PageTables:
         cdef uint64_t **owner = NULL
         cdef int8_t *lvl = NULL
         cdef int64_t *fids = NULL
-        cdef cnp.ndarray slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
+        cdef cnp.ndarray slab
+        if self._lazy_slabs:             # the kernel's zero pages, faulted in as tables are used
+            slab = np.frombuffer(mmap.mmap(-1, SLAB_TABLES * PTRS * sizeof(uint64_t)),
+                                 dtype=np.uint64).reshape(SLAB_TABLES, PTRS)
+        else:
+            slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
         cdef size_t r0, r1, r2, r3
         if self._retired is None:
             self._retired = []
