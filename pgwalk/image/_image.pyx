@@ -39,6 +39,10 @@ cdef packed struct Other:
     int32_t level
     uint64_t entry
 
+cdef enum:
+    FIRST_MAPS = 2048               # records the first buffer holds (72 KiB: from the heap, not a new mapping)
+
+
 cdef struct MapState:
     Mapping *maps
     int64_t nmaps, cap_maps
@@ -51,12 +55,12 @@ cdef inline int _push_map(MapState *s, uint64_t va, uint64_t pa, uint64_t size, 
                           uint64_t entry) noexcept nogil:
     cdef Mapping *m
     if s.nmaps == s.cap_maps:
-        m = <Mapping *>realloc(s.maps, (s.cap_maps * 2 + 65536) * sizeof(Mapping))
+        m = <Mapping *>realloc(s.maps, (s.cap_maps * 2 + FIRST_MAPS) * sizeof(Mapping))
         if m == NULL:
             s.failed = 1
             return -12
         s.maps = m
-        s.cap_maps = s.cap_maps * 2 + 65536
+        s.cap_maps = s.cap_maps * 2 + FIRST_MAPS
     s.maps[s.nmaps].va = va
     s.maps[s.nmaps].pa = pa
     s.maps[s.nmaps].size = size
@@ -146,7 +150,7 @@ cdef int _map_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t
 
 
 cdef int _grow_maps(MapState *s, int64_t room) noexcept nogil:
-    cdef int64_t cap = s.cap_maps * 2 + 65536
+    cdef int64_t cap = s.cap_maps * 2 + FIRST_MAPS
     cdef Mapping *m
     while cap - s.nmaps < room:
         cap *= 2
@@ -193,6 +197,11 @@ cdef class MappingsOp:
     def __dealloc__(self):
         free(self.state.maps)
         free(self.state.other)
+
+    @property
+    def buffer_bytes(self):
+        """Bytes the record buffers hold (kept by reset)."""
+        return self.state.cap_maps * sizeof(Mapping) + self.state.cap_other * sizeof(Other)
 
     def reset(self):
         """Forget the records, keep the buffers (already faulted in)."""

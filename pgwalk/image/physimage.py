@@ -44,14 +44,17 @@ NONPRESENT_DTYPE = _image.OTHER_DTYPE
 PT_LOAD = 1
 PT_NOTE = 4
 MAX_TABLES = 1 << 18            # frames an mm over a LiME/kdump dump gathers at most (1 GiB)
+FREE_OPS = 2                    # MappingsOps kept for the next mappings() of any mm (threads: one each)
+FREE_OPS_BYTES = 64 << 20       # ... when their buffers hold at most this
+_FREE_OPS = []
 
 
-def map_frames(f, base, nframes):
-    """``nframes`` frames of the open file ``f`` from byte ``base`` on,
+def map_frames(fd, base, nframes):
+    """``nframes`` frames of the open file ``fd`` from byte ``base`` on,
     memory-mapped read only, as a uint64 array (512 entries per frame).  A
     plain mmap and a numpy view of it: the pages ``numpy.memmap`` would map,
     at a quarter of its cost to set up."""
-    m = mmap.mmap(f.fileno(), base + nframes * PAGE_SIZE, access=mmap.ACCESS_READ)
+    m = mmap.mmap(fd, base + nframes * PAGE_SIZE, access=mmap.ACCESS_READ)
     return np.frombuffer(m, dtype=np.uint64, count=nframes * 512, offset=base)
 
 
@@ -59,7 +62,7 @@ class PhysImage:
     """A physical-memory image, mapped read-only."""
 
     def __init__(self, path, frames, segments, kind, store=None, vmcoreinfo=None):
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)
         self.frames = frames            # uint64 view of the mapped file, 512 per frame (raw, ELF)
         self.segments = segments        # [(first pfn, frames, first file frame)], sorted
         self.kind = kind                # the format: one of formats.FORMATS
@@ -75,19 +78,25 @@ class PhysImage:
     def open(cls, path, format=None):
         """Open a dump read-only; its format from its content, or ``format``
         (``"raw"`` reads any file as a raw image)."""
-        path = Path(path)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(64)
-            if format is not None and format not in FORMATS:
-                raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        path = path if isinstance(path, Path) else Path(path)
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        fd = os.open(path, os.O_RDONLY)             # a plain descriptor: no buffered file object
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                head = os.pread(fd, 64, 0)
+            except OSError as e:                    # a directory, say: name the path
+                raise type(e)(e.errno, e.strerror, str(path)) from None
             found = format if format == "raw" else detect(path, head, size)
             if format is not None and found != format:
                 raise ImageError(f"{path}: not a {format} dump (its content says {found})")
             if found == "raw":
                 if size < PAGE_SIZE:
                     raise ImageError(f"{path}: a raw image needs at least one 4 KiB frame ({size} bytes)")
-                return cls(path, map_frames(f, 0, size // PAGE_SIZE), [], "raw")
+                return cls(path, map_frames(fd, 0, size // PAGE_SIZE), [], "raw")
+        finally:
+            os.close(fd)
         if found == "elf":
             return cls._open_elf(path, size)
         if found == "lime":
@@ -150,7 +159,7 @@ class PhysImage:
         if not segs:
             raise ImageError(f"{path}: no PT_LOAD segment with contents")
         with open(path, "rb") as f:
-            frames = map_frames(f, base, (size - base) // PAGE_SIZE)
+            frames = map_frames(f.fileno(), base, (size - base) // PAGE_SIZE)
         return cls(path, frames, segs, "elf", vmcoreinfo=info)
 
     def mm(self, cr3, levels=4):
@@ -280,6 +289,8 @@ class ImageMM(AddressSpace):
     """The tables of a physical-memory image seen as a (kernel) mm: no VMAs,
     read only; walk it with ``walk_page_range_novma``."""
 
+    _LAZY_SLABS = True              # the pool's own slab holds an unused table: not zeroed up front
+
     def _halves(self, start, end):
         half = 1 << (47 if self.levels == 4 else 56)
         if start is None and end is None:
@@ -295,18 +306,24 @@ class ImageMM(AddressSpace):
         ``nonpresent=True`` also the non-present non-none entries (PROT_NONE,
         swap, markers: va, level, entry).  Default: both canonical halves
         (the range ends at 2**64 - 1: the last page is included)."""
-        op = getattr(self, "_mappings_op", None)
-        if op is None:                  # kept: its buffers stay faulted in for the next call
-            op = self._mappings_op = _image.MappingsOp()
+        halves = self._halves(start, end)
+        try:                            # ops of an earlier call (any mm): buffers already faulted in
+            op, ops = _FREE_OPS.pop()
+        except IndexError:
+            op = _image.MappingsOp()
+            # pte_range: the pmd_entry reads each PTE table in one loop
+            ops = MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pte_range)
         op.reset()
-        # pte_range: the pmd_entry reads each PTE table in one loop
-        ops = MMWalkOps(pud_entry=op.pud_entry, pmd_entry=op.pte_range)
-        with self.mmap_read_lock():
-            for lo, hi in self._halves(start, end):
-                rc = walk_page_range_novma(self, lo, hi, ops)
-                if rc:
-                    raise OSError(-rc, f"walk of [{lo:#x}, {hi:#x}) failed")
-        maps, other = op.result()
+        try:
+            with self.mmap_read_lock():
+                for lo, hi in halves:
+                    rc = walk_page_range_novma(self, lo, hi, ops)
+                    if rc:
+                        raise OSError(-rc, f"walk of [{lo:#x}, {hi:#x}) failed")
+            maps, other = op.result()
+        finally:
+            if len(_FREE_OPS) < FREE_OPS and op.buffer_bytes <= FREE_OPS_BYTES:
+                _FREE_OPS.append((op, ops))
         return (maps, other) if nonpresent else maps
 
     def ptdump(self, start=None, end=None, markers=None, **layout):
