@@ -58,3 +58,12 @@ def test_memprocfs(image):
         assert sum(e["pages"] for e in vmm.process(1).maps.pte()) == 2 << 18
     finally:
         vmm.close()
+
+
+def test_fixed_cost_parts(tmp_path):
+    """The benchmark's fixed-cost rows: each part timed on fresh dumps of
+    its tiny image (whose four leaves fixed_cost checks)."""
+    parts = P.fixed_cost(tmp_path, n=5)
+    assert set(parts) == {"open", "mm()", "first mappings()", "fixed cost"}
+    assert all(0 < lo <= med for med, lo in parts.values())
+    assert parts["fixed cost"][1] >= max(lo for name, (_, lo) in parts.items() if name != "fixed cost")
