@@ -386,6 +386,26 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
         i0 += m
 
 
+cdef extern from "Python.h":
+    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
+    char *PyBytes_AS_STRING(object o)
+
+from posix.mman cimport madvise, MADV_HUGEPAGE
+
+cdef enum:
+    HUGE_OUT = 4 << 20              # outputs from this size on are faulted in 2 MiB pages
+
+
+cdef inline void _advise_huge(void *buf, size_t n) noexcept nogil:
+    """Advise the 2 MiB-aligned part of a fresh output buffer of ``n`` bytes
+    as huge pages (when ``n`` >= HUGE_OUT), before it is first written: its
+    4K page faults would cost more than filling it (16,384 for 64 MiB)."""
+    cdef size_t a = (<size_t>buf + (2 << 20) - 1) & ~(<size_t>(2 << 20) - 1)
+    cdef size_t b = (<size_t>buf + n) & ~(<size_t>(2 << 20) - 1)
+    if n >= HUGE_OUT and b > a:
+        madvise(<void *>a, b - a, MADV_HUGEPAGE)        # advice only: its failure changes nothing
+
+
 def translate(PageTables pt not None, vas):
     """Physical addresses of the virtual addresses ``vas`` (int64; -1 where
     nothing is mapped), one C pass."""
@@ -417,24 +437,12 @@ def translate1(PageTables pt not None, uint64_t va):
     return _translate_one(&pt.pool, pt.pgd_ptr, pt.levels, va)
 
 
-cdef extern from "Python.h":
-    object PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
-    char *PyBytes_AS_STRING(object o)
-
-from posix.mman cimport madvise, MADV_HUGEPAGE
-
-cdef enum:
-    HUGE_OUT = 4 << 20              # reads from this size on get their output faulted in 2 MiB pages
-
-
 def copy_runs(cnp.ndarray frames not None, offsets, lengths):
     """``bytes`` of the runs ``[offsets[i], offsets[i] + lengths[i])`` of the
     bytes of ``frames`` (a memory-mapped image), one after the other.
 
-    One copy from the mapping into the new object, nogil.  The output of a
-    large read is advised as huge pages (MADV_HUGEPAGE over its 2 MiB-aligned
-    part) before it is written: a fresh 64 MiB buffer otherwise costs 16,384
-    page faults, more than the copy itself."""
+    One copy from the mapping into the new object, nogil; a large output is
+    advised huge first (_advise_huge)."""
     cdef cnp.ndarray[cnp.uint64_t, ndim=1] off = np.ascontiguousarray(offsets, dtype=np.uint64)
     cdef cnp.ndarray[cnp.uint64_t, ndim=1] ln = np.ascontiguousarray(lengths, dtype=np.uint64)
     cdef const char *base = <const char *>cnp.PyArray_DATA(frames)
@@ -442,7 +450,6 @@ def copy_runs(cnp.ndarray frames not None, offsets, lengths):
     cdef uint64_t total = 0
     cdef Py_ssize_t i, n = off.shape[0]
     cdef char *dst
-    cdef size_t a, b
     if ln.shape[0] != n:
         raise ValueError(f"offsets and lengths differ in length ({n} and {ln.shape[0]})")
     for i in range(n):
@@ -453,11 +460,7 @@ def copy_runs(cnp.ndarray frames not None, offsets, lengths):
     out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
     dst = PyBytes_AS_STRING(out)
     with nogil:
-        if total >= HUGE_OUT:
-            a = (<size_t>dst + (2 << 20) - 1) & ~(<size_t>(2 << 20) - 1)
-            b = (<size_t>dst + total) & ~(<size_t>(2 << 20) - 1)
-            if b > a:
-                madvise(<void *>a, b - a, MADV_HUGEPAGE)     # advice only: its failure changes nothing
+        _advise_huge(dst, total)
         for i in range(n):
             memcpy(dst, base + off[i], ln[i])
             dst += ln[i]
