@@ -324,9 +324,8 @@ cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t
 
 cdef inline int64_t _answer(uint64_t x, uint64_t va) noexcept nogil:
     """The physical address for ``va`` (-1 without P) that a PTE ``x`` gives,
-    without a branch."""
-    cdef uint64_t present = 0 - (x & PGW_P)          # all ones with P (bit 0), else 0
-    return <int64_t>((((x & PGW_PFN_MASK) | (va & 4095)) & present) | ~present)
+    without a branch: (x & P) - 1 is 0 with P (bit 0) and all ones without."""
+    return <int64_t>((x & PGW_PFN_MASK) | (va & 4095) | ((x & PGW_P) - 1))
 
 
 cdef inline uint64_t _under_leaf(Region *r, uint64_t va) noexcept nogil:
