@@ -9,7 +9,7 @@ groups, no branch on what an address hit); ``translate1`` resolves one.
 """
 
 from libc.stdint cimport uint64_t, int64_t, int32_t
-from libc.stdlib cimport calloc, malloc, realloc, free
+from libc.stdlib cimport malloc, realloc, free
 
 import numpy as np
 cimport numpy as cnp
@@ -260,22 +260,23 @@ cdef inline uint64_t *_frame(pgwalk_pool_t *pool, uint64_t v, int64_t *hint) noe
 cdef struct Region:
     # What the tables above the PTE level say for one 2 MiB-aligned region,
     # in a form that needs no branch to use: the PTE for ``va`` is
-    # ``pte[(va >> 12) & 511] | ((leaf | (va & 0x1ff000)) & lmask)``.  A
-    # region with a PTE table: ``pte`` is it, leaf and lmask 0.  Else
-    # ``pte`` is _NO_TABLE (all zero), lmask all ones and ``leaf`` P and the
-    # region's 2M-aligned physical address (of a 2M or 1G leaf), or 0 when
-    # nothing is mapped: the PTE a 4K page of the leaf would have.
-    uint64_t key                   # (va >> 21) + 1 of the region; 0: an empty line
+    # ``pte[(va >> 12) & 511] | leaf | (va & omask)``.  A region with a PTE
+    # table: ``pte`` is it, leaf and omask 0.  Else ``pte`` is _NO_TABLE
+    # (all zero), omask 0x1ff000 (va's 4K page in the 2 MiB) and ``leaf`` P
+    # and the region's 2M-aligned physical address (of a 2M or 1G leaf), or
+    # 0 when nothing is mapped: the PTE a 4K page of the leaf would have.
+    uint64_t key                   # va >> 21 of the region; NO_REGION: an empty line
     const uint64_t *pte
     uint64_t leaf
-    uint64_t lmask
+    uint64_t omask
 
 
 cdef enum:
-    GROUP = 32                     # addresses in flight: their slots are prefetched, then read
+    GROUP = 64                     # addresses in flight: their slots are prefetched, then read
 
 
 cdef uint64_t _NO_TABLE[512]
+cdef uint64_t NO_REGION = ~(<uint64_t>0)   # no region's number (va >> 21 < 2 ** 43)
 
 
 cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
@@ -287,7 +288,7 @@ cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t
     cdef uint64_t *tbl
     r.pte = _NO_TABLE
     r.leaf = 0
-    r.lmask = ~(<uint64_t>0)
+    r.omask = ((1 << 21) - 1) ^ 4095
     v = pgd[(va >> (39 if levels == 4 else 48)) & 511]
     if levels == 5:
         if v == 0 or pgd_bad_l5(v):
@@ -319,7 +320,7 @@ cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t
     tbl = _frame(pool, v, hint)                    # PTE table (outside the image: nothing mapped)
     if tbl != NULL:
         r.pte = tbl
-        r.lmask = 0
+        r.omask = 0
 
 
 cdef inline int64_t _answer(uint64_t x, uint64_t va) noexcept nogil:
@@ -331,7 +332,7 @@ cdef inline int64_t _answer(uint64_t x, uint64_t va) noexcept nogil:
 cdef inline uint64_t _under_leaf(Region *r, uint64_t va) noexcept nogil:
     """The PTE a 4K page of the region's leaf would have for ``va`` (0 when
     the region has a PTE table)."""
-    return (r.leaf | (va & (((1 << 21) - 1) ^ 4095))) & r.lmask
+    return r.leaf | (va & r.omask)
 
 
 cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va) noexcept nogil:
@@ -373,7 +374,6 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
             va = vas[i0 + j]
             key = va >> 21
             r = cache + ((key ^ (key >> 13)) & mask)
-            key += 1                                   # 0 marks an empty line
             if r.key != key:
                 _upper(pool, pgd, levels, va, r, &hint)
                 r.key = key
@@ -381,7 +381,9 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
             leaf[j] = _under_leaf(r, va)
             __builtin_prefetch(slot[j], 0, 3)
         for j in range(m):
-            out[i0 + j] = _answer(slot[j][0] | leaf[j], vas[i0 + j])
+            leaf[j] |= slot[j][0]                      # the PTE (a gather) ...
+        for j in range(m):                             # ... and the answers (vectorised)
+            out[i0 + j] = _answer(leaf[j], vas[i0 + j])
         i0 += m
 
 
@@ -420,9 +422,11 @@ def translate(PageTables pt not None, vas):
         lines *= 2
     if n == 0:
         return out.reshape(np.shape(vas))
-    cache = <Region *>calloc(lines, sizeof(Region))
+    cache = <Region *>malloc(lines * sizeof(Region))
     if cache == NULL:
         raise MemoryError()
+    for i in range(<Py_ssize_t>lines):
+        cache[i].key = NO_REGION
     with nogil:
         _translate_many(pool, pgd, levels, <const uint64_t *>&v[0], <int64_t *>&out[0], n, cache,
                         lines - 1)
