@@ -357,7 +357,8 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
       region whose line another took is walked again when met next;
     * the slots of GROUP addresses are prefetched before the first of them
       is read, so that their cache misses overlap instead of following each
-      other;
+      other; their PTEs are gathered, then the answers computed in a loop
+      of their own, which the compiler vectorises;
     * no branch depends on what an address hit (a region's answer is read
       like a PTE: see Region), so a mix of 4K and huge pages costs no
       mispredictions."""
