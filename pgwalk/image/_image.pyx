@@ -279,11 +279,12 @@ cdef uint64_t _NO_TABLE[512]
 cdef uint64_t NO_REGION = ~(<uint64_t>0)   # no region's number (va >> 21 < 2 ** 43)
 
 
-cdef inline void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
-                        int64_t *hint) noexcept nogil:
+cdef void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
+                 int64_t *hint) noexcept nogil:
     """The walk of ``va``'s region down to its PMD entry, by the rules of the
     no-VMA walk of MappingsOp (bad top-level entries are not followed; P must
-    be set): a PTE table, or the region's answer (a 1G or 2M leaf, or none)."""
+    be set): a PTE table, or the region's answer (a 1G or 2M leaf, or none).
+    Not inline: out of the batched loop, it leaves that loop its registers."""
     cdef uint64_t v
     cdef uint64_t *tbl
     r.pte = _NO_TABLE
