@@ -85,13 +85,15 @@ def check_pgd(mm, pgd):
 
 # --- which kernel's walk loops (docs/pagewalk-releases.md) ------------------
 
-KERNELS = ("6.13", "today")
-_NEWER_BITS = {"6.13": 0, "today": 3}      # NEWER_RESET_TOP | NEWER_PUD_RECHECK
+# "7.0": the PUD re-check (7.0-7.2, and the stable trees that took it);
+# "today": that and the action reset at the top of the loops (7.3 on).
+KERNELS = ("6.13", "7.0", "today")
+_NEWER_BITS = {"6.13": 0, "7.0": 2, "today": 3}      # NEWER_PUD_RECHECK = 2, NEWER_RESET_TOP = 1
 _default_kernel = ["6.13"]
 
 
 def set_default_kernel(kernel):
-    """Make ``kernel`` ("6.13" or "today") the loops every walk runs unless it
+    """Make ``kernel`` (one of ``KERNELS``) the loops every walk runs unless it
     passes ``kernel=``; returns the previous default."""
     check_kernel(kernel)
     old = _default_kernel[0]
