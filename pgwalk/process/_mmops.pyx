@@ -29,7 +29,8 @@ from pgwalk.walker._entries cimport (pte_none, pte_present, pmd_present, pmd_tra
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
                               PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE,
-                              PGW_MAX_SWAPFILES, is_swap_pmd)
+                              PGW_MAX_SWAPFILES, PGW_SWP_DEVICE_WRITE, PGW_SWP_DEVICE_READ,
+                              is_swap_pmd)
 
 cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
@@ -1347,7 +1348,10 @@ cdef inline int pte_map_failed(uint64_t *e, uint64_t v, pgwalk_walk_t *w) noexce
 
 
 cdef inline uint64_t pm_word(OpState *s, uint64_t v) noexcept nogil:
-    """The pagemap word of one PTE value."""
+    """The pagemap word of one PTE value (pte_to_pagemap_entry): a
+    non-present one is PM_SWAP with its type and offset, PM_GUARD_REGION
+    for a guard marker, PM_FILE when it names a page (migration, device,
+    hwpoison) that is not anonymous; never exclusive."""
     cdef uint64_t r
     if pte_none(v):
         return 0
@@ -1356,6 +1360,8 @@ cdef inline uint64_t pm_word(OpState *s, uint64_t v) noexcept nogil:
     r = PM_SWAP | ((swp_pte_type(v) | (swp_pte_offset(v) << 5)) & PM_PFN_MASK)
     if is_guard(v):
         r |= PM_GUARD
+    elif swp_has_pfn(swp_pte_type(v)) and page_not_anon(s, swp_pte_offset(v)):
+        r |= PM_FILE
     return r
 
 
@@ -1387,6 +1393,7 @@ cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
     cdef OpState *s = <OpState *>ctx
     cdef uint64_t v = e[0]
     cdef uint64_t *pte
+    cdef uint8_t *o8
     cdef uint64_t i, n
     if pmd_trans_huge(v) or is_swap_pmd(v):
         memset(s.out8 + ((addr - s.out_start) >> 12), 1, (next - addr + 4095) >> 12)
@@ -1397,8 +1404,13 @@ cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
         return pte_map_failed(e, v, w)
     n = (next - addr + 4095) >> 12
     if not s.is_shmem:
-        # anonymous memory: resident = present (none, guard and swap are 0)
-        pgw_any_bits_u8(pte, s.out8 + ((addr - s.out_start) >> 12), <int>n, PGW_P | PGW_PROTNONE)
+        # anonymous memory: resident = present (none, markers and swap are
+        # 0), or an entry naming a page (migration, device, hwpoison: 1)
+        o8 = s.out8 + ((addr - s.out_start) >> 12)
+        pgw_any_bits_u8(pte, o8, <int>n, PGW_P | PGW_PROTNONE)
+        for i in range(n):
+            if o8[i] == 0 and pte[i] != 0 and swp_has_pfn(swp_pte_type(pte[i])):
+                o8[i] = 1
     else:
         for i in range(n):
             mc_pte(s, pte[i], addr + (i << 12))
@@ -1407,12 +1419,19 @@ cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
 
 
 cdef inline void mc_pte(OpState *s, uint64_t v, uint64_t addr) noexcept nogil:
+    """mincore_pte_range's answer for one PTE: present 1; none or a marker:
+    the unmapped range's answer (the object's page for shmem); a swap
+    entry: mincore_swap, 1 for one naming a page (migration, device,
+    hwpoison: "always uptodate"), 0 for a swap file's (no swap cache)."""
+    cdef uint64_t t
     if pte_present(v):
         s.out8[(addr - s.out_start) >> 12] = 1
-    elif pte_none(v) or is_guard(v):
+        return
+    t = swp_pte_type(v)
+    if pte_none(v) or t == PGW_SWP_PTE_MARKER or is_guard(v):
         s.out8[(addr - s.out_start) >> 12] = mc_unmapped(s, addr)
     else:
-        s.out8[(addr - s.out_start) >> 12] = 0
+        s.out8[(addr - s.out_start) >> 12] = 1 if swp_has_pfn(t) else 0
 
 
 # --- smaps ---------------------------------------------------------------------------
@@ -1447,42 +1466,47 @@ cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint 
             s.cnt[10] += 4096
 
 
-cdef void sm_pmd_swap(OpState *s, uint64_t v) noexcept nogil:
-    """smaps_pmd_entry for a non-present PMD: only an entry that names a
-    page (migration, device, hwpoison; a swap-file entry adds nothing, not
-    even to Swap) is accounted.  AnonHugePages (or ShmemPmdMapped) gets the
-    PMD's 2 MiB; then smaps_account of the page with compound set: its
-    folio's size (512 pages for the head of a PMD-sized folio, else 1) in
-    Rss, Anonymous (and LazyFree when clean) and, as a non-present entry,
-    Pss in full and Shared_Clean/Shared_Dirty whatever the map counts;
-    young and dirty are the PMD's A and D bits (clear in a swap-format
-    entry) or the folio's dirty flag."""
-    cdef uint64_t pfn = swp_pte_offset(v), size
-    cdef uint8_t fl = 0
-    cdef bint dirty = (v & PGW_DIRTY) != 0, anon
-    if not swp_has_pfn(swp_pte_type(v)):
-        return
-    if <int64_t>pfn < s.ps.cap:
-        fl = pf_at(s.ps, pfn)[0]
-    anon = not page_not_anon(s, pfn)
-    size = 4096
-    if fl & PF_LARGE and (pfn & 511) == 0:
-        size = PMD_SIZE_                        # compound_nr of a THP's head
-    if anon:
-        s.cnt[8] += <int64_t>PMD_SIZE_          # AnonHugePages
-    elif fl & PF_SHMEM:
-        s.cnt[11] += <int64_t>PMD_SIZE_         # ShmemPmdMapped (a zero page: FilePmdMapped)
+cdef void sm_nonpresent(OpState *s, uint64_t pfn, uint64_t size, bint young, bint dirty) noexcept nogil:
+    """smaps_account of the page ``pfn`` that a non-present entry names
+    (present false), ``size`` bytes: Rss, Anonymous (and LazyFree when
+    clean) and, as "maybe shared", Pss in full and Shared_Clean or
+    Shared_Dirty whatever the map counts; dirty when the entry or the folio
+    is, Referenced when the entry is young."""
+    cdef uint8_t fl = pf_at(s.ps, pfn)[0] if <int64_t>pfn < s.ps.cap else 0
     if fl & (PF_SHMEM_DIRTY | PF_FDIRTY):
         dirty = True
-    if anon:
+    if not page_not_anon(s, pfn):
         s.cnt[7] += <int64_t>size
         if fl & PF_LAZYFREE and not dirty:
             s.cnt[10] += <int64_t>size
     s.cnt[0] += <int64_t>size
-    if v & PGW_ACCESSED:
+    if young:
         s.cnt[6] += <int64_t>size
     s.cnt[1] += <int64_t>(size << 12)
     s.cnt[3 if dirty else 2] += <int64_t>size
+
+
+cdef void sm_pmd_swap(OpState *s, uint64_t v) noexcept nogil:
+    """smaps_pmd_entry for a non-present PMD: only an entry that names a
+    page (migration, device, hwpoison; a swap-file entry adds nothing, not
+    even to Swap) is accounted.  AnonHugePages (or ShmemPmdMapped) gets the
+    PMD's 2 MiB; then smaps_account of the page with compound set, for its
+    folio's size (512 pages for the head of a PMD-sized folio, else 1) and
+    with present false (sm_nonpresent); young and dirty are the PMD's A and
+    D bits, which a swap-format entry does not have."""
+    cdef uint64_t pfn = swp_pte_offset(v), size = 4096
+    cdef uint8_t fl = 0
+    if not swp_has_pfn(swp_pte_type(v)):
+        return
+    if <int64_t>pfn < s.ps.cap:
+        fl = pf_at(s.ps, pfn)[0]
+    if fl & PF_LARGE and (pfn & 511) == 0:
+        size = PMD_SIZE_                        # compound_nr of a THP's head
+    if not page_not_anon(s, pfn):
+        s.cnt[8] += <int64_t>PMD_SIZE_          # AnonHugePages
+    elif fl & PF_SHMEM:
+        s.cnt[11] += <int64_t>PMD_SIZE_         # ShmemPmdMapped (a zero page: FilePmdMapped)
+    sm_nonpresent(s, pfn, size, (v & PGW_ACCESSED) != 0, (v & PGW_DIRTY) != 0)
 
 
 cdef void sm_huge(OpState *s, uint64_t v, uint64_t addr, uint64_t next) noexcept nogil:
@@ -1497,13 +1521,25 @@ cdef void sm_huge(OpState *s, uint64_t v, uint64_t addr, uint64_t next) noexcept
 
 
 cdef inline void sm_pte(OpState *s, uint64_t v) noexcept nogil:
-    cdef uint64_t pfn
+    """smaps_pte_entry: a present normal page; a swap file's entry: Swap;
+    an entry naming a page (migration, device, hwpoison): that page, as a
+    present one for a device-private entry, else as non-present, neither
+    young nor dirty (sm_nonpresent); a marker: nothing."""
+    cdef uint64_t pfn, t
     if pte_present(v):
         pfn = (v & PGW_PFN_MASK) >> 12
         if pfn != ZERO_PFN:
             sm_page(s, pfn, (v & PGW_DIRTY) != 0, (v & PGW_ACCESSED) != 0, False)
-    elif not pte_none(v) and not is_guard(v) and swp_pte_type(v) < PGW_MAX_SWAPFILES:
+        return
+    if pte_none(v) or is_guard(v):
+        return
+    t = swp_pte_type(v)
+    if t < PGW_MAX_SWAPFILES:
         s.cnt[9] += 4096
+    elif t == PGW_SWP_DEVICE_WRITE or t == PGW_SWP_DEVICE_READ:
+        sm_page(s, swp_pte_offset(v), False, False, False)
+    elif swp_has_pfn(t):
+        sm_nonpresent(s, swp_pte_offset(v), 4096, False, False)
 
 
 cdef int sm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -1918,11 +1954,7 @@ cdef void ptr_pte_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, 
             memset(o8, 1, n)                # a batch of one folio's present PTEs
             return
         for i in range(n):
-            v = pte[i]
-            if pte_present(v):
-                o8[i] = 1
-            elif not is_guard(v):
-                o8[i] = 0                   # swap, migration, other markers
+            mc_pte(s, pte[i], a + (<uint64_t>i << 12))
         return
     if mode == PT_PAGEMAP:
         o64 = s.out64 + ((a - s.out_start) >> 12)
@@ -1962,8 +1994,9 @@ cdef void ptr_run(OpState *s, pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *v
 cdef int _PT_FLAGS[4]
 _PT_FLAGS[PT_PAGEMAP] = PT_TYPE_ALL & ~PT_TYPE_NONE
 # mincore and smaps take every non-present PMD that their pmd_entry takes
-# whole (pmd_swap_pages); mincore's PTE records of swap, migration, device
-# and marker entries give 0 or leave the unmapped-range answer (a guard)
+# whole (pmd_swap_pages), and their PTE records of swap, migration, device,
+# hwpoison (and, for mincore, marker) entries get the callback consumers'
+# per-PTE answers (mc_pte, sm_pte)
 _PT_FLAGS[PT_MINCORE] = PT_TYPE_ALL & ~PT_TYPE_NONE
 _PT_FLAGS[PT_SMAPS] = (PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_SWAP | PT_TYPE_MIGRATION
                        | PT_TYPE_DEVICE | PT_TYPE_HWPOISON)
