@@ -16,7 +16,7 @@ the Python side sets the state's per-call fields (``setup``) and builds an
 
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t, int8_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memchr
 
 import numpy as np
 cimport numpy as cnp
@@ -30,10 +30,28 @@ from pgwalk.walker._entries cimport (pte_none, pte_present, pmd_present, pmd_tra
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
                               PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE,
                               PGW_MAX_SWAPFILES, PGW_SWP_DEVICE_WRITE, PGW_SWP_DEVICE_READ,
-                              is_swap_pmd)
+                              PGW_SWP_TYPE_SHIFT, is_swap_pmd)
 
 cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
+
+cdef extern from *:
+    """
+    /* out[i] |= 1 where the swap type of pte[i], (pte[i] >> shift) & tmask,
+     * lies in [lo, lo + nr) (mincore's second pass for anonymous memory: a
+     * non-present entry naming a page is resident; a present entry's byte is
+     * 1 already, a none entry's type is 0).  In C for restrict, so that it
+     * vectorises; the numbers are the caller's. */
+    PGW_CLONES static void pgw_or_swp_type_in_u8(const uint64_t *__restrict pte,
+            uint8_t *__restrict out, int n, int shift, uint64_t tmask, uint64_t lo, uint64_t nr)
+    {
+        int i;
+        for (i = 0; i < n; i++)
+            out[i] |= (uint8_t)((((pte[i] >> shift) & tmask) - lo) < nr);
+    }
+    """
+    void pgw_or_swp_type_in_u8(const uint64_t *pte, uint8_t *out, int n, int shift, uint64_t tmask,
+                               uint64_t lo, uint64_t nr) noexcept nogil
 
 cnp.import_array()
 
@@ -1408,9 +1426,9 @@ cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
         # 0), or an entry naming a page (migration, device, hwpoison: 1)
         o8 = s.out8 + ((addr - s.out_start) >> 12)
         pgw_any_bits_u8(pte, o8, <int>n, PGW_P | PGW_PROTNONE)
-        for i in range(n):
-            if o8[i] == 0 and pte[i] != 0 and swp_has_pfn(swp_pte_type(pte[i])):
-                o8[i] = 1
+        if memchr(o8, 0, n) != NULL:        # (a table of present pages needs no second pass)
+            pgw_or_swp_type_in_u8(pte, o8, <int>n, PGW_SWP_TYPE_SHIFT, 31, PGW_MAX_SWAPFILES,
+                                  PGW_SWP_PTE_MARKER - PGW_MAX_SWAPFILES)
     else:
         for i in range(n):
             mc_pte(s, pte[i], addr + (i << 12))
