@@ -10,6 +10,11 @@ with the reference walker.
 
 cimport cython
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    # on a borrowed pointer: no temporary reference taken to read it
+    Py_ssize_t refcnt "Py_REFCNT" (PyObject *o) noexcept
 from libc.stdint cimport uint64_t, int64_t
 from libc.string cimport memset
 
@@ -54,12 +59,22 @@ cdef enum:
     VM_PFNMAP_ = 0x400
     SWP_ENTRY_TYPE_SHIFT = 58
 
-cdef uint64_t PAGE = 4096
-cdef uint64_t PMD_SZ = (<uint64_t>1) << 21
-cdef uint64_t PUD_SZ = (<uint64_t>1) << 30
-cdef uint64_t P4D_SZ = (<uint64_t>1) << 39
-cdef uint64_t DIRTY_BITS = PGW_DIRTY | PGW_SAVED_DIRTY
-cdef uint64_t BATCH_IGNORED = PGW_DIRTY | PGW_SAVED_DIRTY | PGW_SOFT_DIRTY | PGW_RW | PGW_ACCESSED
+# compile-time constants (the compiler folds them into the step)
+cdef extern from *:
+    """
+    #define PTR_PAGE           PGW_PAGE_SIZE
+    #define PTR_PMD_SZ         PGW_PMD_SIZE
+    #define PTR_PUD_SZ         PGW_PUD_SIZE
+    #define PTR_P4D_SZ         PGW_P4D_SIZE
+    #define PTR_DIRTY_BITS     (PGW_DIRTY | PGW_SAVED_DIRTY)
+    #define PTR_BATCH_IGNORED  (PGW_DIRTY | PGW_SAVED_DIRTY | PGW_SOFT_DIRTY | PGW_RW | PGW_ACCESSED)
+    """
+    uint64_t PAGE "PTR_PAGE"
+    uint64_t PMD_SZ "PTR_PMD_SZ"
+    uint64_t PUD_SZ "PTR_PUD_SZ"
+    uint64_t P4D_SZ "PTR_P4D_SZ"
+    uint64_t DIRTY_BITS "PTR_DIRTY_BITS"
+    uint64_t BATCH_IGNORED "PTR_BATCH_IGNORED"
 
 
 # --- the model's helpers (see ptrange_reference.py) --------------------------------
@@ -682,9 +697,12 @@ cdef class _Stepper:
         return pgwalk_pt_range_walk_start(&self.ptw, &self.vma, self.a_start, self.a_end,
                                           self.flags)
 
-    cdef PtRangeRecord c_record(self, int t):
+    cdef PtRangeRecord c_record(self, int t, PtRangeRecord r=None):
+        """The record of the step that returned ``t``, in ``r`` (a record no
+        one else holds) or a new one."""
         cdef pgwalk_pt_range_walk_t *p = &self.ptw
-        cdef PtRangeRecord r = PtRangeRecord.__new__(PtRangeRecord)
+        if r is None:
+            r = PtRangeRecord.__new__(PtRangeRecord)
         r.type = t
         r.level = p.level
         r.curr_addr = p.curr_addr
@@ -831,7 +849,7 @@ cdef class PtRangeWalk:
     checks read the lock's ``LockCounts`` and the pool's counters, and call
     ``MMapLock.held`` only after the lock changed hands."""
     cdef readonly object mm, vma, start, end, flags
-    cdef readonly object last_type
+    cdef int c_last_type                # the last step's PTW_* type (-1: none yet)
     cdef readonly object _stepper
     cdef _Stepper cst                   # the compiled stepper (None: a Python one)
     cdef LockCounts counts              # the mm's lock counters (C path)
@@ -839,6 +857,8 @@ cdef class PtRangeWalk:
     cdef object generation_fn           # the Python path's mm_generation
     cdef object gen                     # ... and its last value
     cdef bint started, finished, has_mm
+    cdef PtRangeRecord ring0, ring1     # the last two records handed out
+    cdef int ring_k
     cdef int64_t gen_seq, gen_freed     # the C path's mm_generation
     cdef int64_t held_changes           # the lock's changes when held() last said yes
     cdef unsigned long held_tid         # ... to this thread
@@ -847,7 +867,7 @@ cdef class PtRangeWalk:
         self._stepper = stepper
         self.mm, self.vma, self.start, self.end, self.flags = mm, vma, start, end, flags
         self.started = self.finished = False
-        self.last_type = None
+        self.c_last_type = -1
         self.has_mm = mm is not None
         self.held_changes = -1
         self.cst = None
@@ -862,6 +882,11 @@ cdef class PtRangeWalk:
         # the stepper's own (cheaper) reading of mm_generation, if it has one
         gen = getattr(stepper, "generation", None)
         self.generation_fn = gen if gen is not None else (lambda: mm_generation(mm))
+
+    @property
+    def last_type(self):
+        """The PTW_* type the last step returned (None before the first)."""
+        return None if self.c_last_type < 0 else self.c_last_type
 
     def __iter__(self):
         return self
@@ -891,13 +916,25 @@ cdef class PtRangeWalk:
             self.gen_seq, self.gen_freed = seq, freed
         t = st.c_step(self.started)
         self.started = True
-        self.last_type = t
+        self.c_last_type = t
         if st.ptw.warned:
             _warn(st.ptw.warn_addr, self.vma)
         if t == PTW_DONE or t == PTW_ABORT:
             self.close()
             raise StopIteration
-        return st.c_record(t)
+        # A record handed out two steps ago that only this ring still holds
+        # is invisible to everyone else: it is filled again instead of
+        # allocating (in a for loop the previous one is still bound).
+        self.ring_k ^= 1
+        if self.ring_k:
+            if self.ring0 is not None and refcnt(<PyObject *>self.ring0) == 1:
+                return st.c_record(t, self.ring0)
+            self.ring0 = st.c_record(t)
+            return self.ring0
+        if self.ring1 is not None and refcnt(<PyObject *>self.ring1) == 1:
+            return st.c_record(t, self.ring1)
+        self.ring1 = st.c_record(t)
+        return self.ring1
 
     cdef _next_py(self):
         """A step of a stepper written in Python, through its methods."""
@@ -913,7 +950,7 @@ cdef class PtRangeWalk:
             self.gen = gen
         t = st.next() if self.started else st.start()
         self.started = True
-        self.last_type = t
+        self.c_last_type = t
         if st.warned():
             _warn(st.addr(), self.vma)
         if t == PTW_DONE or t == PTW_ABORT:
