@@ -88,4 +88,31 @@ PGW_CLONES static int pgw_pte_batch(const uint64_t *__restrict pte, int max_nr, 
     return nr;
 }
 
+/* The index of the first of pte[0..n) with a bit outside ignore set (a PTE
+ * that is not none), or n; 16 at a time, vectorised as above. */
+PGW_CLONES static int pgw_first_not_none(const uint64_t *__restrict pte, int n, uint64_t ignore)
+{
+    const uint64_t keep = ~ignore;
+    int i = 0;
+#if defined(__GNUC__)
+    const pgw_u64x4 kv = {keep, keep, keep, keep};
+    pgw_u64x4 x, any;
+    int j;
+
+    while (i + 16 <= n) {
+        any = (pgw_u64x4){0, 0, 0, 0};
+        for (j = 0; j < 4; j++) {
+            memcpy(&x, pte + i + 4 * j, sizeof(x));
+            any |= x & kv;
+        }
+        if (any[0] | any[1] | any[2] | any[3])
+            break;
+        i += 16;
+    }
+#endif
+    while (i < n && !(pte[i] & keep))
+        i++;
+    return i;
+}
+
 #endif

@@ -24,7 +24,7 @@ from pgwalk.walker._core cimport (
 from pgwalk.walker._constants cimport *
 from pgwalk.walker._entries cimport (
     PGW_ACCESSED, PGW_DIRTY, PGW_MAX_SWAPFILES, PGW_PFN_MASK, PGW_RW, PGW_SAVED_DIRTY,
-    PGW_SOFT_DIRTY, PGW_SPECIAL, PGW_SWP_DEVICE_EXCLUSIVE, PGW_SWP_DEVICE_READ,
+    PGW_KNL_ERRATUM, PGW_SOFT_DIRTY, PGW_SPECIAL, PGW_SWP_DEVICE_EXCLUSIVE, PGW_SWP_DEVICE_READ,
     PGW_SWP_DEVICE_WRITE, PGW_SWP_HWPOISON, PGW_SWP_MIGRATION_READ,
     PGW_SWP_MIGRATION_READ_EXCLUSIVE, PGW_SWP_MIGRATION_WRITE, PGW_SWP_PTE_MARKER,
     PGW_SWP_OFFSET_MASK, PGW_P, PGW_PSE, PGW_PUD_PAGE_MASK, entry_index, mk_swp_pte, p4d_bad,
@@ -40,6 +40,7 @@ from ._core import LockAssertionError
 
 cdef extern from "_kernels.h":
     int pgw_pte_batch(const uint64_t *pte, int max_nr, uint64_t keep, uint64_t *acc) noexcept nogil
+    int pgw_first_not_none(const uint64_t *pte, int n, uint64_t ignore) noexcept nogil
 
 C_CONSTANTS = {
     "PT_TYPE_NONE": PT_TYPE_NONE, "PT_TYPE_FOLIO": PT_TYPE_FOLIO,
@@ -517,7 +518,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
     cdef uint64_t *ptep
     cdef uint64_t *tbl
     cdef int64_t page, folio
-    cdef int ret = PTW_DONE, nr
+    cdef int ret = PTW_DONE, nr, lim, k
     cdef bint writable, young, dirty
 
     if next_addr < vma.vm_start or next_addr >= vma.vm_end:
@@ -562,6 +563,23 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
         ptep = tbl + ((curr >> 12) & 511)
         while True:
             pte = ptep[0]
+            if pte_none(pte) and not flags & PT_TYPE_NONE:
+                # A run of none PTEs, each of which the loop below would skip
+                # alike (nothing but the entry pointer and the entry copy
+                # changes): skipped at once, to the first PTE that is not
+                # none or the end of the table or range.
+                lim = <int>((addr_end(curr, end, PMD_SZ) - curr) >> 12)
+                k = pgw_first_not_none(ptep, lim, PGW_KNL_ERRATUM) if lim > 1 else 1
+                ptw.entry = ptep[k - 1]
+                ptw.ptep = NULL
+                ptw.ptl = False
+                if k >= lim:
+                    next_addr = curr + <uint64_t>k * PAGE
+                    break                       # the next table, or the end
+                curr += <uint64_t>k * PAGE
+                next_addr = curr + PAGE
+                ptep += k
+                pte = ptep[0]
             ptw.entry = pte
             ptw.ptep = ptep
             ptw.ptl = True
