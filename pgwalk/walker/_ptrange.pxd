@@ -53,7 +53,7 @@ ctypedef struct pgwalk_pt_range_walk_t:
     void *folio_ctx
     bint warned                  # the last step met the kernel's WARN_ON_ONCE
     uint64_t warn_addr
-    # pgwalk's descent cache (a cost the RFC does not save; docs/decisions.md):
+    # pgwalk's descent cache (a cost the RFC does not save; docs/decisions.md 26):
     # the links from the top-level slot down to the last PTE table reached
     # (slot, value), that table and its 2 MiB-aligned address; zero: none
     int c_n

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The batched, caller-driven walker (``pt_range_walk``) in C: each step
 descends from the top-level table to the next entry of a wanted type and
-reports it, batching a large folio's PTEs, swap PTEs and PMD-mapped folios.
+reports it, batching a large folio's PTEs, swap PTEs and PMD-mapped folios
+(pgwalk skips the descents whose end it knows: docs/decisions.md 26).
 ``ptrange_reference.py`` is the same walker in Python (the specification).
 The iterator over the steps (``PtRangeWalk``, the driver's rules of
 ``ptrange.py``) and the record type (``PtRangeRecord``) are here too, shared
@@ -549,7 +550,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
             return ret
         # The RFC descends from the top-level table at each address; pgwalk
         # skips a descent whose end it knows (cached_pte_table): the same
-        # records and steps at less cost (docs/decisions.md).
+        # records and steps at less cost (docs/decisions.md 26).
         tbl = cached_pte_table(ptw, curr)
         if tbl == NULL:
             ret = descend(ptw, vma, curr, end, flags, &next_addr, &tbl)
@@ -593,7 +594,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
             # descends again for the next address; within the same PTE table
             # that descent reaches this table again, through the same entries,
             # which nothing in the step has changed.  pgwalk goes on in the
-            # table: the same records and steps at less cost (docs/decisions.md).
+            # table: the same records and steps at less cost (docs/decisions.md 26).
             ptw.ptep = NULL
             ptw.ptl = False
             if next_addr & (PMD_SZ - 1) == 0 or next_addr >= end:

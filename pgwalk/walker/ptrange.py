@@ -10,7 +10,7 @@ returns a ``PTW_*`` type and fills the struct) and ``pt_range_walk_done``.
 walker in plain Python) and yields a ``PtRangeRecord`` per step until
 ``PTW_DONE``.
 
-Rules of this module (the Python driver, shared by both walkers):
+Rules of the iterator (the driver of the steps, shared by both walkers):
 
 * the mmap lock must be held (read or write) at every step, as the kernel's
   ``mmap_assert_locked``: otherwise ``LockAssertionError``;
