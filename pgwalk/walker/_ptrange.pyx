@@ -804,10 +804,10 @@ cdef class PtRangeRecord:
     cdef readonly int64_t pfn
     cdef readonly int64_t folio
 
-    def __init__(self, int type, int level, uint64_t curr_addr, uint64_t next_addr,
-                 int nr_entries, uint64_t size, bint writable, bint young, bint dirty,
-                 bint present, bint pmd_shared, uint64_t entry, uint64_t softleaf_entry,
-                 int64_t pfn, int64_t folio):
+    def __init__(self, type, level, curr_addr, next_addr, nr_entries, size, writable, young,
+                 dirty, present, pmd_shared, entry, softleaf_entry, pfn, folio):
+        _check_fields((type, level, curr_addr, next_addr, nr_entries, size, entry,
+                       softleaf_entry, pfn, folio))
         self.type, self.level, self.curr_addr, self.next_addr = type, level, curr_addr, next_addr
         self.nr_entries, self.size, self.writable, self.young = nr_entries, size, writable, young
         self.dirty, self.present, self.pmd_shared, self.entry = dirty, present, pmd_shared, entry
@@ -849,6 +849,24 @@ cdef class PtRangeRecord:
                 f"entry={self.entry:#x} pfn={self.pfn} folio={self.folio}"
                 f"{' W' if self.writable else ''}{' Y' if self.young else ''}"
                 f"{' D' if self.dirty else ''}{' P' if self.present else ''}>")
+
+
+# The int fields of a record and their ranges (the C types they are kept in).
+cdef tuple _INT_FIELDS = (
+    ("type", -(1 << 31), 1 << 31), ("level", -(1 << 31), 1 << 31),
+    ("curr_addr", 0, 1 << 64), ("next_addr", 0, 1 << 64), ("nr_entries", -(1 << 31), 1 << 31),
+    ("size", 0, 1 << 64), ("entry", 0, 1 << 64), ("softleaf_entry", 0, 1 << 64),
+    ("pfn", -(1 << 63), 1 << 63), ("folio", -(1 << 63), 1 << 63),
+)
+
+
+cdef _check_fields(tuple values):
+    """TypeError/ValueError naming the field that is not an int in its range."""
+    for (name, lo, hi), v in zip(_INT_FIELDS, values):
+        if not isinstance(v, int):
+            raise TypeError(f"PtRangeRecord: {name} must be an int, not {type(v).__name__}")
+        if not lo <= v < hi:
+            raise ValueError(f"PtRangeRecord: {name} {v} is outside [{lo}, {hi})")
 
 
 def mm_generation(mm):

@@ -716,3 +716,19 @@ def test_the_reference_iterator_is_the_same_type():
         c, r = pgwalk.pt_range_walk(vma, a, a + MiB), R.pt_range_walk(vma, a, a + MiB)
         assert type(c) is type(r) is pgwalk.walker.PtRangeWalk
         assert c.last_type is None and next(c) == next(r) and c.last_type == r.last_type
+
+
+def test_record_constructor_names_a_bad_field():
+    """PtRangeRecord keeps its ints in C types: a value of another type or out
+    of the type's range is an error naming the field, never a wrapped value."""
+    from pgwalk.walker.ptrange import RECORD_FIELDS, PtRangeRecord
+    good = (PTW_FOLIO, PTW_PTE_LEVEL, BASE, BASE + PAGE_SIZE, 1, PAGE_SIZE, True, False, True,
+            True, False, 0x8000000000000067, 0, 5, 5)
+    assert PtRangeRecord(*good).astuple() == good
+    for name, bad, err in (("curr_addr", -1, ValueError), ("size", 1 << 64, ValueError),
+                           ("pfn", 1 << 63, ValueError), ("type", "3", TypeError),
+                           ("entry", 1.0, TypeError)):
+        args = list(good)
+        args[RECORD_FIELDS.index(name)] = bad
+        with pytest.raises(err, match=name):
+            PtRangeRecord(*args)
