@@ -55,7 +55,8 @@ ctypedef struct pgwalk_pt_range_walk_t:
     uint64_t warn_addr
     # pgwalk's descent cache (a cost the RFC does not save; docs/decisions.md 26):
     # the links from the top-level slot down to the last PTE table reached
-    # (slot, value), that table and its 2 MiB-aligned address; zero: none
+    # (slot, value), that table and its 2 MiB-aligned address; zero: none.
+    # Emptied by pgwalk_pt_range_walk_start: it lives for one walk.
     int c_n
     uint64_t *c_slot[4]
     uint64_t c_val[4]

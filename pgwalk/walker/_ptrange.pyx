@@ -626,6 +626,8 @@ cdef inline int found(pgwalk_pt_range_walk_t *ptw, int ret, uint64_t curr, uint6
 cdef int pgwalk_pt_range_walk_start(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
                                     uint64_t addr, uint64_t end, int flags) noexcept nogil:
     ptw.warned = False
+    ptw.c_pte = NULL                            # the descent cache lives for one walk
+    ptw.c_n = 0
     if ptw.pool == NULL or addr >= end:
         return PTW_DONE
     return ptw_step(ptw, vma, addr, end, flags)
