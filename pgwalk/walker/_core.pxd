@@ -166,6 +166,12 @@ cdef class PageTables:
     cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached)
 
 
+# The mmap lock's counters where C can read them without calling Python
+# (locks.MMapLock keeps one; the pt_range_walk iterator reads it per step).
+cdef class LockCounts:
+    cdef public int64_t seq      # write unlocks (what ends VMA write locks)
+    cdef public int64_t changes  # every acquire and release, read or write
+
 cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil
 cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_t addr) noexcept nogil
 cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil

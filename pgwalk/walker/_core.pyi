@@ -28,6 +28,15 @@ SLOT_NAMES: Final[tuple[str, ...]]
 class LockAssertionError(AssertionError):
     """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
 
+@disjoint_base
+class LockCounts:
+    """The mmap lock's counters (``seq``: write unlocks; ``changes``: every
+    acquire and release), kept by ``locks.MMapLock`` in C memory so that a C
+    reader (the ``pt_range_walk`` iterator, between steps) need not call
+    Python to learn that nothing changed."""
+    seq: int
+    changes: int
+
 # ---------------------------------------------------------------------------
 # The table pool
 # ---------------------------------------------------------------------------

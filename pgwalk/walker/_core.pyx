@@ -88,6 +88,14 @@ class LockAssertionError(AssertionError):
     """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
 
 
+@cython.auto_pickle(False)
+cdef class LockCounts:
+    """The mmap lock's counters (``seq``: write unlocks; ``changes``: every
+    acquire and release), kept by ``locks.MMapLock`` in C memory so that a C
+    reader (the ``pt_range_walk`` iterator, between steps) need not call
+    Python to learn that nothing changed."""
+
+
 # The module is split along its seams; the files are textually included in
 # this order (each uses what the ones before it define).
 include "_pool.pxi"            # the table pool (PageTables, PageTable)
