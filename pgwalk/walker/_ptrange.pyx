@@ -9,7 +9,7 @@ reports it, batching a large folio's PTEs, swap PTEs and PMD-mapped folios.
 from libc.stdint cimport uint64_t, int64_t
 from libc.string cimport memset
 
-from pgwalk.walker._core cimport PageTables, pgwalk_pool_t, table_of
+from pgwalk.walker._core cimport PageTables, pgwalk_pool_t, table_of, pgwalk_bad_link
 from pgwalk.walker._constants cimport *
 from pgwalk.walker._entries cimport (
     PGW_ACCESSED, PGW_DIRTY, PGW_MAX_SWAPFILES, PGW_PFN_MASK, PGW_RW, PGW_SAVED_DIRTY,
@@ -107,10 +107,12 @@ cdef inline bint is_zero(pgwalk_pt_range_walk_t *ptw, uint64_t pfn, uint64_t add
     return folio_of(ptw, pfn, addr, &head, &nr) != 0
 
 
-cdef inline void clear_bad(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil:
+cdef inline void clear_bad(pgwalk_pool_t *pool, uint64_t *slot, uint64_t addr) noexcept nogil:
     pool.stats.clear_bad += 1
     if not pool.read_only:
         slot[0] = 0
+    else:
+        pgwalk_bad_link(pool, addr)             # an image's: left alone, reported
 
 
 cdef int folio_pte_batch_flags(uint64_t *ptep, uint64_t first, uint64_t head, uint64_t fnr,
@@ -254,7 +256,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
                     break
                 tbl = table_of(pool, slot)
                 if pgd_bad_l5(v) or tbl == NULL:
-                    clear_bad(pool, slot)
+                    clear_bad(pool, slot, curr)
                     break
                 slot = tbl + ((curr >> 39) & 511)
             next_addr = addr_end(curr, end, P4D_SZ)
@@ -263,7 +265,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
                 break
             tbl = table_of(pool, slot)
             if p4d_bad(v) or tbl == NULL:
-                clear_bad(pool, slot)
+                clear_bad(pool, slot, curr)
                 break
             # pud
             entry_size = PUD_SZ
@@ -313,6 +315,7 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
                              page, folio)
             tbl = table_of(pool, pudp)
             if tbl == NULL:                     # garbage is not followed
+                pgwalk_bad_link(pool, curr)     # (an image's link out of it: reported)
                 break
             # pmd_table
             entry_size = PMD_SZ
@@ -386,9 +389,12 @@ cdef int ptw_step(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma,
             next_addr = curr + PAGE
             tbl = table_of(pool, pmdp)
             if pmd_bad(pmd) or tbl == NULL:
-                clear_bad(pool, pmdp)
+                clear_bad(pool, pmdp, curr)
                 if pool.read_only:
-                    break                       # cannot clear: skip it (no endless retry)
+                    # cannot clear: skip what it covers, as its clearing would
+                    # (met once, not once per page; no endless retry)
+                    next_addr = addr_end(curr, end, PMD_SZ)
+                    break
                 continue                        # goto again
             ptep = tbl + ((curr >> 12) & 511)
             pte = ptep[0]
