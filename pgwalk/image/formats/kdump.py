@@ -201,11 +201,19 @@ class KdumpStore:
         if i < 0:
             return None
         d = np.frombuffer(self.source.pread(self.desc_off + i * 24, 24, "page descriptor"), dtype=DESC)[0]
-        off, n, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        off, n = int(d["offset"]), int(d["size"])
         if off == 0 and n == 0 and self.status & STATUS_INCOMPLETE:
             return None                         # never written: the dump was cut short
-        data = self.source.pread(off, n, f"page data of frame {pfn:#x}")
-        kind = flags & COMPRESSED
+        data = self._decode(pfn, i, d, self.source.pread(off, n, f"page data of frame {pfn:#x}"))
+        self._cache[pfn] = data
+        if len(self._cache) > self._cache_pages:
+            self._cache.popitem(last=False)
+        return data
+
+    def _decode(self, pfn, i, d, data):
+        """Frame ``pfn``'s page from its data as descriptor #``i`` (``d``)
+        stores it: raw, or decompressed (to exactly 4 KiB)."""
+        kind = int(d["flags"]) & COMPRESSED
         if kind:
             name, fn = DECOMPRESS[kind]
             try:
@@ -217,10 +225,62 @@ class KdumpStore:
             if len(data) != PAGE:
                 raise self._bad(i, d, f"{name} data inflates past 4 KiB" if len(data) > PAGE else
                                 f"{name} data inflates to {len(data)} bytes, not one 4 KiB page")
-        self._cache[pfn] = data
-        if len(self._cache) > self._cache_pages:
-            self._cache.popitem(last=False)
         return data
+
+    def read_frames(self, pfn, n):
+        """Frames ``pfn`` to ``pfn + n - 1``, which must all be dumped (part
+        of a run of ``present``), as bytes: their descriptors read at once,
+        their data in one read when it lies together (as makedumpfile
+        writes it), each page decompressed; a frame a cut-short dump never
+        wrote reads as zeros (``present_bits`` leaves it out).  The page
+        cache is left alone."""
+        i = self._index(pfn)
+        if i < 0 or n <= 0 or self._index(pfn + n - 1) != i + n - 1:
+            raise ValueError(f"frames {pfn:#x}+{n} are not a run of dumped frames")
+        d = np.frombuffer(self.source.pread(self.desc_off + i * 24, n * 24, "page descriptors"), dtype=DESC)
+        off = d["offset"].astype(np.int64)
+        end = off + d["size"].astype(np.int64)
+        lo, hi = int(off.min()), int(end.max())
+        span = self.source.pread(lo, hi - lo, f"page data of frames {pfn:#x}+{n}") \
+            if hi - lo <= 2 * int(d["size"].sum()) + PAGE else None
+        out = bytearray(n * PAGE)
+        incomplete = self.status & STATUS_INCOMPLETE
+        offs, ends, flags = off.tolist(), end.tolist(), d["flags"].tolist()
+        zero_at = None                          # the data of a page that read as zeros (often shared)
+        for k in range(n):
+            a, b = offs[k], ends[k]
+            if a == zero_at or (a == 0 and b == 0 and incomplete):
+                continue                        # zeros (the buffer's own)
+            raw = span[a - lo:b - lo] if span is not None else \
+                self.source.pread(a, b - a, f"page data of frame {pfn + k:#x}")
+            kind = flags[k] & COMPRESSED
+            page = raw
+            if kind:
+                try:
+                    page = DECOMPRESS[kind][1](raw)
+                except Exception:
+                    page = None
+                if page is None or len(page) != PAGE:
+                    page = self._decode(pfn + k, i + k, d[k], raw)     # its error, named
+            out[k * PAGE:(k + 1) * PAGE] = page
+            if not any(page):
+                zero_at = a
+        return bytes(out)
+
+    def present_bits(self):
+        """A bit per frame (little-endian bit order, uint8): the frames the
+        dump holds (the 2nd bitmap, less what a cut-short dump never
+        wrote, its descriptors read a million at a time)."""
+        bits = self._bits.view(np.uint8)[:(self.max_mapnr + 7) // 8].copy()
+        if self.status & STATUS_INCOMPLETE:
+            dumped = np.flatnonzero(np.unpackbits(bits, bitorder="little")[:self.max_mapnr])
+            for lo in range(0, self.ndumped, CHUNK):
+                n = min(CHUNK, self.ndumped - lo)
+                d = np.frombuffer(self.source.pread(self.desc_off + lo * 24, n * 24, "page descriptors"),
+                                  dtype=DESC)
+                for pfn in dumped[lo:lo + n][(d["offset"] == 0) & (d["size"] == 0)].tolist():
+                    bits[pfn >> 3] &= ~np.uint8(1 << (pfn & 7))
+        return bits
 
     def present(self):
         """Sorted (first pfn, frames) runs of dumped frames."""

@@ -67,3 +67,11 @@ class LimeStore:
             if hi > lo:
                 out.append((lo, hi - lo))
         return out
+
+    def read_frames(self, pfn, n):
+        """Frames ``pfn`` to ``pfn + n - 1`` as bytes, one copy out of the
+        file: they must lie in one range (part of a run of ``present``)."""
+        off = self._covering(pfn << 12, n << 12)
+        if off is None:
+            raise ValueError(f"frames {pfn:#x}+{n} are not in one LiME range")
+        return bytes(self.source.map[off:off + (n << 12)])
