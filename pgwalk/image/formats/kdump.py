@@ -229,43 +229,60 @@ class KdumpStore:
 
     def read_frames(self, pfn, n):
         """Frames ``pfn`` to ``pfn + n - 1``, which must all be dumped (part
-        of a run of ``present``), as bytes: their descriptors read at once,
-        their data in one read when it lies together (as makedumpfile
-        writes it), each page decompressed; a frame a cut-short dump never
-        wrote reads as zeros (``present_bits`` leaves it out).  The page
-        cache is left alone."""
+        of a run of ``present``), as a read-only buffer (no copy of it is
+        made): their descriptors read at once,
+        their data in a few reads (the pages' data sorted and merged where
+        it lies together, as makedumpfile and QEMU write it; a shared zero
+        page read once), raw pages copied a run at a time, the others
+        decompressed; a frame a cut-short dump never wrote reads as zeros
+        (``present_bits`` leaves it out).  The page cache is left alone."""
         i = self._index(pfn)
         if i < 0 or n <= 0 or self._index(pfn + n - 1) != i + n - 1:
             raise ValueError(f"frames {pfn:#x}+{n} are not a run of dumped frames")
         d = np.frombuffer(self.source.pread(self.desc_off + i * 24, n * 24, "page descriptors"), dtype=DESC)
         off = d["offset"].astype(np.int64)
         end = off + d["size"].astype(np.int64)
-        lo, hi = int(off.min()), int(end.max())
-        span = self.source.pread(lo, hi - lo, f"page data of frames {pfn:#x}+{n}") \
-            if hi - lo <= 2 * int(d["size"].sum()) + PAGE else None
-        out = bytearray(n * PAGE)
-        incomplete = self.status & STATUS_INCOMPLETE
-        offs, ends, flags = off.tolist(), end.tolist(), d["flags"].tolist()
-        zero_at = None                          # the data of a page that read as zeros (often shared)
-        for k in range(n):
-            a, b = offs[k], ends[k]
-            if a == zero_at or (a == 0 and b == 0 and incomplete):
-                continue                        # zeros (the buffer's own)
-            raw = span[a - lo:b - lo] if span is not None else \
-                self.source.pread(a, b - a, f"page data of frame {pfn + k:#x}")
-            kind = flags[k] & COMPRESSED
-            page = raw
-            if kind:
-                try:
-                    page = DECOMPRESS[kind][1](raw)
-                except Exception:
-                    page = None
-                if page is None or len(page) != PAGE:
-                    page = self._decode(pfn + k, i + k, d[k], raw)     # its error, named
-            out[k * PAGE:(k + 1) * PAGE] = page
-            if not any(page):
-                zero_at = a
-        return bytes(out)
+        flags = d["flags"]
+        out = np.zeros(n * PAGE, dtype=np.uint8)
+        todo = ~((off == 0) & (end == 0)) if self.status & STATUS_INCOMPLETE else np.ones(n, dtype=bool)
+        # the reads: the pages' data sorted by offset, merged while the gaps are small
+        ks = np.flatnonzero(todo)
+        ks = ks[np.argsort(off[ks], kind="stable")]
+        if not ks.size:
+            return memoryview(out).toreadonly()
+        so, se = off[ks], np.maximum.accumulate(end[ks])
+        cut = np.flatnonzero(so[1:] > se[:-1] + 65536) + 1
+        starts = np.concatenate(([0], cut))
+        stops = np.concatenate((cut, [ks.size]))
+        raw = (flags & np.uint32(COMPRESSED)) == 0
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            lo, hi = int(so[a]), int(se[b - 1])
+            buf = np.frombuffer(self.source.pread(lo, hi - lo, f"page data of frames {pfn:#x}+{n}"),
+                                dtype=np.uint8)
+            group = ks[a:b]
+            # raw pages: one copy per run of frames whose data follow each other
+            rk = np.sort(group[raw[group]])
+            if rk.size:
+                brk = np.flatnonzero((np.diff(rk) != 1) | (np.diff(off[rk]) != PAGE)) + 1
+                for x, y in zip(np.concatenate(([0], brk)).tolist(), np.concatenate((brk, [rk.size])).tolist()):
+                    k0, src = int(rk[x]), int(off[rk[x]]) - lo
+                    out[k0 * PAGE:(k0 + y - x) * PAGE] = buf[src:src + (y - x) * PAGE]
+            # compressed pages: one call each (the same data decompressed once)
+            done = {}
+            for k in np.sort(group[~raw[group]]).tolist():
+                a0 = int(off[k])
+                page = done.get(a0)
+                if page is None:
+                    data = buf[a0 - lo:int(end[k]) - lo].tobytes()
+                    try:
+                        page = DECOMPRESS[int(flags[k]) & COMPRESSED][1](data)
+                    except Exception:
+                        page = None
+                    if page is None or len(page) != PAGE:
+                        page = self._decode(pfn + k, i + k, d[k], data)     # its error, named
+                    done[a0] = page
+                out[k * PAGE:(k + 1) * PAGE] = np.frombuffer(page, dtype=np.uint8)
+        return memoryview(out).toreadonly()
 
     def present_bits(self):
         """A bit per frame (little-endian bit order, uint8): the frames the
