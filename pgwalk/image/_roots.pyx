@@ -308,12 +308,12 @@ cdef class Scanner:
                     # random: one miss each otherwise): the candidate's entry
                     # 511, then slots 510-511 of the table it links, then
                     # slot 510 of the one under that table's slot 511
-                    if k + 24 < self.nrows:
-                        prefetch(self.im.base + (self.rows[k + 24] << 9) + 511)
-                    if k + 12 < self.nrows:
-                        ahead(&self.im, self.im.base + (self.rows[k + 12] << 9), 1)
-                    if k + 4 < self.nrows:
-                        ahead(&self.im, self.im.base + (self.rows[k + 4] << 9), 2)
+                    if k + 32 < self.nrows:
+                        prefetch(self.im.base + (self.rows[k + 32] << 9) + 511)
+                    if k + 16 < self.nrows:
+                        ahead(&self.im, self.im.base + (self.rows[k + 16] << 9), 1)
+                    if k + 8 < self.nrows:
+                        ahead(&self.im, self.im.base + (self.rows[k + 8] << 9), 2)
                     if self._keep(self.rows[k]) < 0:
                         failed = 1
                         break
