@@ -292,3 +292,18 @@ def test_kdump_frames_a_cut_short_dump_never_wrote_are_absent(tmp_path):
             assert data[(p - a) * 4096:(p - a + 1) * 4096] == mem.pages[p]
     with pytest.raises(ValueError, match="not a run"):
         store.read_frames(a, n + 1)
+
+
+def test_cli_roots_and_kernel_walk_on_every_format(tmp_path):
+    """python -m pgwalk image DUMP (--roots): the same list and the same
+    kernel-root dump from the LiME and kdump dumps as from the raw image."""
+    w, truth = make_linux_image(4, seed=1)
+    mem = memory_of(w, truth, 4)
+    out = {}
+    for kind in ("raw", "lime", "kdump-zlib"):
+        p = write_kind(tmp_path, kind, mem)
+        listed, walked = cli(p, "--roots", "--no-progress"), cli(p, "--no-progress")
+        assert listed.returncode == 0 and walked.returncode == 0, listed.stderr + walked.stderr
+        out[kind] = (listed.stdout, walked.stdout)
+    assert f"{truth['kernel'] << 12:#014x}" in out["raw"][0] and "---[ Kernel Space ]---" in out["raw"][1]
+    assert out["lime"] == out["raw"] and out["kdump-zlib"] == out["raw"]
