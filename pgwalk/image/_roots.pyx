@@ -24,29 +24,23 @@ cdef extern from *:
     /* The whole-frame test of a flat image's candidate, branch-free so that
        the compiler vectorises it (an AVX2 clone where the CPU has it, picked
        at load time): every entry zero or a link (P set, no flag besides
-       P RW US A D NX, frame below ``limit``), and the frame's large leaves
-       (bit 1: some present PSE entry, bit 2: one with a 2M-aligned
-       address).  Returns those bits, with bit 0 set when an entry is no
-       link. */
+       P RW US A D NX, frame below ``limit``).  1 when an entry is no link. */
     #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
     __attribute__((target_clones("avx2", "default")))
     #endif
     static int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) {
         /* arithmetic only (no compares), which SSE2 and AVX2 vectorise;
-           each test is 0 or 1 in bit 0 */
-        uint64_t bad = 0, any_pse = 0, leaf2m = 0;
+           each test in the sign bit */
+        uint64_t ok = ~(uint64_t)0;
         for (int i = 0; i < 512; i++) {
             uint64_t v = f[i];
             uint64_t k = v & ~link_ok;
             k = (k >> 12) | (k << 52);              /* a bad flag lands above any frame number */
-            uint64_t below = ((k - limit) & ~k) >> 63;   /* k < limit (limit < 2**63) */
-            uint64_t nonzero = (v | (0 - v)) >> 63;
-            uint64_t pse = v & (v >> 7) & 1;         /* P and PSE */
-            bad |= nonzero & ~(v & below);
-            any_pse |= pse;
-            leaf2m |= pse & (((v & 0x1FF000) - 1) >> 63);   /* frame 2M aligned */
+            uint64_t below = (k - limit) & ~k;      /* k < limit (limit < 2**63) */
+            uint64_t zero = (v - 1) & ~v;           /* v == 0 */
+            ok &= zero | ((v << 63) & below);       /* zero, or P and a frame in the image */
         }
-        return (int)(bad & 1) | (int)(any_pse << 1) | (int)(leaf2m << 2);
+        return (int)(~ok >> 63);
     }
     """
     void prefetch "pgw_prefetch" (const void *p) noexcept nogil
@@ -202,12 +196,11 @@ cdef inline void ahead(Img *im, const uint64_t *f, int stage) noexcept nogil:
 cdef inline bint candidate(Img *im, const uint64_t *f) noexcept nogil:
     """Whether frame ``f`` can be a top-level table: entry 511 a link, the
     guard hole empty (most frames stop here, after two cache lines), every
-    entry zero or a link.  A frame read whole has its leaves remembered
-    (``leaves_of``) on the way, so that the paging-mode test of the
-    candidates rarely reads a frame again."""
+    entry zero or a link.  A candidate has no large leaf (PSE is no link
+    flag): remembered (``leaves_of``), so that the paging-mode test of the
+    candidates, which meets them as tables, rarely reads a frame again."""
     cdef int i
-    cdef uint64_t v, bad = 0, limit = im.max_pfn, kind
-    cdef int any_pse = 0, leaf2m = 0
+    cdef uint64_t v, limit = im.max_pfn
     if not link(im, f[511]):
         return False
     for i in range(256, 272):          # the hypervisor guard hole: 16 empty PGD slots
@@ -215,11 +208,12 @@ cdef inline bint candidate(Img *im, const uint64_t *f) noexcept nogil:
             return False
     if im.segs == NULL and im.present == NULL:
         # a flat image: one branch-free loop (a link's frame is in the image
-        # when below max_pfn), the large leaves noted as leaves_of would
-        i = pgw_flat_frame(f, limit, LINK_OK)
-        if im.memo != NULL:
-            im.memo[(f - im.base) >> 9] = SEEN | (i & (ANY_PSE | LEAF_2M))
-        return not (i & 1)
+        # when below max_pfn)
+        if pgw_flat_frame(f, limit, LINK_OK):
+            return False
+        if im.memo != NULL:             # every entry a link (no PSE): no large leaf, known for free
+            im.memo[(f - im.base) >> 9] = SEEN
+        return True
     for i in range(511):
         v = f[i]
         if v != 0 and not link(im, v):
