@@ -31,10 +31,11 @@ A raw image or an ELF core is scanned in place.  A LiME or kdump dump (read
 a frame at a time) is read in chunks of its held frames (LiME: straight
 from its ranges; kdump: descriptors a chunk at a time, pages decompressed)
 for the candidates, their links checked against the bitmap of held frames;
-then the few frames the classification reads (the candidates, the tables
-their user halves and entry 511 link, the kernel image's tables below) are
-gathered into one array and scanned as an ELF core's segments would be: the
-same roots as the raw image of the same memory.
+their paging modes are found in batches over the few frames each reads;
+then the frames the classification reads for those with one (theirs, the
+tables their user halves and entry 511 link, the kernel image's tables
+below) are gathered into one array and scanned as an ELF core's segments
+would be: the same roots as the raw image of the same memory.
 """
 
 import struct
@@ -47,6 +48,7 @@ from .formats.errors import ImageError
 
 STORE_CHUNK = 1 << 13             # frames of a LiME/kdump dump read (and decompressed) at a time: 32 MiB
 MAX_GATHER = 1 << 18              # frames gathered for the classification at most (1 GiB)
+MODE_BATCH = 1 << 11              # candidates whose paging mode is found at a time (a few frames each)
 
 NX = np.uint64(1 << 63)
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -160,47 +162,47 @@ def _present_bits(store, runs, max_pfn):
 
 def _scan_store(img, progress, chunk):
     """``scan`` of a dump read a frame at a time (LiME, kdump): its held
-    frames in chunks of ``chunk`` for the candidates, then the frames the
-    classification reads gathered into one array for a Scanner over them."""
+    frames in chunks of ``chunk`` for the candidates (their frame numbers
+    kept, not their frames); their paging modes in batches of MODE_BATCH,
+    each over the few frames it reads, gathered; then, for the candidates
+    with one (and the odd frames after them), the frames the classification
+    reads gathered into one array for a Scanner over them."""
     store = img.store
     runs = store.present()
     max_pfn = max((a + n for a, n in runs), default=0)
     bits = _present_bits(store, runs, max_pfn)
     total = sum(n for _, n in runs)
-    got, done = {}, 0
-
-    def held(p):
-        return p < max_pfn and (bits[p >> 3] >> (p & 7)) & 1
-
+    cands, done = [], 0
     for a, n in runs:
         for lo in range(a, a + n, chunk):
             m = min(chunk, a + n - lo)
             words = np.frombuffer(store.read_frames(lo, m), dtype="<u8")
-            for r in _roots.candidates(words, bits, max_pfn).tolist():
-                got[lo + r] = words[r * 512:(r + 1) * 512].copy()
-                if len(got) > MAX_GATHER:
-                    raise ImageError(f"{img.path}: more than {MAX_GATHER} candidate top-level tables "
-                                     f"(garbage?); find_roots gathers at most that many frames of a "
-                                     f"{img.format} dump")
+            cands.extend((lo + _roots.candidates(words, bits, max_pfn)).tolist())
             done += m
             if progress:
                 progress(done, total)
-    cands = sorted(got)
 
-    def fetch(pfns):
-        """The frames ``pfns`` that the dump holds, added to ``got``."""
-        out = []
-        for p in sorted(set(pfns)):
-            if p not in got:
-                data = store.frame(p) if held(p) else None
-                if data is None:
-                    continue
-                got[p] = np.frombuffer(data, dtype="<u8")
-                if len(got) > MAX_GATHER:
-                    raise ImageError(f"{img.path}: find_roots would gather more than {MAX_GATHER} frames "
-                                     f"of this {img.format} dump (garbage tables?)")
-            out.append(got[p])
-        return out
+    def held(p):
+        return p < max_pfn and (bits[p >> 3] >> (p & 7)) & 1
+
+    def gatherer():
+        got = {}
+
+        def fetch(pfns):
+            """The frames ``pfns`` that the dump holds, added to ``got``."""
+            out = []
+            for p in sorted(set(pfns)):
+                if p not in got:
+                    data = store.frame(p) if held(p) else None
+                    if data is None:
+                        continue
+                    got[p] = np.frombuffer(data, dtype="<u8")
+                    if len(got) > MAX_GATHER:
+                        raise ImageError(f"{img.path}: find_roots would gather more than {MAX_GATHER} "
+                                         f"frames of this {img.format} dump (garbage tables?)")
+                out.append(got[p])
+            return out
+        return got, fetch
 
     def links(frames, slots):
         if not frames:
@@ -209,23 +211,41 @@ def _scan_store(img, progress, chunk):
         e = e[(e & np.uint64(1)) != 0]
         return ((e & np.uint64(PFN_MASK)) >> np.uint64(12)).tolist()
 
-    top = [got[p] for p in cands]
+    def scanner(got, pfns):
+        order = sorted(got)
+        words = np.empty(max(len(order), 1) * 512, dtype=np.uint64)
+        segs = []
+        for row, p in enumerate(order):
+            words[row * 512:(row + 1) * 512] = got[p]
+            if segs and segs[-1][0] + segs[-1][1] == p:
+                segs[-1][1] += 1
+            else:
+                segs.append([p, 1, row])
+        sc = _roots.Scanner(words, np.array(segs, dtype=np.int64).reshape(-1, 3), max_pfn, bits)
+        sc.keep_pfns(pfns)
+        return sc
+
+    def mode_tables(fetch, top):
+        a = fetch(links(top, slice(511, 512)))        # pgd[511]'s table: PUD (4) or P4D (5)
+        b = fetch(links(a, slice(510, 512)))          # its slots 510/511: the kernel image's PMD, a PUD
+        c = fetch(links(b, slice(510, 511)))          # (5 levels: the kernel image's PMD)
+        return b, c
+
+    rooted = []                                       # candidates with a paging mode, batch by batch
+    for lo in range(0, len(cands), MODE_BATCH):
+        batch = cands[lo:lo + MODE_BATCH]
+        got, fetch = gatherer()
+        mode_tables(fetch, fetch(batch))
+        r = scanner(got, batch).result()
+        rooted.extend(r["pfn"][r["levels"] != 0].tolist())
+    at = set(cands)
+    keep = sorted(set(rooted) | {p + 1 for p in rooted if p + 1 in at})
+    got, fetch = gatherer()
+    top = fetch(keep)
     fetch(links(top, slice(0, 256)))                  # the user halves' tables (is_table)
-    a = fetch(links(top, slice(511, 512)))            # pgd[511]'s table: PUD (4) or P4D (5)
-    b = fetch(links(a, slice(510, 512)))              # its slots 510/511: the kernel image's PMD, a PUD
-    c = fetch(links(b, slice(510, 511)))              # (5 levels: the kernel image's PMD)
+    b, c = mode_tables(fetch, top)
     fetch(links(b + c, slice(None)))                  # the PTE tables under them (maps_pa)
-    pfns = sorted(got)
-    words = np.empty(max(len(pfns), 1) * 512, dtype=np.uint64)
-    segs = []
-    for row, p in enumerate(pfns):
-        words[row * 512:(row + 1) * 512] = got[p]
-        if segs and segs[-1][0] + segs[-1][1] == p:
-            segs[-1][1] += 1
-        else:
-            segs.append([p, 1, row])
-    sc = _roots.Scanner(words, np.array(segs, dtype=np.int64).reshape(-1, 3), max_pfn, bits)
-    sc.keep_pfns(cands)
+    sc = scanner(got, keep)
     return sc, sc.result()
 
 
