@@ -307,3 +307,28 @@ def test_cli_roots_and_kernel_walk_on_every_format(tmp_path):
         out[kind] = (listed.stdout, walked.stdout)
     assert f"{truth['kernel'] << 12:#014x}" in out["raw"][0] and "---[ Kernel Space ]---" in out["raw"][1]
     assert out["lime"] == out["raw"] and out["kdump-zlib"] == out["raw"]
+
+
+def test_a_dump_of_candidates_only_is_scanned_in_bounded_memory(tmp_path, monkeypatch):
+    """Every frame a candidate (full PTE-like tables, guard hole empty) as
+    LiME and kdump: the paging modes are found batch by batch, so no more
+    than a batch's few frames are ever gathered; nothing is a root, as in
+    the raw image."""
+    from helpers.dump_writers import Memory
+    from pgwalk.image import roots as R
+    n = 1024
+    rng = np.random.default_rng(5)
+    w = (rng.integers(0, n, (n, 512), dtype=np.uint64) << np.uint64(12)) | np.uint64(0x63)
+    w[:, 256:272] = 0
+    mem = Memory({p: w[p].tobytes() for p in range(n)}, 0, 4, n * 4096)
+    assert pgwalk.PhysImage.open(write_kind(tmp_path, "raw", mem)).find_roots() == []
+    monkeypatch.setattr(R, "MODE_BATCH", 32)
+    monkeypatch.setattr(R, "MAX_GATHER", 32 * 6)        # a batch: its frames and the five tables below each
+    for kind in ("lime", "kdump-zlib"):
+        img = pgwalk.PhysImage.open(write_kind(tmp_path, kind, mem))
+        sc, c = R.scan(img)
+        assert c["pfn"].size == 0
+        assert img.find_roots() == []
+    monkeypatch.setattr(R, "MODE_BATCH", 1024)
+    with pytest.raises(pgwalk.ImageError, match="would gather more than 192 frames"):
+        pgwalk.PhysImage.open(write_kind(tmp_path, "lime", mem)).find_roots()
