@@ -22,10 +22,11 @@ cdef extern from *:
     #include <stdint.h>
     #define pgw_prefetch(p) __builtin_prefetch((const void *)(p))
     /* The whole-frame test of a flat image's candidate, branch-free so that
-       the compiler vectorises it (an AVX2 clone where the CPU has it, picked
-       at load time): every entry zero or a link (P set, no flag besides
-       P RW US A D NX, frame below ``limit``).  1 when an entry is no link. */
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+       the compiler vectorises it (with GCC and glibc, an AVX2 clone too,
+       picked at load time where the CPU has AVX2): every entry zero or a
+       link (P set, no flag besides P RW US A D NX, frame below ``limit``).
+       1 when an entry is no link. */
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
     __attribute__((target_clones("avx2", "default")))
     #endif
     static int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) {
