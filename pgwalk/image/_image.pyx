@@ -13,7 +13,7 @@ import numpy as np
 cimport numpy as cnp
 
 from pgwalk.walker._core cimport (CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t, table_of,
-                           pgwalk_pte_offset_map)
+                           pgwalk_pte_offset_map, pgwalk_bad_link)
 from pgwalk.walker._entries cimport (
     PGW_P, PGW_PSE, PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_PUD_PAGE_MASK,
     pte_none, p4d_bad, pgd_bad_l5,
@@ -217,27 +217,38 @@ cdef class MappingsOp:
 from libc.string cimport memcpy
 
 
+cdef int64_t _unfollowed(pgwalk_pool_t *pool, uint64_t va, int shift) noexcept nogil:
+    """An entry a translation cannot follow (bad, or a link to a frame not
+    in the image): reported as the walks report it (the start of the range
+    it covers), and nothing is mapped."""
+    pgwalk_bad_link(pool, va & ~((<uint64_t>1 << shift) - 1))
+    return -1
+
+
 cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va) noexcept nogil:
     """Physical address of ``va``, or -1, by the rules of the no-VMA walk of
-    MappingsOp (bad top-level entries are not followed; P must be set)."""
+    MappingsOp (bad entries and links out of the image are not followed,
+    and are counted in the pool's bad entries; P must be set)."""
     cdef uint64_t *slot
     cdef uint64_t v
     cdef uint64_t *tbl
     slot = pgd + ((va >> (39 if levels == 4 else 48)) & 511)
     v = slot[0]
     if levels == 5:
-        if v == 0 or pgd_bad_l5(v):
+        if v == 0:
             return -1
+        if pgd_bad_l5(v):
+            return _unfollowed(pool, va, 48)
         tbl = table_of(pool, slot)
         if tbl == NULL:
-            return -1
+            return _unfollowed(pool, va, 48)
         slot = tbl + ((va >> 39) & 511)
         v = slot[0]
-    if pte_none(v) or p4d_bad(v):
+    if pte_none(v):
         return -1
     tbl = table_of(pool, slot)                 # PUD table
-    if tbl == NULL:
-        return -1
+    if tbl == NULL or p4d_bad(v):
+        return _unfollowed(pool, va, 39)
     slot = tbl + ((va >> 30) & 511)
     v = slot[0]
     if not (v & PGW_P):
@@ -246,7 +257,7 @@ cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint
         return <int64_t>((v & PGW_PUD_PAGE_MASK) | (va & ((1 << 30) - 1)))
     tbl = table_of(pool, slot)                 # PMD table
     if tbl == NULL:
-        return -1
+        return _unfollowed(pool, va, 30)
     slot = tbl + ((va >> 21) & 511)
     v = slot[0]
     if not (v & PGW_P):
@@ -255,7 +266,7 @@ cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint
         return <int64_t>((v & PGW_PMD_PAGE_MASK) | (va & ((1 << 21) - 1)))
     tbl = table_of(pool, slot)                 # PTE table
     if tbl == NULL:
-        return -1
+        return _unfollowed(pool, va, 21)
     v = tbl[(va >> 12) & 511]
     if not (v & PGW_P):
         return -1

@@ -95,7 +95,8 @@ class PageTables:
         """Make this a read-only image pool over ``frames``."""
     @property
     def bad_entries(self) -> tuple[int, NDArray[np.uint64]]:
-        """Bad entries met in a read-only image: (count, first addresses)."""
+        """Entries a walk of a read-only image could not follow (bad, or
+        links out of the image, any level): (count, first addresses)."""
     def fail_table_alloc(self, at: Iterable[int] = ()) -> None:
         """Make the k-th counted table allocation from now on fail (1-based)."""
 

@@ -20,7 +20,7 @@ from libc.stdint cimport uint64_t, int64_t
 from libc.string cimport memset
 
 from pgwalk.walker._core cimport (
-    SLAB_TABLES, LockCounts, PageTables, pgwalk_pool_t, table_of,
+    SLAB_TABLES, LockCounts, PageTables, pgwalk_bad_link, pgwalk_pool_t, table_of,
 )
 from pgwalk.walker._constants cimport *
 from pgwalk.walker._entries cimport (
@@ -137,10 +137,12 @@ cdef inline bint is_zero(pgwalk_pt_range_walk_t *ptw, uint64_t pfn, uint64_t add
     return folio_of(ptw, pfn, addr, &head, &nr) != 0
 
 
-cdef inline void clear_bad(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil:
+cdef inline void clear_bad(pgwalk_pool_t *pool, uint64_t *slot, uint64_t addr) noexcept nogil:
     pool.stats.clear_bad += 1
     if not pool.read_only:
         slot[0] = 0
+    else:
+        pgwalk_bad_link(pool, addr)             # an image's: left alone, reported
 
 
 cdef int folio_pte_batch_flags(uint64_t *ptep, uint64_t first, uint64_t head, uint64_t fnr,
@@ -357,7 +359,7 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
                 return skip(next_addr_out, next_addr)
             tbl = link(pool, slot)
             if pgd_bad_l5(v) or tbl == NULL:
-                clear_bad(pool, slot)
+                clear_bad(pool, slot, curr)
                 return skip(next_addr_out, next_addr)
             slot = tbl + ((curr >> 39) & 511)
         next_addr = addr_end(curr, end, P4D_SZ)
@@ -367,7 +369,7 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
         top = slot
         tbl = link(pool, slot)
         if p4d_bad(v) or tbl == NULL:
-            clear_bad(pool, slot)
+            clear_bad(pool, slot, curr)
             return skip(next_addr_out, next_addr)
         # pud
         entry_size = PUD_SZ
@@ -417,6 +419,7 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
                          page, folio)
         tbl = link(pool, pudp)
         if tbl == NULL:                     # garbage is not followed
+            pgwalk_bad_link(pool, curr)     # (an image's link out of it: reported)
             return skip(next_addr_out, next_addr)
         # pmd_table
         entry_size = PMD_SZ
@@ -489,9 +492,11 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
         tbl = link(pool, pmdp)
         if pmd_bad(pmd) or tbl == NULL:
             ptw.level = PTW_PTE_LEVEL
-            clear_bad(pool, pmdp)
+            clear_bad(pool, pmdp, curr)
             if pool.read_only:
-                return skip(next_addr_out, next_addr)   # cannot clear: skip it (no endless retry)
+                # cannot clear: skip what it covers, as its clearing would
+                # (met once, not once per page; no endless retry)
+                return skip(next_addr_out, addr_end(curr, end, PMD_SZ))
             continue                            # goto again
         # the path, for the next descent (cached_pte_table)
         ptw.c_n = 0
