@@ -14,6 +14,10 @@ Shapes
   ptemapped   2 MiB THPs split to PTEs by a partial mprotect (and back),
               so each folio stays large: pt_range batches its 512 PTEs
   thp         2 MiB THPs, PMD-mapped
+  mixed       smaller large folios: shared memory collapsed to 2 MiB
+              folios, then a hole punched at the fourth page of each 2 MiB
+              (the non-uniform split leaves folios of 256, 128, ..., 2
+              pages and single pages) and faulted back: 12 folios a 2 MiB
   sparse      one order-0 page per 2 MiB
   empty       a VMA with no page
 Tiers (callbacks | pt_range)
@@ -57,7 +61,7 @@ from pgwalk._builtin import MincoreOp, PtRangeMincoreOp, call_python_4   # noqa:
 PAGE = 4096
 MiB = 1 << 20
 BASE = 0x7E0000000000
-SHAPES = ("dense", "ptemapped", "thp", "sparse", "empty")
+SHAPES = ("dense", "ptemapped", "thp", "mixed", "sparse", "empty")
 TIERS = ("builtin C", "cimport C", "python", "MM.mincore")
 PRESENT = C.PT_TYPE_FOLIO | C.PT_TYPE_PFN
 
@@ -80,6 +84,14 @@ def build(shape, size):
     """A pgwalk.MM with one anonymous VMA of ``size`` bytes at BASE in ``shape``."""
     mm = pgwalk.MM(4)
     rw = C.PROT_READ | C.PROT_WRITE
+    if shape == "mixed":
+        a = mm.mmap(BASE, size, rw, C.MAP_SHARED | C.MAP_ANONYMOUS | C.MAP_FIXED)
+        mm.madvise(a, size, C.MADV_POPULATE_WRITE)
+        mm.madvise(a, size, C.MADV_COLLAPSE)
+        for x in range(a, a + size, 2 * MiB):
+            mm.madvise(x + 3 * PAGE, PAGE, C.MADV_REMOVE)
+        mm.madvise(a, size, C.MADV_POPULATE_WRITE)
+        return mm
     a = mm.mmap(BASE, size, rw, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
     if shape in ("ptemapped", "thp"):
         mm.madvise(a, size, C.MADV_HUGEPAGE)

@@ -36,6 +36,10 @@ def test_ptrange_benchmark_runs_every_tier_and_shape(tmp_path, capsys):
     assert dense["builtin C"]["pt_range"]["calls_per_page"] == 513 / 512
     assert ptemapped["builtin C"]["pt_range"]["calls_per_page"] == 2 / 512
     assert thp["python"]["pt_range"]["calls_per_page"] == 2 / 512
+    # mixed: the hole punch at page 3 leaves folios of 256..8 pages (6), pages
+    # 0-1, 2 and 3 (faulted back), and the split at the page after the hole
+    # pages 4, 5 and 6-7: 12 folios, one step each, and the final one
+    assert cases["mixed"]["tiers"]["builtin C"]["pt_range"]["calls_per_page"] == 13 / 512
     # callbacks: one pmd_entry per table (kernel shape), one pte_entry per PTE (python)
     assert dense["builtin C"]["callbacks"]["calls_per_page"] == 1 / 512
     assert dense["python"]["callbacks"]["calls_per_page"] == 513 / 512

@@ -15,7 +15,7 @@ import numpy as np
 cimport numpy as cnp
 
 from pgwalk.walker._core cimport (CFunc, PageTables, make_cfunc, pgwalk_pool_t, pgwalk_walk_t,
-                           pgwalk_pte_offset_map)
+                           pgwalk_pte_offset_map, pgwalk_bad_link)
 from pgwalk.walker._entries cimport (
     PGW_P, PGW_PSE, PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_PUD_PAGE_MASK,
     pte_none, p4d_bad, pgd_bad_l5,
@@ -279,12 +279,23 @@ cdef uint64_t _NO_TABLE[512]
 cdef uint64_t NO_REGION = ~(<uint64_t>0)   # no region's number (va >> 21 < 2 ** 43)
 
 
-cdef void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
-                 int64_t *hint) noexcept nogil:
+cdef int _unfollowed(pgwalk_pool_t *pool, uint64_t va, int shift) noexcept nogil:
+    """An entry a translation cannot follow (bad, or a link to a frame not
+    in the image): reported as the walks report it (the start of the range
+    it covers); nothing is mapped under it."""
+    pgwalk_bad_link(pool, va & ~((<uint64_t>1 << shift) - 1))
+    return 1
+
+
+cdef int _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Region *r,
+                int64_t *hint) noexcept nogil:
     """The walk of ``va``'s region down to its PMD entry, by the rules of the
-    no-VMA walk of MappingsOp (bad top-level entries are not followed; P must
-    be set): a PTE table, or the region's answer (a 1G or 2M leaf, or none).
-    Not inline: out of the batched loop, it leaves that loop its registers."""
+    no-VMA walk of MappingsOp (bad entries and links out of the image are not
+    followed, and are counted in the pool's bad entries; P must be set): a
+    PTE table, or the region's answer (a 1G or 2M leaf, or none).  Returns 1
+    when it met an entry it could not follow (then the region is not cached:
+    each address under it is counted, as each translate1 of it is).  Not
+    inline: out of the batched loop, it leaves that loop its registers."""
     cdef uint64_t v
     cdef uint64_t *tbl
     r.pte = _NO_TABLE
@@ -292,36 +303,40 @@ cdef void _upper(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va, Re
     r.omask = ((1 << 21) - 1) ^ 4095
     v = pgd[(va >> (39 if levels == 4 else 48)) & 511]
     if levels == 5:
-        if v == 0 or pgd_bad_l5(v):
-            return
+        if v == 0:
+            return 0
+        if pgd_bad_l5(v):
+            return _unfollowed(pool, va, 48)
         tbl = _frame(pool, v, hint)                # P4D table
         if tbl == NULL:
-            return
+            return _unfollowed(pool, va, 48)
         v = tbl[(va >> 39) & 511]
-    if pte_none(v) or p4d_bad(v):
-        return
+    if pte_none(v):
+        return 0
     tbl = _frame(pool, v, hint)                    # PUD table
-    if tbl == NULL:
-        return
+    if tbl == NULL or p4d_bad(v):
+        return _unfollowed(pool, va, 39)
     v = tbl[(va >> 30) & 511]
     if not (v & PGW_P):
-        return
+        return 0
     if v & PGW_PSE:                                # 1G leaf: the 2 MiB of it that holds va
         r.leaf = (v & PGW_PUD_PAGE_MASK) | (va & (((<uint64_t>1) << 30) - (1 << 21))) | PGW_P
-        return
+        return 0
     tbl = _frame(pool, v, hint)                    # PMD table
     if tbl == NULL:
-        return
+        return _unfollowed(pool, va, 30)
     v = tbl[(va >> 21) & 511]
     if not (v & PGW_P):
-        return
+        return 0
     if v & PGW_PSE:
         r.leaf = (v & PGW_PMD_PAGE_MASK) | PGW_P
-        return
-    tbl = _frame(pool, v, hint)                    # PTE table (outside the image: nothing mapped)
-    if tbl != NULL:
-        r.pte = tbl
-        r.omask = 0
+        return 0
+    tbl = _frame(pool, v, hint)                    # PTE table
+    if tbl == NULL:
+        return _unfollowed(pool, va, 21)
+    r.pte = tbl
+    r.omask = 0
+    return 0
 
 
 cdef inline int64_t _answer(uint64_t x, uint64_t va) noexcept nogil:
@@ -338,7 +353,7 @@ cdef inline uint64_t _under_leaf(Region *r, uint64_t va) noexcept nogil:
 
 cdef int64_t _translate_one(pgwalk_pool_t *pool, uint64_t *pgd, int levels, uint64_t va) noexcept nogil:
     """Physical address of ``va``, or -1, by the rules of the no-VMA walk of
-    MappingsOp (bad top-level entries are not followed; P must be set)."""
+    MappingsOp (see _upper)."""
     cdef Region r
     cdef int64_t hint = 0
     _upper(pool, pgd, levels, va, &r, &hint)
@@ -377,8 +392,7 @@ cdef void _translate_many(pgwalk_pool_t *pool, uint64_t *pgd, int levels, const 
             key = va >> 21
             r = cache + ((key ^ (key >> 13)) & mask)
             if r.key != key:
-                _upper(pool, pgd, levels, va, r, &hint)
-                r.key = key
+                r.key = NO_REGION if _upper(pool, pgd, levels, va, r, &hint) else key
             slot[j] = r.pte + ((va >> 12) & 511)
             leaf[j] = _under_leaf(r, va)
             __builtin_prefetch(slot[j], 0, 3)

@@ -11,11 +11,41 @@ present entries of both halves and tries the kernel-image test of
 ``detect_levels``.
 """
 
-from libc.stdint cimport uint64_t, int64_t, int32_t
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t
 from libc.stdlib cimport realloc, free
 
 import numpy as np
 cimport numpy as cnp
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #define pgw_prefetch(p) __builtin_prefetch((const void *)(p))
+    /* The whole-frame test of a flat image's candidate, branch-free so that
+       the compiler vectorises it (with GCC and glibc, an AVX2 clone too,
+       picked at load time where the CPU has AVX2): every entry zero or a
+       link (P set, no flag besides P RW US A D NX, frame below ``limit``).
+       1 when an entry is no link. */
+    #if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
+    __attribute__((target_clones("avx2", "default")))
+    #endif
+    static int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) {
+        /* arithmetic only (no compares), which SSE2 and AVX2 vectorise;
+           each test in the sign bit */
+        uint64_t ok = ~(uint64_t)0;
+        for (int i = 0; i < 512; i++) {
+            uint64_t v = f[i];
+            uint64_t k = v & ~link_ok;
+            k = (k >> 12) | (k << 52);              /* a bad flag lands above any frame number */
+            uint64_t below = (k - limit) & ~k;      /* k < limit (limit < 2**63) */
+            uint64_t zero = (v - 1) & ~v;           /* v == 0 */
+            ok &= zero | ((v << 63) & below);       /* zero, or P and a frame in the image */
+        }
+        return (int)(~ok >> 63);
+    }
+    """
+    void prefetch "pgw_prefetch" (const void *p) noexcept nogil
+    int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) noexcept nogil
 
 cnp.import_array()
 
@@ -36,6 +66,10 @@ cdef struct Img:
     const int64_t *segs                # (first pfn, frames, first file frame) * nsegs; NULL: raw
     int64_t nsegs
     uint64_t max_pfn                   # one past the highest pfn in the image
+    const uint8_t *present             # bit per pfn (little-endian bit order): frames the
+                                       # image holds, when ``base`` holds only some of them
+                                       # (a LiME/kdump dump's gathered frames); NULL: ``base``
+    uint8_t *memo                      # per frame of ``base``: leaves_of's answer (or NULL)
 
 
 cdef inline const uint64_t *frame(Img *im, uint64_t pfn) noexcept nogil:
@@ -57,9 +91,16 @@ cdef inline const uint64_t *frame(Img *im, uint64_t pfn) noexcept nogil:
     return NULL
 
 
+cdef inline bint held(Img *im, uint64_t pfn) noexcept nogil:
+    """Whether the image holds frame ``pfn`` (its content may be elsewhere)."""
+    if im.present != NULL:
+        return pfn < im.max_pfn and (im.present[pfn >> 3] >> (pfn & 7)) & 1
+    return frame(im, pfn) != NULL
+
+
 cdef inline bint link(Img *im, uint64_t v) noexcept nogil:
     """A present table link, flags the kernel accepts, into the image."""
-    return (v & P) != 0 and (v & ~(PFN | LINK_OK)) == 0 and frame(im, (v & PFN) >> 12) != NULL
+    return (v & P) != 0 and (v & ~(PFN | LINK_OK)) == 0 and held(im, (v & PFN) >> 12)
 
 
 cdef inline const uint64_t *child(Img *im, uint64_t v) noexcept nogil:
@@ -68,40 +109,67 @@ cdef inline const uint64_t *child(Img *im, uint64_t v) noexcept nogil:
     return frame(im, (v & PFN) >> 12)
 
 
-cdef inline int has_large_leaf(const uint64_t *t, uint64_t align) noexcept nogil:
-    """Number of present PSE entries whose address is ``align``-aligned."""
-    cdef int i, n = 0
+cdef inline bint has_large_leaf(const uint64_t *t, uint64_t align) noexcept nogil:
+    """Whether some present PSE entry's address is ``align``-aligned."""
+    cdef int i
     for i in range(512):
         if (t[i] & (P | PSE)) == (P | PSE) and (t[i] & PFN & (align - 1)) == 0:
-            n += 1
-    return n
+            return True
+    return False
+
+
+cdef enum:
+    SEEN = 1                          # a frame's memo byte: computed
+    ANY_PSE = 2                       # some present entry has PSE
+    LEAF_2M = 4                       # some present PSE entry's address is 2M aligned
+
+
+cdef inline uint8_t leaves_of(Img *im, const uint64_t *t) noexcept nogil:
+    """What frame ``t`` holds as large leaves (ANY_PSE, LEAF_2M), scanned
+    once and remembered per frame of ``base`` (a frame is scanned at most
+    once however many candidates lead to it)."""
+    cdef int64_t row = (t - im.base) >> 9
+    cdef uint8_t m
+    cdef uint64_t v
+    cdef int i, any_pse = 0, leaf2m = 0
+    if im.memo != NULL:
+        m = im.memo[row]
+        if m & SEEN:
+            return m
+    for i in range(512):              # no early exit: a branch-free, vectorised loop
+        v = t[i]
+        any_pse |= (v & (P | PSE)) == (P | PSE)
+        leaf2m |= ((v & (P | PSE)) == (P | PSE)) & ((v & PFN & ((1 << 21) - 1)) == 0)
+    m = SEEN | (ANY_PSE if any_pse else 0) | (LEAF_2M if leaf2m else 0)
+    if im.memo != NULL:
+        im.memo[row] = m
+    return m
 
 
 cdef int detect_levels(Img *im, const uint64_t *pgd, uint64_t *kimg_pmd) noexcept nogil:
     """4 or 5 from where the kernel image's PMD table (2M leaves at
     0xffffffff80000000, PUD slot 510) is found under pgd[511]; 0 if neither
-    or both.  ``kimg_pmd``: that PMD table's entry (link)."""
+    or both.  ``kimg_pmd``: that PMD table's entry (link).  Reads one cache
+    line of each table on the way (slots 510-511) and each table's leaves
+    from the per-frame memo."""
     cdef const uint64_t *a = child(im, pgd[511])
     cdef const uint64_t *b
     cdef const uint64_t *c
-    cdef int l4 = 0, l5 = 0, i
+    cdef int l4 = 0, l5 = 0
     cdef uint64_t e4 = 0, e5 = 0
     if a == NULL:
         return 0
     # 4-level: a is a PUD table; a[510] links to the kernel image's PMD table
     if not (a[510] & PSE):
         b = child(im, a[510])
-        if b != NULL and has_large_leaf(b, 1 << 21):
+        if b != NULL and leaves_of(im, b) & LEAF_2M:
             l4, e4 = 1, a[510]
     # 5-level: a is a P4D table (no PSE entries), a[511] -> PUD, [510] -> PMD
-    for i in range(512):
-        if (a[i] & (P | PSE)) == (P | PSE):
-            break
-    else:
+    if not (a[511] & PSE):
         b = child(im, a[511])
         if b != NULL and not (b[510] & PSE):
             c = child(im, b[510])
-            if c != NULL and has_large_leaf(c, 1 << 21):
+            if c != NULL and leaves_of(im, c) & LEAF_2M and not (leaves_of(im, a) & ANY_PSE):
                 l5, e5 = 1, b[510]
     if l4 and not l5:
         kimg_pmd[0] = e4
@@ -112,14 +180,41 @@ cdef int detect_levels(Img *im, const uint64_t *pgd, uint64_t *kimg_pmd) noexcep
     return 0
 
 
+cdef inline void ahead(Img *im, const uint64_t *f, int stage) noexcept nogil:
+    """Prefetch what detect_levels(f) reads at ``stage`` 1 (slots 510-511
+    of pgd[511]'s table) or 2 (slot 510 of the table under its slot 511)."""
+    cdef const uint64_t *a = child(im, f[511])
+    if a == NULL:
+        return
+    if stage == 1:
+        prefetch(a + 510)
+        return
+    a = child(im, a[511])
+    if a != NULL:
+        prefetch(a + 510)
+
+
 cdef inline bint candidate(Img *im, const uint64_t *f) noexcept nogil:
+    """Whether frame ``f`` can be a top-level table: entry 511 a link, the
+    guard hole empty (most frames stop here, after two cache lines), every
+    entry zero or a link.  A candidate has no large leaf (PSE is no link
+    flag): remembered (``leaves_of``), so that the paging-mode test of the
+    candidates, which meets them as tables, rarely reads a frame again."""
     cdef int i
-    cdef uint64_t v
+    cdef uint64_t v, limit = im.max_pfn
     if not link(im, f[511]):
         return False
     for i in range(256, 272):          # the hypervisor guard hole: 16 empty PGD slots
         if f[i] != 0:
             return False
+    if im.segs == NULL and im.present == NULL:
+        # a flat image: one branch-free loop (a link's frame is in the image
+        # when below max_pfn)
+        if pgw_flat_frame(f, limit, LINK_OK):
+            return False
+        if im.memo != NULL:             # every entry a link (no PSE): no large leaf, known for free
+            im.memo[(f - im.base) >> 9] = SEEN
+        return True
     for i in range(511):
         v = f[i]
         if v != 0 and not link(im, v):
@@ -145,48 +240,100 @@ cdef struct Cand:
 
 cdef class Scanner:
     """One pass over an image's frames in chunks (``step``), keeping the
-    top-level table candidates."""
+    top-level table candidates; or, over frames gathered from a dump read a
+    frame at a time (``present``: the bitmap of the frames the dump holds),
+    the candidates named by ``keep_pfns``.  Kept: the candidates with a
+    paging mode, and the odd frames after them (a PTI user copy)."""
     cdef Img im
     cdef object keep                     # the arrays ``im`` points into
     cdef Cand *cands
     cdef int64_t ncands, cap
+    cdef int64_t *rows                   # candidate frames of the pass, kept at its end
+    cdef int64_t nrows, rows_cap
     cdef readonly int64_t done, total
 
-    def __cinit__(self, const uint64_t[::1] words not None, segs, uint64_t max_pfn):
+    def __cinit__(self, const uint64_t[::1] words not None, segs, uint64_t max_pfn, present=None):
         cdef cnp.ndarray s = np.ascontiguousarray(np.asarray(segs, dtype=np.int64).reshape(-1, 3))
-        self.keep = (words, s)
+        cdef cnp.ndarray bits = None
+        cdef cnp.ndarray memo
+        if present is not None:
+            bits = np.ascontiguousarray(present, dtype=np.uint8)
+            if bits.shape[0] * 8 < <int64_t>max_pfn:
+                raise ValueError("present: fewer bits than frames")
+        memo = np.zeros(max(words.shape[0] // 512, 1), dtype=np.uint8)
+        self.keep = (words, s, bits, memo)
         self.im.base = &words[0]
         self.im.nfile = words.shape[0] // 512
         self.im.segs = <const int64_t *>cnp.PyArray_DATA(s) if s.shape[0] else NULL
         self.im.nsegs = s.shape[0]
         self.im.max_pfn = max_pfn
+        self.im.present = <const uint8_t *>cnp.PyArray_DATA(bits) if bits is not None else NULL
+        self.im.memo = <uint8_t *>cnp.PyArray_DATA(memo)
         self.cands, self.ncands, self.cap = NULL, 0, 0
+        self.rows, self.nrows, self.rows_cap = NULL, 0, 0
         self.done = 0
         self.total = self.im.nfile
 
     def __dealloc__(self):
         free(self.cands)
+        free(self.rows)
 
     def step(self, int64_t nframes):
-        """Scan the next ``nframes`` file frames; True while some remain."""
+        """Scan the next ``nframes`` file frames; True while some remain.
+        The candidates are kept (their paging mode found) after the last
+        frame, when the leaves of every frame read whole are known."""
         cdef int64_t start = self.done, end = min(self.done + nframes, self.im.nfile)
         cdef int64_t k
+        cdef int64_t *r
         cdef int failed = 0
         with nogil:
             for k in range(start, end):
-                if candidate(&self.im, self.im.base + (k << 9)) and self._keep(k) < 0:
-                    failed = 1
-                    break
+                if candidate(&self.im, self.im.base + (k << 9)):
+                    if self.nrows == self.rows_cap:
+                        r = <int64_t *>realloc(self.rows, (2 * self.rows_cap + 256) * sizeof(int64_t))
+                        if r == NULL:
+                            failed = 1
+                            break
+                        self.rows, self.rows_cap = r, 2 * self.rows_cap + 256
+                    self.rows[self.nrows] = k
+                    self.nrows += 1
+            if not failed and end == self.im.nfile:
+                for k in range(self.nrows):
+                    # the lines detect_levels reads, fetched ahead (they are
+                    # random: one miss each otherwise): the candidate's entry
+                    # 511, then slots 510-511 of the table it links, then
+                    # slot 510 of the one under that table's slot 511
+                    if k + 32 < self.nrows:
+                        prefetch(self.im.base + (self.rows[k + 32] << 9) + 511)
+                    if k + 16 < self.nrows:
+                        ahead(&self.im, self.im.base + (self.rows[k + 16] << 9), 1)
+                    if k + 8 < self.nrows:
+                        ahead(&self.im, self.im.base + (self.rows[k + 8] << 9), 2)
+                    if self._keep(self.rows[k]) < 0:
+                        failed = 1
+                        break
+                self.nrows = 0
         if failed:
             raise MemoryError()
         self.done = end
         return self.done < self.im.nfile
 
+    def keep_pfns(self, pfns):
+        """Keep the frames ``pfns`` (candidates found elsewhere: in chunks of
+        a dump read a frame at a time), as ``step`` keeps a candidate."""
+        cdef const uint64_t *f
+        cdef uint64_t pfn
+        for p in pfns:
+            pfn = p
+            f = frame(&self.im, pfn)
+            if f == NULL:
+                raise ValueError(f"frame {pfn:#x} is not among the scanner's frames")
+            if self._keep_pfn(pfn, f) < 0:
+                raise MemoryError()
+
     cdef int _keep(self, int64_t k) noexcept nogil:
-        cdef const uint64_t *f = self.im.base + (k << 9)
-        cdef uint64_t pfn = <uint64_t>k, e = 0
-        cdef int i, u = 0, kk = 0
-        cdef Cand *c
+        cdef uint64_t pfn = <uint64_t>k
+        cdef int i
         if self.im.segs != NULL:               # file frame -> pfn
             pfn = <uint64_t>-1
             for i in range(self.im.nsegs):
@@ -195,6 +342,15 @@ cdef class Scanner:
                     break
             if pfn == <uint64_t>-1:
                 return 0
+        return self._keep_pfn(pfn, self.im.base + (k << 9))
+
+    cdef int _keep_pfn(self, uint64_t pfn, const uint64_t *f) noexcept nogil:
+        cdef uint64_t e = 0
+        cdef int i, u = 0, kk = 0, levels
+        cdef Cand *c
+        levels = detect_levels(&self.im, f, &e)
+        if levels == 0 and not (pfn & 1 and self._after_root(pfn, f)):
+            return 0            # no paging mode and no PTI user copy (an odd frame): not a root
         if self.ncands == self.cap:
             c = <Cand *>realloc(self.cands, (2 * self.cap + 256) * sizeof(Cand))
             if c == NULL:
@@ -205,24 +361,43 @@ cdef class Scanner:
             kk += f[256 + i] != 0
         c = self.cands + self.ncands
         c.pfn, c.user, c.kernel = pfn, u, kk
-        c.levels = detect_levels(&self.im, f, &e)
+        c.levels = levels
         c.khash = khash(f)
-        c.kimg = (e & PFN) >> 12 if c.levels else 0
+        c.kimg = (e & PFN) >> 12 if levels else 0
         self.ncands += 1
         return 0
 
+    cdef bint _after_root(self, uint64_t pfn, const uint64_t *f) noexcept nogil:
+        """Whether frame ``pfn - 1`` is a candidate with a paging mode (``f``
+        may be its PTI user copy).  Frames are kept in frame order within a
+        run of the file, so that one was kept just before; only a frame
+        that starts a run of an ELF core looks at the one before it."""
+        cdef const uint64_t *g
+        cdef uint64_t e = 0
+        if self.ncands and self.cands[self.ncands - 1].pfn == pfn - 1:
+            return self.cands[self.ncands - 1].levels != 0
+        g = frame(&self.im, pfn - 1)
+        if g == NULL or g == f - 512:
+            return False            # not held, or held just before: it was no such candidate
+        return candidate(&self.im, g) and detect_levels(&self.im, g, &e) != 0
+
     def result(self):
-        """The candidates, as a dict of numpy arrays sorted by pfn."""
-        cdef int64_t i
+        """The candidates with a paging mode and the odd frames right after
+        them (PTI user copies), as a dict of numpy arrays sorted by pfn."""
+        cdef int64_t i, n = self.ncands
         names = ("pfn", "khash", "user", "kernel", "levels", "kimg_pmd")
-        out = {k: np.empty(self.ncands, dtype=np.uint64 if k in ("pfn", "khash", "kimg_pmd") else np.int32)
+        out = {k: np.empty(n, dtype=np.uint64 if k in ("pfn", "khash", "kimg_pmd") else np.int32)
                for k in names}
-        for i in range(self.ncands):
-            c = self.cands[i]
-            out["pfn"][i], out["khash"][i], out["kimg_pmd"][i] = c.pfn, c.khash, c.kimg
-            out["user"][i], out["kernel"][i], out["levels"][i] = c.user, c.kernel, c.levels
+        cdef uint64_t[::1] pf = out["pfn"], kh = out["khash"], km = out["kimg_pmd"]
+        cdef int32_t[::1] us = out["user"], ke = out["kernel"], lv = out["levels"]
+        for i in range(n):
+            pf[i], kh[i], km[i] = self.cands[i].pfn, self.cands[i].khash, self.cands[i].kimg
+            us[i], ke[i], lv[i] = self.cands[i].user, self.cands[i].kernel, self.cands[i].levels
         order = np.argsort(out["pfn"], kind="stable")
-        return {k: v[order] for k, v in out.items()}
+        out = {k: v[order] for k, v in out.items()}
+        rooted = out["pfn"][out["levels"] != 0]
+        keep = (out["levels"] != 0) | np.isin(out["pfn"] - np.uint64(1), rooted)
+        return {k: v[keep] for k, v in out.items()}
 
     def frame(self, uint64_t pfn):
         """Frame ``pfn`` as a read-only uint64 array of 512, or None."""
@@ -278,3 +453,32 @@ cdef class Scanner:
                 if (w & P) and (w & PFN) == (pa & PFN):
                     return True
         return False
+
+
+def candidates(const uint64_t[::1] words not None, present not None, uint64_t max_pfn):
+    """Rows of ``words`` (frames of 512 entries) that are top-level table
+    candidates, their links checked against ``present`` (a bit per pfn up
+    to ``max_pfn``, little-endian bit order): the first pass over a chunk
+    of a dump read a frame at a time."""
+    cdef cnp.ndarray bits = np.ascontiguousarray(present, dtype=np.uint8)
+    cdef Img im
+    cdef int64_t k, n = words.shape[0] // 512, m = 0
+    cdef cnp.ndarray out = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    if bits.shape[0] * 8 < <int64_t>max_pfn:
+        raise ValueError("present: fewer bits than frames")
+    if n == 0:
+        return out
+    im.base = &words[0]
+    im.nfile = n
+    im.segs = NULL
+    im.nsegs = 0
+    im.max_pfn = max_pfn
+    im.present = <const uint8_t *>cnp.PyArray_DATA(bits)
+    im.memo = NULL
+    with nogil:
+        for k in range(n):
+            if candidate(&im, im.base + (k << 9)):
+                o[m] = k
+                m += 1
+    return out[:m]

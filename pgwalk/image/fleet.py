@@ -21,7 +21,8 @@ def summarize(path):
             "leaves_1g": None, "mapped_bytes": None, "user_leaves": None, "error": None}
     try:
         img = PhysImage.open(path)
-        base.update(format=img.kind, frames=int(img.frames.size // 512))
+        held = img.frames.size // 512 if img.store is None else sum(n for _, n in img.store.present())
+        base.update(format=img.kind, frames=int(held))
         roots = img.find_roots()
     except (OSError, ValueError) as e:
         return [dict(base, error=f"{type(e).__name__}: {e}")]

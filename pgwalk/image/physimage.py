@@ -282,7 +282,8 @@ class PhysImage:
         return find_roots(self, progress)
 
     def __repr__(self):
-        return f"<PhysImage {self.kind} {self.path} frames={self.frames.size // 512}>"
+        held = self.frames.size // 512 if self.store is None else sum(n for _, n in self.store.present())
+        return f"<PhysImage {self.kind} {self.path} frames={held}>"
 
 
 class ImageMM(AddressSpace):

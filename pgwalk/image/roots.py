@@ -24,8 +24,18 @@ include/asm/pgtable.h), from one pass over the frames (``_roots.Scanner``):
   trampoline's); one in the kernel image with another kernel half is a
   boot-time table (early_top_pgt).
 
-VMCOREINFO (ELF notes), when present, is used as a cross-check and as the
-kernel root when the scan finds none.
+VMCOREINFO (ELF notes, the kdump sub-header), when present, is used as a
+cross-check and as the kernel root when the scan finds none.
+
+A raw image or an ELF core is scanned in place.  A LiME or kdump dump (read
+a frame at a time) is read in chunks of its held frames (LiME: straight
+from its ranges; kdump: descriptors a chunk at a time, pages decompressed)
+for the candidates, their links checked against the bitmap of held frames;
+their paging modes are found in batches over the few frames each reads;
+then the frames the classification reads for those with one (theirs, the
+tables their user halves and entry 511 link, the kernel image's tables
+below) are gathered into one array and scanned as an ELF core's segments
+would be: the same roots as the raw image of the same memory.
 """
 
 import struct
@@ -35,6 +45,10 @@ import numpy as np
 
 from . import _roots
 from .formats.errors import ImageError
+
+STORE_CHUNK = 1 << 13             # frames of a LiME/kdump dump read (and decompressed) at a time: 32 MiB
+MAX_GATHER = 1 << 18              # frames gathered for the classification at most (1 GiB)
+MODE_BATCH = 1 << 11              # candidates whose paging mode is found at a time (a few frames each)
 
 NX = np.uint64(1 << 63)
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -62,9 +76,10 @@ class Root:
 
 
 def vmcoreinfo(img):
-    """The VMCOREINFO note of an ELF image as a dict (empty without one)."""
+    """The VMCOREINFO of an ELF image's note or a kdump dump's sub-header
+    as a dict (empty without one)."""
     if img.kind != "elf":
-        return {}
+        return dict(getattr(img, "vmcoreinfo", None) or {})
     try:
         with open(img.path, "rb") as f:
             ehdr = f.read(64)
@@ -117,6 +132,8 @@ def _segments(img):
 def scan(img, progress=None, chunk=1 << 16):
     """The candidate top-level tables of ``img`` (one C pass; ``progress(done,
     total)`` after each ``chunk`` frames): (scanner, dict of arrays)."""
+    if getattr(img, "store", None) is not None:
+        return _scan_store(img, progress, min(chunk, STORE_CHUNK))
     segs, max_pfn = _segments(img)
     sc = _roots.Scanner(img.frames, segs, max_pfn)
     while sc.step(chunk):
@@ -127,15 +144,116 @@ def scan(img, progress=None, chunk=1 << 16):
     return sc, sc.result()
 
 
+def _present_bits(store, runs, max_pfn):
+    """A bit per frame below ``max_pfn`` (uint8, little-endian bit order):
+    the frames ``store`` holds."""
+    if hasattr(store, "present_bits"):
+        bits = store.present_bits()
+    else:
+        held = np.zeros(max_pfn, dtype=bool)
+        for a, n in runs:
+            held[a:a + n] = True
+        bits = np.packbits(held, bitorder="little")
+    out = np.zeros((max_pfn + 7) // 8 + 1, dtype=np.uint8)
+    n = min(out.size, bits.size)
+    out[:n] = bits[:n]
+    return out
+
+
+def _scan_store(img, progress, chunk):
+    """``scan`` of a dump read a frame at a time (LiME, kdump): its held
+    frames in chunks of ``chunk`` for the candidates (their frame numbers
+    kept, not their frames); their paging modes in batches of MODE_BATCH,
+    each over the few frames it reads, gathered; then, for the candidates
+    with one (and the odd frames after them), the frames the classification
+    reads gathered into one array for a Scanner over them."""
+    store = img.store
+    runs = store.present()
+    max_pfn = max((a + n for a, n in runs), default=0)
+    bits = _present_bits(store, runs, max_pfn)
+    total = sum(n for _, n in runs)
+    cands, done = [], 0
+    for a, n in runs:
+        for lo in range(a, a + n, chunk):
+            m = min(chunk, a + n - lo)
+            words = np.frombuffer(store.read_frames(lo, m), dtype="<u8")
+            cands.extend((lo + _roots.candidates(words, bits, max_pfn)).tolist())
+            done += m
+            if progress:
+                progress(done, total)
+
+    def held(p):
+        return p < max_pfn and (bits[p >> 3] >> (p & 7)) & 1
+
+    def gatherer():
+        got = {}
+
+        def fetch(pfns):
+            """The frames ``pfns`` that the dump holds, added to ``got``."""
+            out = []
+            for p in sorted(set(pfns)):
+                if p not in got:
+                    data = store.frame(p) if held(p) else None
+                    if data is None:
+                        continue
+                    got[p] = np.frombuffer(data, dtype="<u8")
+                    if len(got) > MAX_GATHER:
+                        raise ImageError(f"{img.path}: find_roots would gather more than {MAX_GATHER} "
+                                         f"frames of this {img.format} dump (garbage tables?)")
+                out.append(got[p])
+            return out
+        return got, fetch
+
+    def links(frames, slots):
+        if not frames:
+            return []
+        e = np.stack(frames)[:, slots].ravel()
+        e = e[(e & np.uint64(1)) != 0]
+        return ((e & np.uint64(PFN_MASK)) >> np.uint64(12)).tolist()
+
+    def scanner(got, pfns):
+        order = sorted(got)
+        words = np.empty(max(len(order), 1) * 512, dtype=np.uint64)
+        segs = []
+        for row, p in enumerate(order):
+            words[row * 512:(row + 1) * 512] = got[p]
+            if segs and segs[-1][0] + segs[-1][1] == p:
+                segs[-1][1] += 1
+            else:
+                segs.append([p, 1, row])
+        sc = _roots.Scanner(words, np.array(segs, dtype=np.int64).reshape(-1, 3), max_pfn, bits)
+        sc.keep_pfns(pfns)
+        return sc
+
+    def mode_tables(fetch, top):
+        a = fetch(links(top, slice(511, 512)))        # pgd[511]'s table: PUD (4) or P4D (5)
+        b = fetch(links(a, slice(510, 512)))          # its slots 510/511: the kernel image's PMD, a PUD
+        c = fetch(links(b, slice(510, 511)))          # (5 levels: the kernel image's PMD)
+        return b, c
+
+    rooted = []                                       # candidates with a paging mode, batch by batch
+    for lo in range(0, len(cands), MODE_BATCH):
+        batch = cands[lo:lo + MODE_BATCH]
+        got, fetch = gatherer()
+        mode_tables(fetch, fetch(batch))
+        r = scanner(got, batch).result()
+        rooted.extend(r["pfn"][r["levels"] != 0].tolist())
+    at = set(cands)
+    keep = sorted(set(rooted) | {p + 1 for p in rooted if p + 1 in at})
+    got, fetch = gatherer()
+    top = fetch(keep)
+    fetch(links(top, slice(0, 256)))                  # the user halves' tables (is_table)
+    b, c = mode_tables(fetch, top)
+    fetch(links(b + c, slice(None)))                  # the PTE tables under them (maps_pa)
+    sc = scanner(got, keep)
+    return sc, sc.result()
+
+
 def find_roots(img, progress=None):
-    """Every page-table root of ``img`` (a ``PhysImage``), kernel first, then
-    by kind and address: a list of ``Root``.  The scan reads the image's
-    frames in place, so it needs a raw or ELF image; a LiME or kdump dump
-    (read a frame at a time) is refused with ``ImageError``."""
-    if getattr(img, "store", None) is not None or img.frames is None:
-        raise ImageError(f"{img.path}: find_roots scans the frames in place, which a {img.format} dump "
-                         f"does not offer; give the CR3 (img.mm(cr3)), or its VMCOREINFO root "
-                         f"(img.kernel_root())")
+    """Every page-table root of ``img`` (a ``PhysImage`` of any format),
+    kernel first, then by kind and address: a list of ``Root``.  Raw images
+    and ELF cores are scanned in place; LiME and kdump dumps in chunks of
+    their held frames (see the module's docstring)."""
     sc, c = scan(img, progress)
     pfns = [int(p) for p in c["pfn"]]
     at = {p: i for i, p in enumerate(pfns)}

@@ -16,7 +16,7 @@ the Python side sets the state's per-call fields (``setup``) and builds an
 
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint8_t, int8_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memchr
 
 import numpy as np
 cimport numpy as cnp
@@ -28,10 +28,30 @@ from pgwalk.walker._constants cimport *
 from pgwalk.walker._entries cimport (pte_none, pte_present, pmd_present, pmd_trans_huge, pmd_leaf,
                               pmd_pfn, swp_pte_type, swp_pte_offset, entry_index,
                               PGW_P, PGW_RW, PGW_DIRTY, PGW_ACCESSED, PGW_PSE,
-                              PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE)
+                              PGW_PFN_MASK, PGW_PMD_PAGE_MASK, PGW_SWP_PTE_MARKER, PGW_PROTNONE,
+                              PGW_MAX_SWAPFILES, PGW_SWP_DEVICE_WRITE, PGW_SWP_DEVICE_READ,
+                              PGW_SWP_TYPE_SHIFT, is_swap_pmd)
 
 cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
+
+cdef extern from *:
+    """
+    /* out[i] |= 1 where the swap type of pte[i], (pte[i] >> shift) & tmask,
+     * lies in [lo, lo + nr) (mincore's second pass for anonymous memory: a
+     * non-present entry naming a page is resident; a present entry's byte is
+     * 1 already, a none entry's type is 0).  In C for restrict, so that it
+     * vectorises; the numbers are the caller's. */
+    PGW_CLONES static void pgw_or_swp_type_in_u8(const uint64_t *__restrict pte,
+            uint8_t *__restrict out, int n, int shift, uint64_t tmask, uint64_t lo, uint64_t nr)
+    {
+        int i;
+        for (i = 0; i < n; i++)
+            out[i] |= (uint8_t)((((pte[i] >> shift) & tmask) - lo) < nr);
+    }
+    """
+    void pgw_or_swp_type_in_u8(const uint64_t *pte, uint8_t *out, int n, int shift, uint64_t tmask,
+                               uint64_t lo, uint64_t nr) noexcept nogil
 
 cnp.import_array()
 
@@ -1212,6 +1232,19 @@ cdef int zremap_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w,
 
 
 # --- pagemap -------------------------------------------------------------------
+# The consumers' ops have the kernel's shape: a pmd_entry that takes a huge
+# PMD whole (a THP, or any non-present PMD: pmd_trans_huge_lock returns the
+# lock for a swap PMD too) or reads the PTE table itself, and no pte_entry,
+# so the walker never splits a PMD for them (mm/pagewalk.c descends only for
+# a pte_entry).
+
+# which consumer a shared helper works for (pmd_swap_pages, the pt_range consumers)
+cdef enum:
+    PT_PAGEMAP = 0
+    PT_MINCORE = 1
+    PT_SMAPS = 2
+    PT_CLEAR_REFS = 3
+
 
 cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
     cdef uint64_t w = PM_PRESENT | (pfn & PM_PFN_MASK)
@@ -1225,6 +1258,20 @@ cdef inline uint64_t pm_page(OpState *s, uint64_t pfn) noexcept nogil:
         if s.ps.mapcount[pfn] == 1:
             w |= PM_EXCL
     return w
+
+
+cdef inline bint swp_has_pfn(uint64_t t) noexcept nogil:
+    """softleaf_has_pfn / is_pfn_swap_entry by type: hwpoison, migration and
+    device entries (types 24..30; docs/encodings.md)."""
+    return PGW_MAX_SWAPFILES <= t < PGW_SWP_PTE_MARKER
+
+
+cdef inline bint page_not_anon(OpState *s, uint64_t pfn) noexcept nogil:
+    """!folio_test_anon for the page a swap entry names: a shmem page or a
+    zero page (the model's pages are anonymous otherwise)."""
+    if pfn == ZERO_PFN or pfn == HUGE_ZERO_PFN:
+        return True
+    return <int64_t>pfn < s.ps.cap and (s.ps.pflags[pfn] & PF_SHMEM) != 0
 
 
 cdef int pm_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void *ctx) noexcept nogil:
@@ -1254,18 +1301,51 @@ cdef int pm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, voi
     return 0
 
 
+cdef void pmd_swap_pages(OpState *s, uint64_t v, uint64_t a, uint64_t b, int mode) noexcept nogil:
+    """A non-present PMD (a PMD migration entry, or any swap-format PMD)
+    over [a, b), taken whole as the kernel's pmd_entry consumers take it
+    under pmd_trans_huge_lock; for both walkers' consumers.
+
+    pagemap (pagemap_pmd_range_thp): every word PM_SWAP, the type in bits
+    0-4 and the offset from bit 5 advancing by one per page (the entry's
+    offset plus the page's index in the PMD); PM_FILE when the page the
+    offset names is not anonymous; never PM_MMAP_EXCLUSIVE (only present
+    entries get it).  mincore (mincore_pte_range): 1 for every page.
+    smaps (smaps_pmd_entry): see sm_pmd_swap.  clear_refs: nothing."""
+    cdef uint64_t t = swp_pte_type(v), off = swp_pte_offset(v) + ((a >> 12) & 511), i
+    cdef uint64_t n = (b - a) >> 12, flags
+    cdef uint64_t *out
+    if mode == PT_PAGEMAP:
+        flags = PM_SWAP
+        if page_not_anon(s, swp_pte_offset(v)):
+            flags |= PM_FILE
+        out = s.out64 + ((a - s.out_start) >> 12)
+        for i in range(n):
+            out[i] = flags | ((t | ((off + i) << 5)) & PM_PFN_MASK)
+    elif mode == PT_MINCORE:
+        memset(s.out8 + ((a - s.out_start) >> 12), 1, n)
+    elif mode == PT_SMAPS:
+        sm_pmd_swap(s, v)
+
+
 cdef int pm_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     # The kernel's shape (fs/proc/task_mmu.c, pagemap_pmd_range): the
-    # pmd_entry answers for a THP and reads a PTE table itself.
+    # pmd_entry answers for a THP or a non-present PMD and reads a PTE
+    # table itself.
     cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
     cdef uint64_t *pte
     cdef uint64_t *out
     cdef uint64_t i, n
-    if pmd_trans_huge(e[0]):
+    if pmd_trans_huge(v):
         return pm_pmd(e, addr, next, w, ctx)
+    if is_swap_pmd(v):
+        pmd_swap_pages(s, v, addr, next, PT_PAGEMAP)
+        w.action = ACT_CONTINUE
+        return 0
     pte = pgwalk_pte_offset_map(w, e, addr)
     if pte == NULL:
-        return 0                    # not a table: the walker goes on as without this op
+        return pte_map_failed(e, v, w)
     n = (next - addr + 4095) >> 12
     out = s.out64 + ((addr - s.out_start) >> 12)
     for i in range(n):
@@ -1275,8 +1355,21 @@ cdef int pm_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *
     return 0
 
 
+cdef inline int pte_map_failed(uint64_t *e, uint64_t v, pgwalk_walk_t *w) noexcept nogil:
+    """pte_offset_map_lock gave no table: the kernel's consumers retry
+    (ACTION_AGAIN), and find the PMD none (a bad one was cleared: the
+    walker's pte_hole then answers for it).  The model retries when the
+    PMD changed and moves on from one that stays unmappable (where the
+    kernel would retry for ever)."""
+    w.action = ACT_AGAIN if e[0] != v else ACT_CONTINUE
+    return 0
+
+
 cdef inline uint64_t pm_word(OpState *s, uint64_t v) noexcept nogil:
-    """The pagemap word of one PTE value."""
+    """The pagemap word of one PTE value (pte_to_pagemap_entry): a
+    non-present one is PM_SWAP with its type and offset, PM_GUARD_REGION
+    for a guard marker, PM_FILE when it names a page (migration, device,
+    hwpoison) that is not anonymous; never exclusive."""
     cdef uint64_t r
     if pte_none(v):
         return 0
@@ -1285,13 +1378,9 @@ cdef inline uint64_t pm_word(OpState *s, uint64_t v) noexcept nogil:
     r = PM_SWAP | ((swp_pte_type(v) | (swp_pte_offset(v) << 5)) & PM_PFN_MASK)
     if is_guard(v):
         r |= PM_GUARD
+    elif swp_has_pfn(swp_pte_type(v)) and page_not_anon(s, swp_pte_offset(v)):
+        r |= PM_FILE
     return r
-
-
-cdef int pm_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    cdef OpState *s = <OpState *>ctx
-    s.out64[(addr - s.out_start) >> 12] = pm_word(s, e[0])
-    return 0
 
 
 # --- mincore ---------------------------------------------------------------------
@@ -1317,39 +1406,50 @@ cdef int mc_hole(uint64_t addr, uint64_t next, int depth, pgwalk_walk_t *w, void
 
 cdef int mc_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
     # The kernel's shape (mm/mincore.c, mincore_pte_range): the pmd_entry
-    # answers for a THP and reads a PTE table itself, one call per table.
+    # answers for a THP and a non-present PMD (1 for every page: it holds
+    # pmd_trans_huge_lock) and reads a PTE table itself, one call per table.
     cdef OpState *s = <OpState *>ctx
-    cdef uint64_t a = addr
+    cdef uint64_t v = e[0]
     cdef uint64_t *pte
+    cdef uint8_t *o8
     cdef uint64_t i, n
-    if pmd_trans_huge(e[0]):
+    if pmd_trans_huge(v) or is_swap_pmd(v):
         memset(s.out8 + ((addr - s.out_start) >> 12), 1, (next - addr + 4095) >> 12)
         w.action = ACT_CONTINUE
         return 0
     pte = pgwalk_pte_offset_map(w, e, addr)
     if pte == NULL:
-        return 0                    # not a table: the walker goes on as without this op
+        return pte_map_failed(e, v, w)
     n = (next - addr + 4095) >> 12
     if not s.is_shmem:
-        # anonymous memory: resident = present (none, guard and swap are 0)
-        pgw_any_bits_u8(pte, s.out8 + ((addr - s.out_start) >> 12), <int>n, PGW_P | PGW_PROTNONE)
+        # anonymous memory: resident = present (none, markers and swap are
+        # 0), or an entry naming a page (migration, device, hwpoison: 1)
+        o8 = s.out8 + ((addr - s.out_start) >> 12)
+        pgw_any_bits_u8(pte, o8, <int>n, PGW_P | PGW_PROTNONE)
+        if memchr(o8, 0, n) != NULL:        # (a table of present pages needs no second pass)
+            pgw_or_swp_type_in_u8(pte, o8, <int>n, PGW_SWP_TYPE_SHIFT, 31, PGW_MAX_SWAPFILES,
+                                  PGW_SWP_PTE_MARKER - PGW_MAX_SWAPFILES)
     else:
         for i in range(n):
-            mc_pte(&pte[i], addr + (i << 12), addr + ((i + 1) << 12), w, ctx)
+            mc_pte(s, pte[i], addr + (i << 12))
     w.action = ACT_CONTINUE
     return 0
 
 
-cdef int mc_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0]
+cdef inline void mc_pte(OpState *s, uint64_t v, uint64_t addr) noexcept nogil:
+    """mincore_pte_range's answer for one PTE: present 1; none or a marker:
+    the unmapped range's answer (the object's page for shmem); a swap
+    entry: mincore_swap, 1 for one naming a page (migration, device,
+    hwpoison: "always uptodate"), 0 for a swap file's (no swap cache)."""
+    cdef uint64_t t
     if pte_present(v):
         s.out8[(addr - s.out_start) >> 12] = 1
-    elif pte_none(v) or is_guard(v):
+        return
+    t = swp_pte_type(v)
+    if pte_none(v) or t == PGW_SWP_PTE_MARKER or is_guard(v):
         s.out8[(addr - s.out_start) >> 12] = mc_unmapped(s, addr)
     else:
-        s.out8[(addr - s.out_start) >> 12] = 0
-    return 0
+        s.out8[(addr - s.out_start) >> 12] = 1 if swp_has_pfn(t) else 0
 
 
 # --- smaps ---------------------------------------------------------------------------
@@ -1384,31 +1484,104 @@ cdef inline void sm_page(OpState *s, uint64_t pfn, bint dirty, bint young, bint 
             s.cnt[10] += 4096
 
 
-cdef int sm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], pfn, a
-    if not pmd_trans_huge(v):
-        return 0
-    w.action = ACT_CONTINUE
-    pfn = pmd_pfn(v)
+cdef void sm_nonpresent(OpState *s, uint64_t pfn, uint64_t size, bint young, bint dirty) noexcept nogil:
+    """smaps_account of the page ``pfn`` that a non-present entry names
+    (present false), ``size`` bytes: Rss, Anonymous (and LazyFree when
+    clean) and, as "maybe shared", Pss in full and Shared_Clean or
+    Shared_Dirty whatever the map counts; dirty when the entry or the folio
+    is, Referenced when the entry is young."""
+    cdef uint8_t fl = pf_at(s.ps, pfn)[0] if <int64_t>pfn < s.ps.cap else 0
+    if fl & (PF_SHMEM_DIRTY | PF_FDIRTY):
+        dirty = True
+    if not page_not_anon(s, pfn):
+        s.cnt[7] += <int64_t>size
+        if fl & PF_LAZYFREE and not dirty:
+            s.cnt[10] += <int64_t>size
+    s.cnt[0] += <int64_t>size
+    if young:
+        s.cnt[6] += <int64_t>size
+    s.cnt[1] += <int64_t>(size << 12)
+    s.cnt[3 if dirty else 2] += <int64_t>size
+
+
+cdef void sm_pmd_swap(OpState *s, uint64_t v) noexcept nogil:
+    """smaps_pmd_entry for a non-present PMD: only an entry that names a
+    page (migration, device, hwpoison; a swap-file entry adds nothing, not
+    even to Swap) is accounted.  AnonHugePages (or ShmemPmdMapped) gets the
+    PMD's 2 MiB; then smaps_account of the page with compound set, for its
+    folio's size (512 pages for the head of a PMD-sized folio, else 1) and
+    with present false (sm_nonpresent); young and dirty are the PMD's A and
+    D bits, which a swap-format entry does not have."""
+    cdef uint64_t pfn = swp_pte_offset(v), size = 4096
+    cdef uint8_t fl = 0
+    if not swp_has_pfn(swp_pte_type(v)):
+        return
+    if <int64_t>pfn < s.ps.cap:
+        fl = pf_at(s.ps, pfn)[0]
+    if fl & PF_LARGE and (pfn & 511) == 0:
+        size = PMD_SIZE_                        # compound_nr of a THP's head
+    if not page_not_anon(s, pfn):
+        s.cnt[8] += <int64_t>PMD_SIZE_          # AnonHugePages
+    elif fl & PF_SHMEM:
+        s.cnt[11] += <int64_t>PMD_SIZE_         # ShmemPmdMapped (a zero page: FilePmdMapped)
+    sm_nonpresent(s, pfn, size, (v & PGW_ACCESSED) != 0, (v & PGW_DIRTY) != 0)
+
+
+cdef void sm_huge(OpState *s, uint64_t v, uint64_t addr, uint64_t next) noexcept nogil:
+    """smaps_pmd_entry for a THP (present PMD leaf) over [addr, next)."""
+    cdef uint64_t pfn = pmd_pfn(v), a
     if pfn == HUGE_ZERO_PFN:
-        return 0
+        return
     a = addr
     while a < next:
         sm_page(s, pfn + ((a >> 12) & 511), (v & PGW_DIRTY) != 0, (v & PGW_ACCESSED) != 0, True)
         a += 4096
-    return 0
 
 
-cdef int sm_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
-    cdef OpState *s = <OpState *>ctx
-    cdef uint64_t v = e[0], pfn
+cdef inline void sm_pte(OpState *s, uint64_t v) noexcept nogil:
+    """smaps_pte_entry: a present normal page; a swap file's entry: Swap;
+    an entry naming a page (migration, device, hwpoison): that page, as a
+    present one for a device-private entry, else as non-present, neither
+    young nor dirty (sm_nonpresent); a marker: nothing."""
+    cdef uint64_t pfn, t
     if pte_present(v):
         pfn = (v & PGW_PFN_MASK) >> 12
         if pfn != ZERO_PFN:
             sm_page(s, pfn, (v & PGW_DIRTY) != 0, (v & PGW_ACCESSED) != 0, False)
-    elif not pte_none(v) and not is_guard(v) and swp_pte_type(v) < 24:
+        return
+    if pte_none(v) or is_guard(v):
+        return
+    t = swp_pte_type(v)
+    if t < PGW_MAX_SWAPFILES:
         s.cnt[9] += 4096
+    elif t == PGW_SWP_DEVICE_WRITE or t == PGW_SWP_DEVICE_READ:
+        sm_page(s, swp_pte_offset(v), False, False, False)
+    elif swp_has_pfn(t):
+        sm_nonpresent(s, swp_pte_offset(v), 4096, False, False)
+
+
+cdef int sm_pmd(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *w, void *ctx) noexcept nogil:
+    # The kernel's shape (fs/proc/task_mmu.c, smaps_pte_range): the
+    # pmd_entry answers for a THP or a non-present PMD (smaps_pmd_entry)
+    # and reads a PTE table itself.
+    cdef OpState *s = <OpState *>ctx
+    cdef uint64_t v = e[0]
+    cdef uint64_t *pte
+    cdef uint64_t i, n
+    if pmd_trans_huge(v) or is_swap_pmd(v):
+        if pmd_trans_huge(v):
+            sm_huge(s, v, addr, next)
+        else:
+            sm_pmd_swap(s, v)
+        w.action = ACT_CONTINUE
+        return 0
+    pte = pgwalk_pte_offset_map(w, e, addr)
+    if pte == NULL:
+        return pte_map_failed(e, v, w)
+    n = (next - addr + 4095) >> 12
+    for i in range(n):
+        sm_pte(s, pte[i])
+    w.action = ACT_CONTINUE
     return 0
 
 
@@ -1607,11 +1780,11 @@ cdef dict _SPECS = {
     "zero_remap": {"pmd_entry": (<size_t><void *>guard_remove_leaf, "entry"),
                    "pte_entry": (<size_t><void *>zremap_pte, "entry")},
     "lru": {"pmd_entry": (<size_t><void *>lru_pmd, "entry"), "pte_entry": (<size_t><void *>lru_pte, "entry")},
-    "pagemap": {"pmd_entry": (<size_t><void *>pm_pte_range, "entry"), "pte_entry": (<size_t><void *>pm_pte, "entry"),
-                "pte_hole": (<size_t><void *>pm_hole, "hole")},
-    "mincore": {"pmd_entry": (<size_t><void *>mc_pmd, "entry"), "pte_entry": (<size_t><void *>mc_pte, "entry"),
-                "pte_hole": (<size_t><void *>mc_hole, "hole")},
-    "smaps": {"pmd_entry": (<size_t><void *>sm_pmd, "entry"), "pte_entry": (<size_t><void *>sm_pte, "entry")},
+    # the introspection consumers: as the kernel's ops, a pmd_entry and no
+    # pte_entry (pagemap_ops, mincore_walk_ops, smaps_walk_ops)
+    "pagemap": {"pmd_entry": (<size_t><void *>pm_pte_range, "entry"), "pte_hole": (<size_t><void *>pm_hole, "hole")},
+    "mincore": {"pmd_entry": (<size_t><void *>mc_pmd, "entry"), "pte_hole": (<size_t><void *>mc_hole, "hole")},
+    "smaps": {"pmd_entry": (<size_t><void *>sm_pmd, "entry")},
 }
 
 
@@ -1751,30 +1924,8 @@ from pgwalk.walker._ptrange cimport (
     pgwalk_pt_range_walk_start, pgwalk_pt_range_walk_next, pgwalk_pt_range_walk_done,
 )
 
-cdef enum:
-    PT_PAGEMAP = 0
-    PT_MINCORE = 1
-    PT_SMAPS = 2
-    PT_CLEAR_REFS = 3
-
-
 cdef inline uint64_t clip(uint64_t a, uint64_t b) noexcept nogil:
     return a if a < b else b
-
-
-cdef void pmd_swap_pages(OpState *s, uint64_t v, uint64_t a, uint64_t b, int mode) noexcept nogil:
-    """A non-present PMD (a PMD migration entry): what the callback
-    consumers report of it, which see it split into PTEs of the following
-    offsets (the walker splits it for their pte_entry); left unsplit here."""
-    cdef uint64_t t = swp_pte_type(v), off = swp_pte_offset(v) + ((a >> 12) & 511), i
-    cdef uint64_t n = (b - a) >> 12
-    if mode == PT_PAGEMAP:
-        for i in range(n):
-            s.out64[((a - s.out_start) >> 12) + i] = PM_SWAP | ((t | ((off + i) << 5)) & PM_PFN_MASK)
-    elif mode == PT_MINCORE:
-        memset(s.out8 + ((a - s.out_start) >> 12), 0, n)
-    elif mode == PT_SMAPS and t < 24:
-        s.cnt[9] += <int64_t>(n * 4096)
 
 
 cdef void ptr_pmd_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, int mode) noexcept nogil:
@@ -1803,7 +1954,7 @@ cdef void ptr_pmd_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, 
             elif mode == PT_MINCORE:
                 memset(s.out8 + ((a - s.out_start) >> 12), 1, (b - a) >> 12)
             else:
-                sm_pmd(&pmdp[k], a, b, &dummy, s)
+                sm_huge(s, v, a, b)
 
 
 cdef void ptr_pte_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, int mode) noexcept nogil:
@@ -1821,11 +1972,7 @@ cdef void ptr_pte_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, 
             memset(o8, 1, n)                # a batch of one folio's present PTEs
             return
         for i in range(n):
-            v = pte[i]
-            if pte_present(v):
-                o8[i] = 1
-            elif not is_guard(v):
-                o8[i] = 0                   # swap, migration, other markers
+            mc_pte(s, pte[i], a + (<uint64_t>i << 12))
         return
     if mode == PT_PAGEMAP:
         o64 = s.out64 + ((a - s.out_start) >> 12)
@@ -1834,13 +1981,7 @@ cdef void ptr_pte_record(OpState *s, pgwalk_pt_range_walk_t *ptw, uint64_t end, 
         return
     if mode == PT_SMAPS:
         for i in range(n):
-            v = pte[i]
-            if pte_present(v):
-                if ((v & PGW_PFN_MASK) >> 12) != ZERO_PFN:
-                    sm_page(s, (v & PGW_PFN_MASK) >> 12, (v & PGW_DIRTY) != 0,
-                            (v & PGW_ACCESSED) != 0, False)
-            elif not pte_none(v) and not is_guard(v) and swp_pte_type(v) < 24:
-                s.cnt[9] += 4096
+            sm_pte(s, pte[i])
         return
     for i in range(n):
         cr_pte(s, &pte[i])
@@ -1870,8 +2011,13 @@ cdef void ptr_run(OpState *s, pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *v
 
 cdef int _PT_FLAGS[4]
 _PT_FLAGS[PT_PAGEMAP] = PT_TYPE_ALL & ~PT_TYPE_NONE
-_PT_FLAGS[PT_MINCORE] = PT_TYPE_FOLIO | PT_TYPE_PFN         # anonymous; shmem: all but none
-_PT_FLAGS[PT_SMAPS] = PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_SWAP
+# mincore and smaps take every non-present PMD that their pmd_entry takes
+# whole (pmd_swap_pages), and their PTE records of swap, migration, device,
+# hwpoison (and, for mincore, marker) entries get the callback consumers'
+# per-PTE answers (mc_pte, sm_pte)
+_PT_FLAGS[PT_MINCORE] = PT_TYPE_ALL & ~PT_TYPE_NONE
+_PT_FLAGS[PT_SMAPS] = (PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_SWAP | PT_TYPE_MIGRATION
+                       | PT_TYPE_DEVICE | PT_TYPE_HWPOISON)
 _PT_FLAGS[PT_CLEAR_REFS] = PT_TYPE_FOLIO | PT_TYPE_PFN | PT_TYPE_MIGRATION
 
 
@@ -1895,8 +2041,6 @@ def pt_range_consume(MMOp op not None, str name, vma, uint64_t start, uint64_t e
     hook = FolioHook(op.phys, vma)
     pgwalk_pt_range_walk_init(&ptw, op.tables, hook)
     v.vm_start, v.vm_end, v.vm_flags = vma.vm_start, vma.vm_end, vma.vm_flags
-    if mode == PT_MINCORE and s.is_shmem:
-        flags = PT_TYPE_ALL & ~PT_TYPE_NONE
     with nogil:
         if mode == PT_MINCORE and s.is_shmem:
             a = start

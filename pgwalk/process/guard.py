@@ -84,7 +84,7 @@ def vma_lock_sufficient(vma, install, end):
     return True
 
 
-def madvise_guard_vma_locked(mm, start, end, install):
+def madvise_guard_vma_locked(mm, start, end, install, kernel="today"):
     """Today's path for guard advice: under the VMA read lock when
     ``lock_vma_under_rcu`` succeeds and the lock suffices; returns the errno
     (0 on success), or None when the caller must fall back to the mmap read
@@ -96,7 +96,7 @@ def madvise_guard_vma_locked(mm, start, end, install):
         if not vma_lock_sufficient(vma, install, end):
             return None
         if install:
-            return guard_install(mm, vma, start, end, vma_locked=True, kernel="today")
-        return guard_remove(mm, vma, start, end, vma_locked=True, kernel="today")
+            return guard_install(mm, vma, start, end, vma_locked=True, kernel=kernel)
+        return guard_remove(mm, vma, start, end, vma_locked=True, kernel=kernel)
     finally:
         vma_end_read(vma)

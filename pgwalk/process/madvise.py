@@ -33,9 +33,10 @@ POPULATE = {C.MADV_POPULATE_READ: "read", C.MADV_POPULATE_WRITE: "write"}
 
 
 def madvise(mm, start, length, advice, kernel=None):
-    """madvise(2).  ``kernel="today"`` (or that default): guard advice runs
-    under the VMA read lock where today's kernel allows it, else under the
-    mmap read lock; 6.13 takes the mmap write lock (as for all advice here)."""
+    """madvise(2).  ``kernel="7.0"`` or ``"today"`` (or that default): guard
+    advice runs under the VMA read lock where the kernel allows it (from
+    6.19), else under the mmap read lock; 6.13 takes the mmap write lock (as
+    for all advice here)."""
     if advice not in FLAG_ADVICE and advice not in PAGE_ADVICE and advice not in POPULATE:
         raise oserror(EINVAL)
     if start & (PAGE_SIZE - 1):
@@ -51,15 +52,15 @@ def madvise(mm, start, length, advice, kernel=None):
     k = get_default_kernel() if kernel is None else kernel
     if k not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS} or None, not {k!r}")
-    today = k == "today"
+    vma_lock = k != "6.13"
     guard = advice in (C.MADV_GUARD_INSTALL, C.MADV_GUARD_REMOVE)
-    if today and guard:
-        err = madvise_guard_vma_locked(mm, start, end, advice == C.MADV_GUARD_INSTALL)
+    if vma_lock and guard:
+        err = madvise_guard_vma_locked(mm, start, end, advice == C.MADV_GUARD_INSTALL, k)
         if err:
             raise oserror(err)
         if err == 0:
             return 0
-    lock = mm.mmap_read_lock() if today and guard else mm.mmap_write_lock()
+    lock = mm.mmap_read_lock() if vma_lock and guard else mm.mmap_write_lock()
     with lock:
         if advice in POPULATE:
             err = faults.populate(mm, start, end, POPULATE[advice], ignore_errors=False)

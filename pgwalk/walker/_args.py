@@ -6,7 +6,7 @@ kernel itself rejects (an empty range, a missing mm, ...) is left to the
 walkers, which return the kernel's negative errno.
 """
 
-from ..constants import U64_MASK
+from ..constants import PAGE_SIZE, PT_TYPE_ALL, U64_MASK
 from ._core import PageTable, PageTables, WalkStats
 from .ops import MMWalkOps
 from .vma import VMA
@@ -85,13 +85,15 @@ def check_pgd(mm, pgd):
 
 # --- which kernel's walk loops (docs/pagewalk-releases.md) ------------------
 
-KERNELS = ("6.13", "today")
-_NEWER_BITS = {"6.13": 0, "today": 3}      # NEWER_RESET_TOP | NEWER_PUD_RECHECK
+# "7.0": the PUD re-check (7.0-7.2, and the stable trees that took it);
+# "today": that and the action reset at the top of the loops (7.3 on).
+KERNELS = ("6.13", "7.0", "today")
+_NEWER_BITS = {"6.13": 0, "7.0": 2, "today": 3}      # NEWER_PUD_RECHECK = 2, NEWER_RESET_TOP = 1
 _default_kernel = ["6.13"]
 
 
 def set_default_kernel(kernel):
-    """Make ``kernel`` ("6.13" or "today") the loops every walk runs unless it
+    """Make ``kernel`` (one of ``KERNELS``) the loops every walk runs unless it
     passes ``kernel=``; returns the previous default."""
     check_kernel(kernel)
     old = _default_kernel[0]
@@ -118,3 +120,31 @@ def check_ops_safe(ops):
     mm-internal ``*_unsafe`` entry points accept them."""
     check_ops(ops)
     return ops.install_pte is None
+
+
+def check_pt_range_args(vma, start, end, flags, mm):
+    """``pt_range_walk``'s checks, made before any kernel rule (ValueError or
+    TypeError naming the argument).  Returns the mm to walk (None: the VMA
+    has no mm)."""
+    if not isinstance(vma, VMA):
+        raise TypeError(f"vma must be a pgwalk.VMA, not {type(vma).__name__}")
+    if not isinstance(flags, int) or isinstance(flags, bool):
+        raise TypeError(f"flags must be an int, not {type(flags).__name__}")
+    if flags < 0 or flags & ~PT_TYPE_ALL:
+        raise ValueError(f"flags must be a set of PT_TYPE_* bits: {flags:#x}")
+    vmm = vma.vm_mm
+    if mm is None:
+        mm = vmm
+    elif not isinstance(mm, PageTables):
+        raise TypeError(f"mm must be a pgwalk.MM or None, not {type(mm).__name__}")
+    elif mm is not vmm:
+        # the kernel would read one mm's tables with another mm's VMA
+        raise ValueError("mm: the VMA does not belong to this mm")
+    check_range(mm, start, end)
+    # An unaligned range can make a PTE batch empty (max_nr 0), and the
+    # kernel's walk would then return the same record forever.
+    if start % PAGE_SIZE:
+        raise ValueError(f"start {start:#x} is not page aligned")
+    if end % PAGE_SIZE:
+        raise ValueError(f"end {end:#x} is not page aligned")
+    return mm

@@ -248,7 +248,9 @@ cdef int64_t _pt_mincore(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *v, uin
             b = ptw.next_addr if ptw.next_addr < hi else hi
             if b > vend:
                 b = vend
-            if a < b:
+            if b - a == 4096:
+                vec[(a - vstart) >> 12] = 1     # an order-0 page: no memset call
+            elif a < b:
                 memset(vec + ((a - vstart) >> 12), 1, (b - a) >> 12)
         t = pgwalk_pt_range_walk_next(ptw, v, lo, hi, flags)
         steps += 1

@@ -127,8 +127,8 @@ ctypedef struct pgwalk_pool_t:
     uint64_t *seg_file_page      # ...and where its first frame is in the mapping
     int64_t nseg
     int read_only                # bad entries are reported, never cleared; no writes
-    uint64_t *bad_addrs          # read-only pools: where bad entries were met
-    int64_t nbad
+    uint64_t *bad_addrs          # read-only pools: where entries a walk cannot follow were
+    int64_t nbad                 # met (bad ones, links to frames not in the image): pgwalk_bad_link
     int64_t bad_cap
     void *mutex                  # PyThread lock: taking, freeing and splitting tables
     pgwalk_clear_fn on_clear_leaf  # called (under the pool lock) when a split clears a
@@ -167,9 +167,16 @@ cdef class PageTables:
     cdef object _check_table(self, uint64_t *tbl, int level, int64_t *reached)
 
 
+# The mmap lock's counters where C can read them without calling Python
+# (locks.MMapLock keeps one; the pt_range_walk iterator reads it per step).
+cdef class LockCounts:
+    cdef public int64_t seq      # write unlocks (what ends VMA write locks)
+    cdef public int64_t changes  # every acquire and release, read or write
+
 cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil
 cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_t addr) noexcept nogil
 cdef uint64_t *image_frame(pgwalk_pool_t *pool, uint64_t pfn) noexcept nogil
+cdef void pgwalk_bad_link(pgwalk_pool_t *pool, uint64_t addr) noexcept nogil
 cdef int64_t pool_take(pgwalk_pool_t *pool, uint64_t *owner_slot, int level) noexcept nogil
 cdef int pool_alloc(pgwalk_pool_t *pool, uint64_t *slot, int level) noexcept nogil
 cdef void pool_free_subtree(pgwalk_pool_t *pool, int levels, uint64_t *slot, int level) noexcept nogil

@@ -28,6 +28,15 @@ SLOT_NAMES: Final[tuple[str, ...]]
 class LockAssertionError(AssertionError):
     """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
 
+@disjoint_base
+class LockCounts:
+    """The mmap lock's counters (``seq``: write unlocks; ``changes``: every
+    acquire and release), kept by ``locks.MMapLock`` in C memory so that a C
+    reader (the ``pt_range_walk`` iterator, between steps) need not call
+    Python to learn that nothing changed."""
+    seq: int
+    changes: int
+
 # ---------------------------------------------------------------------------
 # The table pool
 # ---------------------------------------------------------------------------
@@ -86,7 +95,8 @@ class PageTables:
         """Make this a read-only image pool over ``frames``."""
     @property
     def bad_entries(self) -> tuple[int, NDArray[np.uint64]]:
-        """Bad entries met in a read-only image: (count, first addresses)."""
+        """Entries a walk of a read-only image could not follow (bad, or
+        links out of the image, any level): (count, first addresses)."""
     def fail_table_alloc(self, at: Iterable[int] = ()) -> None:
         """Make the k-th counted table allocation from now on fail (1-based)."""
 

@@ -43,6 +43,14 @@ cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
     void pgw_store_changed(uint64_t *live, const uint64_t *work, const uint64_t *snap, int n) noexcept nogil
 
+cdef extern from *:
+    """
+    static inline int64_t pgw_fetch_add_i64(int64_t *p) {
+        return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED);
+    }
+    """
+    int64_t pgw_fetch_add_i64(int64_t *p) noexcept nogil
+
 cdef extern from "_pyint.h":
     ctypedef struct pgw_boxes:
         pass
@@ -87,6 +95,14 @@ SLOT_NAMES = ("pgd_entry", "p4d_entry", "pud_entry", "pmd_entry", "pte_entry",
 
 class LockAssertionError(AssertionError):
     """A walk ran without the lock its ``walk_lock`` asks for (the kernel warns)."""
+
+
+@cython.auto_pickle(False)
+cdef class LockCounts:
+    """The mmap lock's counters (``seq``: write unlocks; ``changes``: every
+    acquire and release), kept by ``locks.MMapLock`` in C memory so that a C
+    reader (the ``pt_range_walk`` iterator, between steps) need not call
+    Python to learn that nothing changed."""
 
 
 # The module is split along its seams; the files are textually included in

@@ -14,6 +14,9 @@ cdef enum:
 cdef extern from *:
     """
     #define PGW_PAGE_SIZE        ((uint64_t)4096)
+    #define PGW_PMD_SIZE         ((uint64_t)1 << 21)
+    #define PGW_PUD_SIZE         ((uint64_t)1 << 30)
+    #define PGW_P4D_SIZE         ((uint64_t)1 << 39)
     #define PGW_P                ((uint64_t)1 << 0)
     #define PGW_RW               ((uint64_t)1 << 1)
     #define PGW_USER             ((uint64_t)1 << 2)
@@ -48,7 +51,7 @@ cdef extern from *:
     #define PGW_ZERO_PFN         ((uint64_t)1)
     #define PGW_HUGE_ZERO_PFN    ((uint64_t)512)
     """
-    uint64_t PGW_PAGE_SIZE, PGW_P, PGW_RW, PGW_USER, PGW_ACCESSED, PGW_DIRTY
+    uint64_t PGW_PAGE_SIZE, PGW_PMD_SIZE, PGW_PUD_SIZE, PGW_P4D_SIZE, PGW_P, PGW_RW, PGW_USER, PGW_ACCESSED, PGW_DIRTY
     uint64_t PGW_PSE, PGW_PROTNONE, PGW_SPECIAL, PGW_DEVMAP, PGW_NX
     uint64_t PGW_KNL_ERRATUM, PGW_KERNPG_TABLE, PGW_PAGE_TABLE
     uint64_t PGW_PFN_MASK, PGW_FLAGS_MASK, PGW_PMD_PAGE_MASK, PGW_PUD_PAGE_MASK

@@ -39,6 +39,20 @@ cdef uint64_t *table_of(pgwalk_pool_t *pool, uint64_t *slot) noexcept nogil:
     return table_base(pool, tid)
 
 
+cdef void pgwalk_bad_link(pgwalk_pool_t *pool, uint64_t addr) noexcept nogil:
+    """In a read-only (image) pool: record that a walk met, at ``addr``, an
+    entry it cannot follow (a bad one, or a link to a frame the image does
+    not hold).  The count is exact under concurrent walks (one atomic
+    increment); the first ``bad_cap`` addresses are kept.  Other pools:
+    nothing (their garbage is never followed, decision 5)."""
+    cdef int64_t k
+    if not pool.read_only:
+        return
+    k = pgw_fetch_add_i64(&pool.nbad)
+    if k < pool.bad_cap:
+        pool.bad_addrs[k] = addr
+
+
 cdef inline void bad_entry(pgwalk_pool_t *pool, uint64_t *slot, uint64_t addr) noexcept nogil:
     """A bad entry met by the walker: cleared, as the kernel's *_clear_bad
     does; in a read-only pool left alone and its address recorded."""
@@ -46,9 +60,7 @@ cdef inline void bad_entry(pgwalk_pool_t *pool, uint64_t *slot, uint64_t addr) n
     if not pool.read_only:
         slot[0] = 0
         return
-    if pool.nbad < pool.bad_cap:
-        pool.bad_addrs[pool.nbad] = addr
-    pool.nbad += 1
+    pgwalk_bad_link(pool, addr)
 
 
 cdef inline int child_level(int levels, int level) noexcept nogil:
@@ -351,8 +363,12 @@ cdef class PageTables:
 
     @property
     def bad_entries(self):
-        """Bad entries the walks met in a read-only image: (count, the first
-        addresses, as a uint64 array)."""
+        """Entries the walks of a read-only image met and could not follow --
+        bad ones, and links (at any level) to frames the image does not
+        hold -- counted once per walk that meets them (each address a
+        ``translate`` resolves is a walk): (count, the first addresses, as
+        a uint64 array: the start of the range each entry covers, or of the
+        walk if later)."""
         cdef int64_t n = min(self.pool.nbad, self.pool.bad_cap)
         out = np.empty(n, dtype=np.uint64)
         cdef int64_t i

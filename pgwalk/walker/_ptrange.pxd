@@ -53,6 +53,15 @@ ctypedef struct pgwalk_pt_range_walk_t:
     void *folio_ctx
     bint warned                  # the last step met the kernel's WARN_ON_ONCE
     uint64_t warn_addr
+    # pgwalk's descent cache (a cost the RFC does not save; docs/decisions.md 26):
+    # the links from the top-level slot down to the last PTE table reached
+    # (slot, value), that table and its 2 MiB-aligned address; zero: none.
+    # Emptied by pgwalk_pt_range_walk_start: it lives for one walk.
+    int c_n
+    uint64_t *c_slot[4]
+    uint64_t c_val[4]
+    uint64_t *c_pte
+    uint64_t c_key
 
 cdef int pgwalk_pt_range_walk_init(pgwalk_pt_range_walk_t *ptw, object mm,
                                    object folio_hook) except -1

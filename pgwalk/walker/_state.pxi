@@ -184,6 +184,8 @@ cdef struct WalkCtx:
     uint64_t *refused_pud         # the PUD walk_pmd_range last refused (today's
     uint64_t refused_pud_val      # re-check), its value then, and how many
     int pud_refusals              # times in a row
+    uint64_t *bad_pmd             # the PMD whose broken link pgwalk_pte_offset_map
+                                  # last recorded (the walker does not count it again)
 
 
 # where a PTE batch's snapshot sits in its scratch: not 4 KiB after the

@@ -92,6 +92,8 @@ cdef int walk_pte_range(WalkCtx *c, PteLoop *ptes, uint64_t *pmd, uint64_t addr,
         # refuses to follow a link that leads to no table of this tree.
         tbl = table_of(c.pool, pmd)
         if tbl == NULL:
+            if pmd != c.bad_pmd:
+                pgwalk_bad_link(c.pool, addr)         # a link out of the image: reported
             return 0
         pte = tbl + ((addr >> 12) & 511)
     else:
@@ -147,6 +149,7 @@ cdef int walk_pmd_range(WalkCtx *c, PteLoop *ptes, uint64_t *pud, uint64_t addr,
         return 0
     c.refused_pud = NULL
     if pmd == NULL:
+        pgwalk_bad_link(c.pool, addr)             # (today's path) a link out of the image
         return 0
     c.tables[L_PMD] += 1
     pmd += (addr >> 21) & 511
@@ -268,8 +271,10 @@ cdef int walk_pud_range(WalkCtx *c, PteLoop *ptes, uint64_t *p4d, uint64_t addr,
                 again = True                              # the split cleared it
                 continue
             # The kernel has no bad check here; pgwalk does not follow a
-            # link that leads to no PMD table of this tree.
+            # link that leads to no PMD table of this tree (in an image:
+            # a frame it does not hold, reported).
             if table_of(c.pool, pud) == NULL:
+                pgwalk_bad_link(c.pool, addr)
                 continue
         # (today: walk_pmd_range checks the PUD itself and asks for AGAIN;
         # one call site, so the 6.13 path compiles as it did)

@@ -76,6 +76,9 @@ cdef uint64_t *pgwalk_pte_offset_map(pgwalk_walk_t *walk, uint64_t *pmd, uint64_
     if c.w.no_vma and (c.is_init_mm or addr >= c.task_size):
         tbl = table_of(c.pool, pmd)
         if tbl == NULL:
+            if pmd_present(pmd[0]) and not pmd_leaf(pmd[0]) and pmd != c.bad_pmd:
+                pgwalk_bad_link(c.pool, addr)     # a link out of the image: reported once
+                c.bad_pmd = pmd
             return NULL
         tbl += (addr >> 12) & 511
     else:

@@ -6,8 +6,9 @@ Cython walker.
 per slot (the indirect calls made), tables and entries visited, and what the
 walk changed in the mm's counters (tables allocated, splits).
 
-``kernel="6.13"|"today"`` (keyword; default ``get_default_kernel()``, "6.13"
-unless changed) picks the level loops: 6.13's or today's
+``kernel="6.13"|"7.0"|"today"`` (keyword; default ``get_default_kernel()``,
+"6.13" unless changed) picks the level loops: 6.13's, 7.0's (the PUD
+re-check) or today's (and the action reset, 7.3 on)
 (docs/pagewalk-releases.md).  Every entry point takes it.
 
 Entry points of 6.13 and of today's kernel live side by side:

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 
-from ._core import LockAssertionError
+from ._core import LockAssertionError, LockCounts
 
 __all__ = [
     "MMapLock", "lock_vma_under_rcu", "vma_assert_locked", "vma_end_read",
@@ -33,7 +33,9 @@ class MMapLock:
         self._readers = {}          # thread ident -> recursion count
         self._writer = None
         self._queue = deque()       # waiters in arrival order: (is_writer, ticket)
-        self.seq = 0                # bumped by every write unlock
+        # seq (bumped by every write unlock) and changes (by every acquire and
+        # release), in C memory for the pt_range_walk iterator
+        self.counts = LockCounts()
 
     @contextmanager
     def read(self):
@@ -56,6 +58,7 @@ class MMapLock:
                 self._queue.remove((False, ticket))
                 self._readers[me] = 1
                 self._cond.notify_all()
+            self.counts.changes += 1
         try:
             yield
         finally:
@@ -65,6 +68,7 @@ class MMapLock:
                     self._readers[me] = n
                 else:
                     del self._readers[me]
+                self.counts.changes += 1
                 self._cond.notify_all()
 
     def _may_read(self, ticket):
@@ -102,13 +106,20 @@ class MMapLock:
                 raise
             self._queue.popleft()
             self._writer = me
+            self.counts.changes += 1
         try:
             yield
         finally:
             with self._cond:
                 self._writer = None
-                self.seq += 1
+                self.counts.seq += 1
+                self.counts.changes += 1
                 self._cond.notify_all()
+
+    @property
+    def seq(self):
+        """Write unlocks so far (a VMA write lock lasts until the next one)."""
+        return self.counts.seq
 
     def held(self):
         """Whether the calling thread holds the lock, for reading or writing."""

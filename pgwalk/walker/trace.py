@@ -19,6 +19,7 @@ from ..constants import (
     VM_PFNMAP, _PAGE_PRESENT, _PAGE_RW,
 )
 from . import api, reference
+from ._args import KERNELS
 from .addrspace import AddressSpace
 from .internal import walk_page_range_mm
 from .locks import vma_start_write
@@ -430,7 +431,7 @@ def validate(scn):
             raise ScenarioError(f"{name} needs a VMA, and vmas is empty")
         _int(call["vma"], "call.vma", 0, len(vmas) - 1)
     if "kernel" in call:
-        _choice(call["kernel"], "call.kernel", ("6.13", "today"))
+        _choice(call["kernel"], "call.kernel", KERNELS)
     pgd = _choice(call.get("pgd", "mm"), "call.pgd", ("mm", "alt"))
     if pgd == "alt":
         if name != "walk_page_range_novma":
@@ -482,7 +483,7 @@ def run_scenario(scn, walker="compiled", max_events=MAX_EVENTS, new_mm=AddressSp
     return its result in the format's ``result`` shape.  ``new_mm(levels,
     is_init_mm=...)`` makes the address spaces (an ``AddressSpace``, or any
     subclass such as the process model's ``MM``).  ``kernel`` picks the
-    walk loops ("6.13" or "today"; None: the scenario's ``call.kernel``,
+    walk loops ("6.13", "7.0" or "today"; None: the scenario's ``call.kernel``,
     else the default).  ScenarioError for a malformed scenario or one the
     kernel's walker would BUG on."""
     validate(scn)

@@ -248,3 +248,67 @@ def flat_bytes(dump, seed=0, chunk=(1, 9000), skip_zero=True):
         out += struct.pack(">qq", off, len(piece)) + piece
     out += struct.pack(">qq", -1, -1)
     return bytes(out)
+
+
+GAP_FRAME = 20                                   # broken_links_memory's frame that is never held
+
+
+def broken_links_memory(levels=4, size=64 << 20):
+    """A small Memory whose tables hold, at every level, one present link
+    to a frame past the end of physical memory (in no format's image), and
+    one PUD link to a frame that is not held (a hole of ELF/LiME, a frame a
+    kdump leaves out; a raw image reads it as zeros): (mem, beyond, gap)
+    with ``beyond`` the virtual addresses of the first kind of entry (the
+    start of the range each covers) and ``gap`` those of the second; plus a
+    4K, a 2M and a 1G leaf that map.  Frames: PGD 1 (5-level: PGD 9 over
+    P4Ds 1 and 8), user PUD 2, PMD 3, PTE 4, data 5, kernel PUD 6, PMD 7."""
+    out = size // PAGE + 100                      # past the end of memory
+    hole = GAP_FRAME                              # inside it, never held
+    t = {f: np.zeros(512, dtype=np.uint64) for f in (1, 2, 3, 4, 6, 7)}
+    link = lambda f: (f << 12) | TABLE
+    half = 47 if levels == 4 else 56
+    top = 39                                      # what a 4-level PGD / 5-level P4D slot covers
+    t[1][0], t[1][1], t[1][511] = link(2), link(out), link(6)
+    t[2][0], t[2][1], t[2][2], t[2][3] = link(3), link(out + 1), (1 << 30) | 0xE3, link(hole)
+    t[3][0], t[3][1], t[3][2] = link(4), link(out + 2), (3 << 21) | 0xE3
+    t[4][0] = (5 << 12) | 0x63
+    t[6][510] = link(7)
+    t[7][0], t[7][5] = link(out + 3), (4 << 21) | 0xE3
+    canon = lambda va: va | (((1 << 64) - 1) & ~((1 << (half + 1)) - 1)) if va >> half & 1 else va
+    k = 511 << top                                 # the kernel end under P4D/PGD slot 511
+    beyond = [1 << top, (1 << 30), (1 << 21), k | (510 << 30)]
+    gap = [3 << 30]
+    pages = {f: v.tobytes() for f, v in t.items()}
+    pages[5] = bytes(range(256)) * 16
+    root = 1
+    if levels == 5:
+        p4d_k = np.zeros(512, dtype=np.uint64)
+        p4d_k[511] = link(6)
+        t[1][511] = 0
+        pgd = np.zeros(512, dtype=np.uint64)
+        pgd[0], pgd[1], pgd[511] = link(1), link(out + 4), link(8)
+        pages.update({1: t[1].tobytes(), 8: p4d_k.tobytes(), 9: pgd.tobytes()})
+        root = 9
+        k = (511 << 48) | (511 << 39)
+        beyond = [1 << top, 1 << 30, 1 << 21, k | (510 << 30), 1 << 48]
+    beyond = sorted(canon(va) for va in beyond)
+    return Memory(pages, root, levels, size, [5]), beyond, [canon(va) for va in gap]
+
+
+def write_dump(kind, path, mem, vmcoreinfo=None, excluded=()):
+    """Write mem as ``kind``: raw, elf, lime, kdump-<compression> or
+    flat-<compression> (compression ``none`` for raw pages); kdump's
+    ``excluded`` frames are in its 1st bitmap only.  Raises RuntimeError
+    when the compression's library is not installed."""
+    if kind == "raw":
+        write_raw(path, mem)
+    elif kind == "elf":
+        write_elf(path, mem, vmcoreinfo)
+    elif kind == "lime":
+        write_lime(path, mem)
+    else:
+        comp = kind.split("-", 1)[1]
+        dump = kdump_bytes(mem, None if comp == "none" else comp, vmcoreinfo=vmcoreinfo, excluded=excluded)
+        with open(path, "wb") as f:
+            f.write(flat_bytes(dump, seed=len(dump)) if kind.startswith("flat") else dump)
+    return path

@@ -54,6 +54,26 @@ def test_scan_on_a_local_cluster_matches_per_dump_results(dumps, tmp_path):
     assert len(err) == 1 and err[0]["error"] and err[0]["pgd"] is None
 
 
+def test_summarize_reads_every_format(dumps, tmp_path):
+    """A LiME and a kdump dump of the same memory as a raw one: the same rows
+    (roots, kinds, leaves), their own format and held frames."""
+    from helpers import dump_writers as W
+    import numpy as np
+    w = np.fromfile(dumps[0], dtype=np.uint64)
+    n = w.size // 512
+    mem = W.Memory({p: w[p * 512:(p + 1) * 512].tobytes() for p in range(n)}, 0, 4, n * 4096)
+    want = summarize(str(dumps[0].resolve()))
+    assert len(want) > 2 and not any(r["error"] for r in want)
+    for kind, fmt in (("lime", "lime"), ("kdump-zlib", "kdump")):
+        p = W.write_dump(kind, tmp_path / kind, mem)
+        got = summarize(str(p.resolve()))
+        assert [r["format"] for r in got] == [fmt] * len(want) and got[0]["frames"] == n
+        drop = ("dump", "format")
+        assert [{k: v for k, v in r.items() if k not in drop} for r in got] == \
+            [{k: v for k, v in r.items() if k not in drop} for r in want]
+        assert repr(pgwalk.PhysImage.open(p)).endswith(f"frames={n}>")
+
+
 def test_cli_scan(dumps, tmp_path):
     r = run_pgwalk("image", "--scan", *dumps[:2], "--out", tmp_path / "cli", "--no-progress")
     assert r.returncode == 0, r.stderr

@@ -24,19 +24,10 @@ def need(compression):
 
 def write(kind, path, mem, vmcoreinfo=None):
     """Write mem as ``kind``: raw, elf, lime, kdump-<compression> or flat-<compression>."""
-    if kind == "raw":
-        W.write_raw(path, mem)
-    elif kind == "elf":
-        W.write_elf(path, mem, vmcoreinfo)
-    elif kind == "lime":
-        W.write_lime(path, mem)
-    else:
+    if kind.startswith(("kdump-", "flat-")):
         comp = kind.split("-", 1)[1]
-        comp = None if comp == "none" else comp
-        need(comp)
-        dump = W.kdump_bytes(mem, comp, vmcoreinfo=vmcoreinfo)
-        path.write_bytes(W.flat_bytes(dump, seed=len(dump)) if kind.startswith("flat") else dump)
-    return path
+        need(None if comp == "none" else comp)
+    return W.write_dump(kind, path, mem, vmcoreinfo)
 
 
 KINDS = ["elf", "lime"] + [f"kdump-{c or 'none'}" for c in COMPRESSIONS] + ["flat-zlib", "flat-none"]

@@ -188,10 +188,11 @@ SAMPLES["elf"] = _elf_sample()
 
 
 def exercise(path):
-    """Open, walk, read: only ImageError / AbsentError may come out."""
+    """Open, find roots, walk, read: only ImageError / AbsentError may come out."""
     try:
         img = pgwalk.PhysImage.open(path)
         img.kernel_root()
+        img.find_roots()
         mm = img.mm(MEM.root << 12, 4)
         maps = mm.mappings()
         mm.root_report()

@@ -67,7 +67,8 @@ def make_image(seed, levels=4, nframes=96):
 
 def reference_mappings(img, root, levels):
     """Independent walker: present leaves and other non-none entries, with
-    bad top-level entries skipped (and counted)."""
+    bad top-level entries and links out of the image at any level skipped
+    (and counted)."""
     nframes = img.size // 512
     maps, other, bad = [], [], []
 
@@ -107,7 +108,9 @@ def reference_mappings(img, root, levels):
                         other.append((va, level, v))
                 elif not v & P:
                     other.append((va, level, v))
-                elif frame(v) is not None:
+                elif frame(v) is None:
+                    bad.append(va)              # a link out of the image: not followed, reported
+                else:
                     walk(frame(v), level + 1, base + (i << shift))
             else:
                 if v & P:

@@ -27,7 +27,8 @@ user (PTI) and kernel page tables:
 * the same memory as raw (pmemsave), LiME, kdump-compressed (flattened, and
   standard after makedumpfile -R) gives the ELF dump's mappings for every
   recorded root, and libkdumpfile reads the standard kdump's frames as pgwalk
-  does; find_roots() (raw and ELF) finds the recorded roots."""
+  does; find_roots() finds the recorded roots (raw and ELF), the same in
+  the LiME and kdump dumps."""
 
 import os
 import re
@@ -488,10 +489,19 @@ def test_find_roots_on_raw_and_elf(g, name):
 
 
 @pytest.mark.parametrize("name", ["guest.lime", "guest.kdump", "guest.kdump-flat"])
-def test_find_roots_refuses_frame_at_a_time_formats(g, name):
+def test_find_roots_on_frame_at_a_time_formats(g, name):
+    """find_roots() of the LiME, kdump and flattened kdump dumps (read in
+    chunks, pages decompressed): the ELF dump's roots, kinds, levels and
+    PTI pairs, so the helper's pair and swapper_pg_dir among them."""
     img = g.dump(name)
-    with pytest.raises(pgwalk.ImageError, match="find_roots"):
-        img.find_roots()
+    roots = img.find_roots()
+    want = g.image.find_roots()
+    assert [(r.pgd, r.levels, r.kind, r.user_pgd) for r in roots] == \
+        [(r.pgd, r.levels, r.kind, r.user_pgd) for r in want]
+    by = {r.pgd: r for r in roots}
+    assert (by[g.kernel_pgd].kind, by[g.kernel_pgd].user_pgd) == ("process", g.user_pgd)
+    if g.swapper_pgd() is not None:
+        assert [r.pgd for r in roots if r.kind == "kernel"] == [g.swapper_pgd()]
 
 
 def test_libkdumpfile_reads_the_standard_kdump_as_pgwalk(g):

@@ -142,8 +142,16 @@ def pgwalk_as_volatility(mm, file_size):
         if pa + size <= file_size:
             runs.append((va & VA48, size, pa))
     count, addrs = mm.bad_entries
-    bad = [(int(a) & VA48, (int(a) & VA48) + (1 << 39)) for a in addrs]
-    assert count == len(bad)
+    assert count == len(addrs)
+    # the top-level ones (Volatility follows any present PML4 entry); a link
+    # out of the image below the top is a fault to Volatility too
+    root = np.frombuffer(mm.image.frame(mm.root_pfn), dtype=np.uint64)
+
+    def top_level(a):
+        v = int(root[(a >> 39) & 511])
+        return a % (1 << 39) == 0 and (pgwalk.p4d_bad(v) or mm.image.frame((v & PFN_MASK) >> 12) is None)
+
+    bad = [(int(a) & VA48, (int(a) & VA48) + (1 << 39)) for a in addrs if top_level(int(a))]
     return runs, equal_table_ranges(mm), bad
 
 

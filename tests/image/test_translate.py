@@ -11,7 +11,9 @@ a cache line, repeats and non-canonical upper bits; each address's answer
 must be the one ``reference_translate`` below gives, written from the
 x86-64 rules and the walk's rules for images (a top-level entry that
 ``pgd_bad``/``p4d_bad`` rejects is not followed, nor a link outside the
-image; P must be set at every level)."""
+image, and each is counted in ``mm.bad_entries`` once per address
+translated under it, cached region or not; P must be set at every
+level)."""
 
 import struct
 
@@ -33,32 +35,39 @@ IDX = [0, 1, 64, 128, 511]
 
 
 def reference_translate(frame, root, levels, va):
-    """Physical address of ``va`` (-1 where nothing is mapped); ``frame(pfn)``
-    is a frame's 512 entries (ints) or None when the image lacks it."""
+    """(physical address of ``va`` or -1, the address an unfollowable entry
+    on the way is reported at or None); ``frame(pfn)`` is a frame's 512
+    entries (ints) or None when the image lacks it.  An entry is reported
+    at the start of the range it covers."""
+    def bad(shift):
+        return -1, va & ~((1 << shift) - 1)
+
     t = frame(root)
     if levels == 5:
         e = t[(va >> 48) & 511]
-        if e == 0 or pgwalk.pgd_bad(e, 5):
-            return -1
+        if e == 0:
+            return -1, None
+        if pgwalk.pgd_bad(e, 5):
+            return bad(48)
         t = frame((e & PFN_MASK) >> 12)
         if t is None:
-            return -1
-        e = t[(va >> 39) & 511]
-    else:
-        e = t[(va >> 39) & 511]
-    if pgwalk.pte_none(e) or pgwalk.p4d_bad(e):
-        return -1
-    for shift, leaf_mask in ((30, PUD_MASK), (21, PMD_MASK), (12, None)):
+            return bad(48)
+    e = t[(va >> 39) & 511]
+    if pgwalk.pte_none(e):
+        return -1, None
+    if pgwalk.p4d_bad(e):
+        return bad(39)
+    for up, shift, leaf_mask in ((39, 30, PUD_MASK), (30, 21, PMD_MASK), (21, 12, None)):
         t = frame((e & PFN_MASK) >> 12)
         if t is None:
-            return -1
+            return bad(up)
         e = t[(va >> shift) & 511]
         if not e & P:
-            return -1
+            return -1, None
         if leaf_mask is None:
-            return (e & PFN_MASK) | (va & 0xFFF)
+            return (e & PFN_MASK) | (va & 0xFFF), None
         if e & PSE:
-            return (e & leaf_mask) | (va & ((1 << shift) - 1))
+            return (e & leaf_mask) | (va & ((1 << shift) - 1)), None
     raise AssertionError("not reached")
 
 
@@ -141,10 +150,17 @@ def test_translate_equals_the_reference(tmp_path, case):
             return None
         return [int(x) for x in rows[pfn]]
 
-    mm = pgwalk.PhysImage.open(path).mm(root << 12, levels)
-    want = [reference_translate(frame, root, levels, va) for va in vas]
+    img_ = pgwalk.PhysImage.open(path)
+    ref = [reference_translate(frame, root, levels, va) for va in vas]
+    want = [pa for pa, _ in ref]
+    reported = [b for _, b in ref if b is not None]      # one per address under such an entry
+    mm = img_.mm(root << 12, levels)
     got = mm.translate(np.array(vas, dtype=np.uint64))
     assert got.tolist() == want
+    count, addrs = mm.bad_entries
+    assert count == len(reported) and addrs.tolist() == reported[:len(addrs)]
+    mm = img_.mm(root << 12, levels)
     assert [mm.translate1(va) for va in vas] == want
+    assert mm.bad_entries[0] == len(reported)
     # the same addresses one call each (no cache shared between them)
     assert [int(mm.translate(np.array([va], dtype=np.uint64))[0]) for va in vas[:20]] == want[:20]

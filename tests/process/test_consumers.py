@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import pgwalk
-from pgwalk import constants as C
+from pgwalk import constants as C, entries as E
 from pgwalk.constants import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, PMD_SIZE
 
 from helpers import live_kernel as LK
@@ -46,9 +46,12 @@ def entries(mm):
 
 
 def views(mm):
-    """What the consumers report of ``mm`` on each walker."""
+    """What the consumers report of ``mm`` on each walker; the consumers
+    leave the tables as they were (a PMD migration entry is taken whole on
+    both walkers, as the kernel's pmd_trans_huge_lock users take it)."""
     res = {}
-    for w in ("pt_range", "callbacks"):     # the callback walks split a PMD migration entry
+    tables = entries(mm)
+    for w in ("callbacks", "pt_range"):
         lo = min((v.vm_start for v in mm.vmas), default=0)
         hi = max((v.vm_end for v in mm.vmas), default=PAGE_SIZE)
         mc = []
@@ -56,6 +59,7 @@ def views(mm):
             mc.append(mm.mincore(v.vm_start, v.vm_end - v.vm_start, walker=w).tolist())
         res[w] = (mm.pagemap(lo - PMD_SIZE, hi + PMD_SIZE, walker=w).tolist(), mc,
                   mm.smaps(walker=w))
+        assert entries(mm) == tables, w
     return res
 
 
@@ -66,6 +70,53 @@ def test_both_walkers_give_identical_results(recipe, kind, sub):
     """Two builds of one recipe: pagemap, mincore and smaps agree between
     the walkers (and with a subrange for pagemap); then clear_refs(kind) on
     each build, one per walker, leaves identical tables and smaps."""
+    check_both_walkers(recipe, kind, sub)
+
+
+PMDMIG_SLOT = _states.BASE + 4 * _states.SLOT       # a slot recipes() never uses
+
+
+@st.composite
+def recipes_with_pmd_migration(draw):
+    """A random recipe plus a THP region in a slot of its own, some of
+    whose THPs become PMD migration entries (the random recipes alone
+    rarely make one: the "pmdmig" step needs a THP under it)."""
+    levels, ops, fork = draw(recipes())
+    npages = draw(st.integers(1024, 1536))
+    ops = list(ops) + [("region", "thp", PMDMIG_SLOT, npages), ("pmdmig", PMDMIG_SLOT, 0, 1, 0)]
+    for _ in range(draw(st.integers(1, 3))):           # after the first PMD, which stays migrating
+        step = draw(st.sampled_from(["pmdmig", "pmdmig", "touch", "guard", "clearad"]))
+        off = draw(st.integers(512, npages - 1)) * PAGE_SIZE
+        ops.append((step, PMDMIG_SLOT, off, draw(st.integers(1, 520)), draw(st.integers(0, 1 << 20))))
+    return levels, ops, fork
+
+
+def has_pmd_migration_entry(mm):
+    """Some VMA of ``mm`` holds a PMD migration entry."""
+    found = []
+
+    def pmd(e, a, n, w):
+        found.append(E.is_pmd_migration_entry(int(e)))
+        w.action = pgwalk.ACTION_CONTINUE
+        return 0
+    with mm.mmap_read_lock():
+        for v in mm.vmas:
+            pgwalk.walk_page_vma(v, pgwalk.MMWalkOps(pmd_entry=pmd))
+    return any(found)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(recipe=recipes_with_pmd_migration(), kind=st.sampled_from([1, 2, 3, 4]), sub=st.booleans())
+def test_both_walkers_give_identical_results_with_pmd_migration_entries(recipe, kind, sub):
+    """The differential above on states that hold PMD migration entries
+    (checked): both walkers take them whole and agree."""
+    mm, parent = build(recipe)
+    assert has_pmd_migration_entry(parent if parent is not None else mm)
+    check_both_walkers(recipe, kind, sub)
+
+
+def check_both_walkers(recipe, kind, sub):
     mm_a, parent_a = build(recipe)
     mm_b, parent_b = build(recipe)
     for a in (mm_a, parent_a, mm_b, parent_b):

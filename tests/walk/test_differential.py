@@ -212,10 +212,10 @@ TODAY_SETTINGS = settings(SETTINGS, max_examples=int(os.environ.get("PGWALK_DIFF
 
 
 @TODAY_SETTINGS
-@given(recipes())
-def test_compiled_walker_matches_reference_today(recipe):
-    """The same under today's loops (``kernel="today"``)."""
-    check(dict(recipe, kernel="today"))
+@given(recipes(), st.sampled_from(("7.0", "today")))
+def test_compiled_walker_matches_reference_today(recipe, kernel):
+    """The same under the newer loops (``kernel="7.0"`` or ``"today"``)."""
+    check(dict(recipe, kernel=kernel))
 
 
 def test_generator_reaches_the_interesting_paths():

@@ -11,7 +11,7 @@ import pytest
 import pgwalk
 from pgwalk import reference
 from pgwalk.constants import (
-    ACTION_CONTINUE, ACTION_SUBTREE, EINVAL, PGWALK_RDLOCK, PGWALK_VMA_RDLOCK_VERIFY,
+    ACTION_AGAIN, ACTION_CONTINUE, ACTION_SUBTREE, EINVAL, PGWALK_RDLOCK, PGWALK_VMA_RDLOCK_VERIFY,
 )
 from pgwalk.internal import walk_page_range_debug, walk_page_range_mm_unsafe, walk_page_range_vma_unsafe
 from helpers.support import IMPLS, expected, replay
@@ -33,10 +33,12 @@ def _check(path, impl, kernel, key):
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda i: i.name)
 @pytest.mark.parametrize("path", NEWER, ids=lambda p: p.stem)
 def test_newer_scenario(path, impl):
-    """Both traces: 6.13's (the default) and today's differ."""
+    """Both traces: 6.13's (the default) and today's differ.  These are the
+    PUD re-check's scenarios, so 7.0 (which has it) gives today's trace."""
     scn = _check(path, impl, None, "result")
     _check(path, impl, "6.13", "result")
     _check(path, impl, "today", "result_today")
+    _check(path, impl, "7.0", "result_today")
     assert scn["result"]["trace"] != scn["result_today"]["trace"]
 
 
@@ -81,9 +83,50 @@ def test_action_reset_at_top_of_iteration(impl, level):
     CONTINUE."""
     old = _action_seen(impl, "6.13", level)
     new = _action_seen(impl, "today", level)
+    assert _action_seen(impl, "7.0", level) == old     # the reset is 7.3's
     assert [a for *_, a in old] == [ACTION_CONTINUE] * len(old) and old
     assert [a for *_, a in new] == [ACTION_SUBTREE] * len(new)
     assert [x[:2] for x in old] == [x[:2] for x in new]
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda i: i.name)
+def test_stale_again_from_a_retried_pmd_escapes_to_walk_pud_range_in_7_0(impl):
+    """walk_pmd_range / walk_pud_range, the case the action reset (7.3)
+    repairs: pmd_entry clears the last PMD of the range and asks for
+    ACTION_AGAIN; the retry finds a hole and leaves the loop with the action
+    still AGAIN.  7.0's walk_pud_range honours it and walks the PUD again
+    (pud_entry and the hole a second time); 6.13 ignores it, and today's loop
+    has reset it before the hole."""
+    def run(kernel):
+        mm = pgwalk.MM(4)
+        mm.add_vma(G, 2 * G)
+        mm.map(G, pgwalk.PMD, pfn=512)
+        seen = []
+
+        def pud(e, addr, next, walk):
+            seen.append(("pud", addr))
+            return 0
+
+        def pmd(e, addr, next, walk):
+            seen.append(("pmd", addr))
+            if seen.count(("pmd", addr)) == 1:
+                e.set(0)
+                walk.action = ACTION_AGAIN
+            return 0
+
+        def hole(addr, next, depth, walk):
+            seen.append(("hole", addr, next, depth))
+            return 0
+
+        ops = pgwalk.MMWalkOps(pud_entry=pud, pmd_entry=pmd, pte_hole=hole)
+        with mm.mmap_read_lock():
+            assert impl.walk_page_range(mm, G, G + 2 * M, ops, kernel=kernel) == 0
+        return seen
+
+    once = [("pud", G), ("pmd", G), ("hole", G, G + 2 * M, 3)]
+    assert run("6.13") == once
+    assert run("today") == once
+    assert run("7.0") == once + [("pud", G), ("hole", G, G + 2 * M, 3)]
 
 
 def test_default_kernel_switch():
@@ -228,7 +271,8 @@ def test_vma_start_write_waits_for_readers():
 # --- guard regions under the VMA read lock -------------------------------------
 
 def test_guard_regions_under_vma_lock():
-    """Today: MADV_GUARD_INSTALL/REMOVE take the VMA read lock when the range
+    """From 6.19 (kernel="7.0" and "today"): MADV_GUARD_INSTALL/REMOVE take
+    the VMA read lock when the range
     is in one VMA (and an anonymous VMA has its anon_vma), else fall back to
     the mmap read lock; the markers are the same as under 6.13."""
     from pgwalk.process import guard
@@ -240,7 +284,7 @@ def test_guard_regions_under_vma_lock():
         pgwalk.vma_assert_locked(vma)
         return real(vma, *a, **kw)
     results = {}
-    for kernel in ("6.13", "today"):
+    for kernel in pgwalk.KERNELS:
         mm = pgwalk.MM(4)
         a = mm.mmap(None, 8 * 4096, pgwalk.PROT_READ | pgwalk.PROT_WRITE,
                     pgwalk.MAP_PRIVATE | pgwalk.MAP_ANONYMOUS)
@@ -254,9 +298,9 @@ def test_guard_regions_under_vma_lock():
         finally:
             guard.walk_page_range_vma_unsafe = real
         assert n_first == 0
-        assert len(calls) == (1 if kernel == "today" else 0)
+        assert len(calls) == (0 if kernel == "6.13" else 1)
         calls.clear()
         results[kernel] = [pgwalk.is_guard_marker(int(mm.entry(a + i * 4096, pgwalk.PTE) or 0))
                            for i in range(8)]
         mm.validate()
-    assert results["6.13"] == results["today"]
+    assert results["6.13"] == results["7.0"] == results["today"]

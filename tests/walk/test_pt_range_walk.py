@@ -624,3 +624,111 @@ def test_example_cython_pt_range_builds_against_the_installed_package(tmp_path):
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "present pages=1031 records=11" in r.stdout
+
+
+# --- the compiled iterator and record --------------------------------------------------
+
+def dense_mm(npages=64):
+    mm = pgwalk.MM()
+    a = anon(mm, BASE, 2 * MiB)
+    mm.madvise(a, 2 * MiB, C.MADV_NOHUGEPAGE)
+    for i in range(npages):
+        mm.touch(a + i * PAGE_SIZE, write=i % 3 != 0)
+    return mm, a, mm.find_vma(a)
+
+
+def test_a_record_the_caller_keeps_is_never_refilled():
+    """The iterator refills a record only no one else holds: records kept in
+    any pattern (every third one, the previous one) keep their values, equal
+    to the reference walker's records at the same positions."""
+    mm, a, vma = dense_mm()
+    ref = walk(R.pt_range_walk, vma, a, a + 2 * MiB)
+    kept, prev_pairs = [], []
+    with mm.mmap_read_lock():
+        prev = None
+        for i, r in enumerate(pgwalk.pt_range_walk(vma, a, a + 2 * MiB)):
+            if i % 3 == 0:
+                kept.append((i, r))
+            if prev is not None:
+                prev_pairs.append((i - 1, prev, prev.astuple()))
+            prev = r
+    assert len(ref) > 64
+    assert all(r == ref[i] for i, r in kept)
+    assert all(p == ref[i] and p.astuple() == t for i, p, t in prev_pairs)
+    assert len({id(r) for _i, r in kept}) == len(kept)
+
+
+def test_record_type_fields_equality_and_pickle():
+    """PtRangeRecord: fields in RECORD_FIELDS order, == by value (not by
+    identity, not with other types), unhashable, picklable, a readable repr."""
+    import pickle
+    from pgwalk.walker.ptrange import RECORD_FIELDS, PtRangeRecord
+    mm, a, vma = dense_mm(4)
+    r = walk(pgwalk.pt_range_walk, vma, a, a + 2 * MiB, PT_TYPE_FOLIO)[1]
+    assert r.astuple() == tuple(getattr(r, n) for n in RECORD_FIELDS)
+    twin = PtRangeRecord(*r.astuple())
+    assert twin == r and not (twin != r) and twin is not r
+    assert r != r.astuple() and r != None                   # noqa: E711
+    with pytest.raises(TypeError):
+        hash(r)
+    assert pickle.loads(pickle.dumps(r)) == r
+    assert repr(r).startswith("<PTW_FOLIO pte [") and " W" in repr(r)
+    with pytest.raises(AttributeError):
+        r.pfn = 5
+    assert isinstance(r, pgwalk.PtRangeRecord) and pgwalk.PtRangeRecord is PtRangeRecord
+
+
+def test_the_lock_check_follows_every_lock_change():
+    """The compiled iterator asks the lock again whenever it changed hands
+    (LockCounts.changes): holding it, dropping it, taking it back, and a step
+    from another thread that does not hold it."""
+    import threading
+    mm, a, vma = dense_mm(8)
+    ref = walk(R.pt_range_walk, vma, a, a + 2 * MiB, PT_TYPE_FOLIO)
+    it = pgwalk.pt_range_walk(vma, a, a + 2 * MiB, PT_TYPE_FOLIO)
+    with mm.mmap_read_lock():
+        assert [next(it), next(it)] == ref[:2]
+    with pytest.raises(pgwalk.LockAssertionError):
+        next(it)
+    with mm.mmap_read_lock():
+        assert next(it) == ref[2]
+        errors = []
+
+        def other():
+            try:
+                next(it)
+            except pgwalk.LockAssertionError as e:
+                errors.append(e)
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(errors) == 1
+        assert next(it) == ref[3]
+        assert it.last_type == PTW_FOLIO
+    it.close()
+    assert it.last_type == PTW_FOLIO and list(it) == []
+
+
+def test_the_reference_iterator_is_the_same_type():
+    """Both walkers hand out the one iterator type and the one record type."""
+    mm, a, vma = dense_mm(2)
+    with mm.mmap_read_lock():
+        c, r = pgwalk.pt_range_walk(vma, a, a + MiB), R.pt_range_walk(vma, a, a + MiB)
+        assert type(c) is type(r) is pgwalk.walker.PtRangeWalk
+        assert c.last_type is None and next(c) == next(r) and c.last_type == r.last_type
+
+
+def test_record_constructor_names_a_bad_field():
+    """PtRangeRecord keeps its ints in C types: a value of another type or out
+    of the type's range is an error naming the field, never a wrapped value."""
+    from pgwalk.walker.ptrange import RECORD_FIELDS, PtRangeRecord
+    good = (PTW_FOLIO, PTW_PTE_LEVEL, BASE, BASE + PAGE_SIZE, 1, PAGE_SIZE, True, False, True,
+            True, False, 0x8000000000000067, 0, 5, 5)
+    assert PtRangeRecord(*good).astuple() == good
+    for name, bad, err in (("curr_addr", -1, ValueError), ("size", 1 << 64, ValueError),
+                           ("pfn", 1 << 63, ValueError), ("type", "3", TypeError),
+                           ("entry", 1.0, TypeError)):
+        args = list(good)
+        args[RECORD_FIELDS.index(name)] = bad
+        with pytest.raises(err, match=name):
+            PtRangeRecord(*args)

@@ -201,11 +201,19 @@ class KdumpStore:
         if i < 0:
             return None
         d = np.frombuffer(self.source.pread(self.desc_off + i * 24, 24, "page descriptor"), dtype=DESC)[0]
-        off, n, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        off, n = int(d["offset"]), int(d["size"])
         if off == 0 and n == 0 and self.status & STATUS_INCOMPLETE:
             return None                         # never written: the dump was cut short
-        data = self.source.pread(off, n, f"page data of frame {pfn:#x}")
-        kind = flags & COMPRESSED
+        data = self._decode(pfn, i, d, self.source.pread(off, n, f"page data of frame {pfn:#x}"))
+        self._cache[pfn] = data
+        if len(self._cache) > self._cache_pages:
+            self._cache.popitem(last=False)
+        return data
+
+    def _decode(self, pfn, i, d, data):
+        """Frame ``pfn``'s page from its data as descriptor #``i`` (``d``)
+        stores it: raw, or decompressed (to exactly 4 KiB)."""
+        kind = int(d["flags"]) & COMPRESSED
         if kind:
             name, fn = DECOMPRESS[kind]
             try:
@@ -217,10 +225,79 @@ class KdumpStore:
             if len(data) != PAGE:
                 raise self._bad(i, d, f"{name} data inflates past 4 KiB" if len(data) > PAGE else
                                 f"{name} data inflates to {len(data)} bytes, not one 4 KiB page")
-        self._cache[pfn] = data
-        if len(self._cache) > self._cache_pages:
-            self._cache.popitem(last=False)
         return data
+
+    def read_frames(self, pfn, n):
+        """Frames ``pfn`` to ``pfn + n - 1``, which must all be dumped (part
+        of a run of ``present``), as a read-only buffer (no copy of it is
+        made): their descriptors read at once,
+        their data in a few reads (the pages' data sorted and merged where
+        it lies together, as makedumpfile and QEMU write it; a shared zero
+        page read once), raw pages copied a run at a time, the others
+        decompressed; a frame a cut-short dump never wrote reads as zeros
+        (``present_bits`` leaves it out).  The page cache is left alone."""
+        i = self._index(pfn)
+        if i < 0 or n <= 0 or self._index(pfn + n - 1) != i + n - 1:
+            raise ValueError(f"frames {pfn:#x}+{n} are not a run of dumped frames")
+        d = np.frombuffer(self.source.pread(self.desc_off + i * 24, n * 24, "page descriptors"), dtype=DESC)
+        off = d["offset"].astype(np.int64)
+        end = off + d["size"].astype(np.int64)
+        flags = d["flags"]
+        out = np.zeros(n * PAGE, dtype=np.uint8)
+        todo = ~((off == 0) & (end == 0)) if self.status & STATUS_INCOMPLETE else np.ones(n, dtype=bool)
+        # the reads: the pages' data sorted by offset, merged while the gaps are small
+        ks = np.flatnonzero(todo)
+        ks = ks[np.argsort(off[ks], kind="stable")]
+        if not ks.size:
+            return memoryview(out).toreadonly()
+        so, se = off[ks], np.maximum.accumulate(end[ks])
+        cut = np.flatnonzero(so[1:] > se[:-1] + 65536) + 1
+        starts = np.concatenate(([0], cut))
+        stops = np.concatenate((cut, [ks.size]))
+        raw = (flags & np.uint32(COMPRESSED)) == 0
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            lo, hi = int(so[a]), int(se[b - 1])
+            buf = np.frombuffer(self.source.pread(lo, hi - lo, f"page data of frames {pfn:#x}+{n}"),
+                                dtype=np.uint8)
+            group = ks[a:b]
+            # raw pages: one copy per run of frames whose data follow each other
+            rk = np.sort(group[raw[group]])
+            if rk.size:
+                brk = np.flatnonzero((np.diff(rk) != 1) | (np.diff(off[rk]) != PAGE)) + 1
+                for x, y in zip(np.concatenate(([0], brk)).tolist(), np.concatenate((brk, [rk.size])).tolist()):
+                    k0, src = int(rk[x]), int(off[rk[x]]) - lo
+                    out[k0 * PAGE:(k0 + y - x) * PAGE] = buf[src:src + (y - x) * PAGE]
+            # compressed pages: one call each (the same data decompressed once)
+            done = {}
+            for k in np.sort(group[~raw[group]]).tolist():
+                a0 = int(off[k])
+                page = done.get(a0)
+                if page is None:
+                    data = buf[a0 - lo:int(end[k]) - lo].tobytes()
+                    try:
+                        page = DECOMPRESS[int(flags[k]) & COMPRESSED][1](data)
+                    except Exception:
+                        page = None
+                    if page is None or len(page) != PAGE:
+                        page = self._decode(pfn + k, i + k, d[k], data)     # its error, named
+                    done[a0] = page
+                out[k * PAGE:(k + 1) * PAGE] = np.frombuffer(page, dtype=np.uint8)
+        return memoryview(out).toreadonly()
+
+    def present_bits(self):
+        """A bit per frame (little-endian bit order, uint8): the frames the
+        dump holds (the 2nd bitmap, less what a cut-short dump never
+        wrote, its descriptors read a million at a time)."""
+        bits = self._bits.view(np.uint8)[:(self.max_mapnr + 7) // 8].copy()
+        if self.status & STATUS_INCOMPLETE:
+            dumped = np.flatnonzero(np.unpackbits(bits, bitorder="little")[:self.max_mapnr])
+            for lo in range(0, self.ndumped, CHUNK):
+                n = min(CHUNK, self.ndumped - lo)
+                d = np.frombuffer(self.source.pread(self.desc_off + lo * 24, n * 24, "page descriptors"),
+                                  dtype=DESC)
+                for pfn in dumped[lo:lo + n][(d["offset"] == 0) & (d["size"] == 0)].tolist():
+                    bits[pfn >> 3] &= ~np.uint8(1 << (pfn & 7))
+        return bits
 
     def present(self):
         """Sorted (first pfn, frames) runs of dumped frames."""

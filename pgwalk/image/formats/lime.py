@@ -67,3 +67,15 @@ class LimeStore:
             if hi > lo:
                 out.append((lo, hi - lo))
         return out
+
+    def read_frames(self, pfn, n):
+        """Frames ``pfn`` to ``pfn + n - 1`` (they must lie in one range:
+        part of a run of ``present``) as a read-only buffer: a view of the
+        mapped file where the range's bytes are 8-byte aligned (as LiME
+        writes them), else a copy."""
+        off = self._covering(pfn << 12, n << 12)
+        if off is None:
+            raise ValueError(f"frames {pfn:#x}+{n} are not in one LiME range")
+        if off % 8:
+            return bytes(self.source.map[off:off + (n << 12)])
+        return memoryview(self.source.map)[off:off + (n << 12)].toreadonly()
