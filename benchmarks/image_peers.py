@@ -163,7 +163,7 @@ class LibvmiPT:
     VMI_PM_IA32E.  These are LibVMI's public C calls; the Python binding does
     not declare them, so they are declared here with cffi on the library the
     binding loaded.  ``os_vmi``: a Libvmi whose OS init succeeded, then its
-    own pagetable_lookup and get_va_pages are used."""
+    own vmi_pagetable_lookup and vmi_get_va_pages are used."""
 
     def __init__(self, raw, root, os_vmi=None):
         import cffi
@@ -209,10 +209,11 @@ class LibvmiPT:
     def va_pages(self):
         """Every page LibVMI enumerates under the root: [(va, pa, size)]."""
         b = self._b
-        if self.with_os:
-            return [(p.vaddr, p.paddr, p.size) for p in self.vmi.get_va_pages(self.root)]
-        head = self.lib.vmi_get_nested_va_pages(self.handle, 0, self.none, self.root, self.mode)
-        lst = b.ffi.cast("GSList *", self.ffi.cast("uintptr_t", head))
+        if self.with_os:      # the binding's own vmi_get_va_pages (its PageInfo wants a dtb field page_info_t lacks)
+            lst = b.lib.vmi_get_va_pages(self.vmi.vmi, self.root)
+        else:
+            head = self.lib.vmi_get_nested_va_pages(self.handle, 0, self.none, self.root, self.mode)
+            lst = b.ffi.cast("GSList *", self.ffi.cast("uintptr_t", head))
         out, node = [], lst
         while node:
             pi = b.ffi.cast("page_info_t *", node.data)
@@ -284,7 +285,9 @@ def libvmi_rows(res, notes, tag, raw, cr3, levels, maps, few, wf, samples):
         _OS_INIT[tag] = os_vmi is not None
         notes[f"{tag} LibVMI OS init"] = why or "vmi_init_complete with a synthetic System.map: IA-32e, kpgd set"
     else:
-        notes[f"{tag} LibVMI OS init"] = "not tried (it failed on the synthetic image)"
+        notes[f"{tag} LibVMI OS init"] = ("not tried (it failed on the synthetic image)" if "synthetic" in _OS_INIT
+                                          else "not tried (tried on the synthetic image only: when it fails, "
+                                          "its brute-force search costs tens of seconds per GiB)")
     if os_vmi is not None:
         lib.close()
         lib = LibvmiPT(raw, cr3, os_vmi)
