@@ -2,8 +2,8 @@
 
 Peers: Volatility 3 (Intel32e: translate and mapping()), drgn (follow_phys
 on an ELF core with a synthetic VMCOREINFO; prog.read), MemProcFS
-(virt2phys, maps.pte() on the raw image with -dtb) and LibVMI
-(pagetable_lookup; reported as unavailable when it cannot run).  Every
+(virt2phys, maps.pte() on the raw image with -dtb) and LibVMI (per-call
+page-table lookups and get_va_pages enumeration of the root, in file mode).  Every
 peer answers for the same image, root and addresses, and its answers are
 checked against pgwalk's before it is timed.  ``fixed_cost`` times pgwalk's
 open, mm() and first mappings() on a tiny image."""
@@ -106,21 +106,141 @@ def memprocfs_vmm(raw, cr3, levels):
     return vmm, None
 
 
-def libvmi_reason(raw, cr3):
-    """LibVMI's pagetable_lookup, or why it cannot run here."""
+# --- LibVMI ------------------------------------------------------------------------------------
+
+KERNEL_HALF = (1 << 64) - (1 << 47)      # the first canonical kernel-half address
+
+
+def _libvmi():
+    """The libvmi package, or the reason it cannot be used."""
     try:
-        from libvmi import Libvmi, VMIMode
+        import libvmi
     except ImportError:
-        return None, "not installed (pip install libvmi needs the LibVMI C library, not packaged by Debian)"
-    except Exception as e:  # the C library missing
+        return None, "not installed (pip install libvmi: the wheel bundles the LibVMI C library)"
+    except Exception as e:  # the C library missing or not loadable
         return None, f"cannot load: {e}"
+    return libvmi, None
+
+
+def write_system_map(path, root, va, pa):
+    """A System.map that makes LibVMI's Linux file-mode init take IA-32e
+    paging with ``root`` as the kernel's top table: no swapper_pg_dir,
+    startup_64 = ``va`` and phys_startup_64 = ``pa`` (a kernel-half leaf of
+    ``root``, so boundary = va - pa), init_level4_pgt = root + boundary (so
+    its physical address, init_level4_pgt - boundary, is ``root``) and
+    init_task = ``va`` (a mapped address for the KASLR probe)."""
+    boundary = va - pa
+    with open(path, "w") as f:
+        for a, name in ((pa, "phys_startup_64"), (va, "startup_64"), (root + boundary, "init_level4_pgt"),
+                        (va, "init_task")):
+            f.write(f"{a:016x} T {name}\n")
+
+
+def libvmi_os_init(raw, root, maps, mapfile):
+    """LibVMI opened as its users open a Linux dump: vmi_init_complete in file
+    mode with a Linux OS config whose System.map is ``write_system_map``'s.
+    Returns (Libvmi, None) or (None, why it failed and how long it took)."""
+    lv, why = _libvmi()
+    if lv is None:
+        return None, why
+    kern = maps[(maps["va"] >= KERNEL_HALF) & (maps["pa"] < maps["va"])]
+    if not len(kern):
+        return None, "the root maps no kernel-half address"
+    write_system_map(mapfile, root, int(kern["va"][0]), int(kern["pa"][0]))
+    t = time.perf_counter()
     try:
-        v = Libvmi(str(raw), mode=VMIMode.FILE, partial=True)
-        v.pagetable_lookup(cr3, 0)
+        v = lv.Libvmi(str(raw), config_mode=lv.VMIConfig.DICT,
+                      config={"ostype": "Linux", "sysmap": str(mapfile)})
     except Exception as e:
-        return None, (f"file mode has no vCPU registers, so no paging mode: pagetable_lookup fails "
-                      f"({type(e).__name__} {e})")
+        return None, (f"vmi_init_complete with a synthetic System.map fails ({type(e).__name__} {e}) after "
+                      f"{time.perf_counter() - t:.1f} s")
     return v, None
+
+
+class LibvmiPT:
+    """LibVMI in file mode (vmi_init, no OS) walking one root with the page
+    mode given per call: vmi_nested_pagetable_lookup and
+    vmi_get_nested_va_pages with no nested table (npt 0, VMI_PM_UNKNOWN) and
+    VMI_PM_IA32E.  These are LibVMI's public C calls; the Python binding does
+    not declare them, so they are declared here with cffi on the library the
+    binding loaded.  ``os_vmi``: a Libvmi whose OS init succeeded, then its
+    own vmi_pagetable_lookup and vmi_get_va_pages are used."""
+
+    def __init__(self, raw, root, os_vmi=None):
+        import cffi
+        lv, _ = _libvmi()
+        import libvmi.libvmi as binding
+        self._b = binding
+        self.root = root
+        self.vmi = os_vmi or lv.Libvmi(str(raw), mode=lv.VMIMode.FILE, partial=True)
+        self.mode = lv.PageMode.IA32E.value
+        self.none = lv.PageMode.UNKNOWN.value
+        self.ffi = cffi.FFI()
+        self.ffi.cdef("int vmi_nested_pagetable_lookup(void *, uint64_t, int, uint64_t, int, uint64_t, "
+                      "uint64_t *, uint64_t *);\n"
+                      "void *vmi_get_nested_va_pages(void *, uint64_t, int, uint64_t, int);")
+        self.lib = self.ffi.dlopen(self._library_path(binding))
+        self.handle = self.ffi.cast("void *", binding.ffi.cast("uintptr_t", self.vmi.vmi))
+        self.out = self.ffi.new("uint64_t *")
+        self.with_os = os_vmi is not None
+        self.what = ("pagetable_lookup (binding, after OS init)" if self.with_os
+                     else "vmi_nested_pagetable_lookup (IA-32e given)")
+
+    @staticmethod
+    def _library_path(binding):
+        """The LibVMI shared object the binding's extension module links."""
+        import ctypes.util
+        import glob
+        import os
+        here = os.path.dirname(os.path.dirname(binding.__file__))
+        found = sorted(glob.glob(os.path.join(here, "libvmi.libs", "libvmi-*.so*")))
+        return found[0] if found else (ctypes.util.find_library("vmi") or "libvmi.so.0")
+
+    def lookup(self, va):
+        """The physical address of ``va`` under the root, or -1."""
+        if self.with_os:
+            try:
+                return self.vmi.pagetable_lookup(self.root, va)
+            except Exception:
+                return -1
+        ok = self.lib.vmi_nested_pagetable_lookup(self.handle, 0, self.none, self.root, self.mode, va,
+                                                  self.out, self.ffi.NULL)
+        return -1 if ok else self.out[0]
+
+    def va_pages(self):
+        """Every page LibVMI enumerates under the root: [(va, pa, size)]."""
+        b = self._b
+        if self.with_os:      # the binding's own vmi_get_va_pages (its PageInfo wants a dtb field page_info_t lacks)
+            lst = b.lib.vmi_get_va_pages(self.vmi.vmi, self.root)
+        else:
+            head = self.lib.vmi_get_nested_va_pages(self.handle, 0, self.none, self.root, self.mode)
+            lst = b.ffi.cast("GSList *", self.ffi.cast("uintptr_t", head))
+        out, node = [], lst
+        while node:
+            pi = b.ffi.cast("page_info_t *", node.data)
+            out.append((pi.vaddr, pi.paddr, pi.size))
+            b.lib.g_free(node.data)
+            node = node.next
+        b.lib.g_slist_free(lst)
+        return out
+
+    def close(self):
+        if self.vmi is not None:
+            self.vmi.destroy()
+        self.vmi = None
+
+
+def libvmi_peer(raw, root, levels):
+    """LibVMI walking ``root`` in ``raw``, or why it cannot run here."""
+    if levels != 4:
+        return None, "no 5-level paging mode"
+    lv, why = _libvmi()
+    if lv is None:
+        return None, why
+    try:
+        return LibvmiPT(raw, root), None
+    except Exception as e:
+        return None, f"cannot open the image in file mode ({type(e).__name__} {e})"
 
 
 VA48 = (1 << 48) - 1
@@ -169,6 +289,56 @@ def fixed_cost(d, n=500):
     parts = parts[1:]                  # the first: the free list of MappingsOps is empty
     return {name: (statistics.median(p[i] for p in parts), min(p[i] for p in parts))
             for i, name in enumerate(("open", "mm()", "first mappings()", "fixed cost"))}
+
+
+_OS_INIT = {}
+
+
+def libvmi_rows(res, notes, tag, raw, cr3, levels, maps, few, wf, samples):
+    """LibVMI's rows: per-call lookups and whole-space enumeration of ``cr3``,
+    checked against pgwalk's answers (``wf`` for ``few``, ``maps``).  Its
+    Linux OS init (``libvmi_os_init``) is tried on the synthetic image; when
+    it works its own pagetable_lookup/get_va_pages are timed, otherwise the
+    page-mode-given C calls on a file-mode instance without OS init."""
+    import tempfile
+    lib, why = libvmi_peer(raw, cr3, levels)
+    if lib is None:
+        notes[f"{tag} LibVMI"] = why
+        return
+    os_vmi = None
+    if tag == "synthetic" or _OS_INIT.get("synthetic"):
+        with tempfile.TemporaryDirectory() as d:
+            os_vmi, why = libvmi_os_init(raw, cr3, maps, f"{d}/System.map")
+        _OS_INIT[tag] = os_vmi is not None
+        notes[f"{tag} LibVMI OS init"] = why or "vmi_init_complete with a synthetic System.map: IA-32e, kpgd set"
+    else:
+        notes[f"{tag} LibVMI OS init"] = ("not tried (it failed on the synthetic image)" if "synthetic" in _OS_INIT
+                                          else "not tried (tried on the synthetic image only: when it fails, "
+                                          "its brute-force search costs tens of seconds per GiB)")
+    if os_vmi is not None:
+        lib.close()
+        lib = LibvmiPT(raw, cr3, os_vmi)
+    check(notes, tag, f"LibVMI {lib.what}", per_call(lib.lookup, few), wf)
+    res[f"{tag} LibVMI {lib.what} per call"] = (*timed(lambda: per_call(lib.lookup, few), samples), len(few))
+    got = sorted(lib.va_pages())
+    want = sorted(zip(maps["va"].tolist(), maps["pa"].tolist(), maps["size"].tolist()))
+    same = len(set(got) & set(want))
+    if tag == "synthetic":
+        assert got == want, f"LibVMI get_va_pages disagrees with pgwalk: {same:,} of {len(want):,} leaves equal"
+    notes[f"{tag} LibVMI get_va_pages check"] = (f"{same:,} of {len(want):,} leaves (va, pa, size) equal; "
+                                                 f"LibVMI lists {len(got):,}")
+    res[f"{tag} LibVMI get_va_pages() warm"] = (*timed(lib.va_pages, samples), len(maps))
+    lib.close()
+
+    def fresh():
+        v, _ = libvmi_peer(raw, cr3, levels)
+        t = time.perf_counter()
+        v.va_pages()
+        t = time.perf_counter() - t
+        v.close()
+        return t
+    ts = [fresh() for _ in range(3)]
+    res[f"{tag} LibVMI get_va_pages() fresh (file-mode instance)"] = (statistics.median(ts), min(ts), len(maps))
 
 
 def run(res, notes, tag, raw, elf, cr3, levels, vas, samples, read_va=None, read_size=0,
@@ -254,14 +424,13 @@ def run(res, notes, tag, raw, elf, cr3, levels, vas, samples, read_va=None, read
         ts = [fresh() for _ in range(3)]
         res[f"{tag} MemProcFS maps.pte() fresh"] = (statistics.median(ts), min(ts), len(maps))
 
-    _, why = libvmi_reason(raw, cr3)
-    if why:
-        notes[f"{tag} LibVMI"] = why
+    libvmi_rows(res, notes, tag, raw, cr3, levels, maps, few, wf, samples)
 
     if read_size:
         res[f"{tag} pgwalk mm.read {read_size >> 20} MiB"] = (
             *timed(lambda: mm.read(read_va, read_size), samples), read_size)
     res[f"{tag} pgwalk find_roots"] = (*timed(lambda: mm.image.find_roots(), 1), 1)
-    notes[f"{tag} roots"] = ("Volatility 3, drgn, MemProcFS: no root finding without OS symbols "
-                             "(a DTB or swapper_pg_dir must be given)")
+    notes[f"{tag} roots"] = ("Volatility 3, drgn, MemProcFS, LibVMI: cannot find roots without OS symbols "
+                             "(a DTB or swapper_pg_dir must be given; LibVMI's own kernel-root search "
+                             "needs a System.map and the init_task it names)")
     return mm

@@ -6,10 +6,9 @@ Volatility 3's Intel32e mapping(), per page, in one run.
                                 [--peers-gib 1] [--no-peers] [--only-peers]
 
 The peers rows (benchmarks/image_peers.py, extra ``peers``) time Volatility
-3, drgn, MemProcFS (and say why LibVMI cannot run) on one synthetic image
-of PEERS_GIB GiB and on the QEMU guest, same addresses, answers checked;
-before them, pgwalk's fixed cost (open + mm() + first mappings()) on a
-tiny image.
+3, drgn, MemProcFS and LibVMI on one synthetic image of PEERS_GIB GiB and
+on the QEMU guest, same addresses, answers checked; before them, pgwalk's
+fixed cost (open + mm() + first mappings()) on a tiny image.
 
 Synthetic image: GIB GiB of 4 KiB mappings (one PTE table per 2 MiB) at the
 bottom of the user half, plus a copy at the start of the kernel half; the

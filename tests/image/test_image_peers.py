@@ -67,3 +67,58 @@ def test_fixed_cost_parts(tmp_path):
     assert set(parts) == {"open", "mm()", "first mappings()", "fixed cost"}
     assert all(0 < lo <= med for med, lo in parts.values())
     assert parts["fixed cost"][1] >= max(lo for name, (_, lo) in parts.items() if name != "fixed cost")
+
+
+def test_libvmi(image):
+    """LibVMI in file mode, IA-32e given per call (vmi_nested_pagetable_lookup,
+    vmi_get_nested_va_pages): every address and every leaf as pgwalk's."""
+    d, mm, vas, want = image
+    lib, why = P.libvmi_peer(d / "p.raw", 1 << 12, 4)
+    if lib is None:
+        pytest.skip(f"LibVMI: {why}")
+    try:
+        assert P.per_call(lib.lookup, vas) == want
+        maps = mm.mappings()
+        assert sorted(lib.va_pages()) == sorted(zip(maps["va"].tolist(), maps["pa"].tolist(),
+                                                    maps["size"].tolist()))
+    finally:
+        lib.close()
+    assert P.libvmi_peer(d / "p.raw", 1 << 12, 5) == (None, "no 5-level paging mode")
+
+
+def test_libvmi_os_init_from_a_synthetic_system_map(tmp_path):
+    """LibVMI's linux_init in file mode (linux_filemode_init) with the
+    System.map write_system_map writes for a tiny image: its IA-32e paging
+    from init_level4_pgt/startup_64/phys_startup_64 and then the init_task
+    check.  Either the OS init works and its pagetable_lookup agrees with
+    pgwalk, or it fails at the OS step (not the driver or paging step): the
+    LibVMI wheel's init_task check wants a swapper task there."""
+    if P._libvmi()[0] is None:
+        pytest.skip(f"LibVMI: {P._libvmi()[1]}")
+    img = np.zeros(16 * 512, dtype=np.uint64)          # frames: 1 pgd, 2 pud, 3 pmd, 4 pte, 8.. data
+    img[512 + 256] = (2 << 12) | 0x63
+    img[2 * 512] = (3 << 12) | 0x63
+    img[3 * 512] = (4 << 12) | 0x63
+    img[4 * 512:4 * 512 + 8] = ((8 + np.arange(8, dtype=np.uint64)) << 12) | 0x63
+    raw = tmp_path / "tiny.raw"
+    raw.write_bytes(img.tobytes())
+    mm = pgwalk.PhysImage.open(raw).mm(1 << 12)
+    maps = mm.mappings()
+    assert len(maps) == 8 and int(maps["va"][0]) == P.KERNEL_HALF
+    v, why = P.libvmi_os_init(raw, 1 << 12, maps, tmp_path / "System.map")
+    lines = (tmp_path / "System.map").read_text().split("\n")
+    assert lines[0] == f"{8 << 12:016x} T phys_startup_64" and lines[2].endswith(" T init_level4_pgt")
+    if v is None:
+        assert "fails (LibvmiError OS)" in why, why
+        return
+    try:
+        vas = [P.KERNEL_HALF + i * 0x1001 for i in range(10)]
+        got = []
+        for va in vas:
+            try:
+                got.append(v.pagetable_lookup(1 << 12, va))
+            except Exception:
+                got.append(-1)
+        assert got == [mm.translate1(va) for va in vas]
+    finally:
+        v.destroy()
