@@ -55,7 +55,7 @@ def _chunks():
             yield pytest.param(kind, first, min(first + CHUNK, n), id=f"{kind}-{first}")
 
 
-@pytest.mark.parametrize("kind,first,stop", _chunks())
+@pytest.mark.parametrize("kind,first,stop", list(_chunks()))
 def test_sequences_match_the_live_kernel(kind, first, stop):
     """Random sequences of each kind (1..2048 pages: private and shared
     anonymous memory, THP regions, forks and steps in the child, remaps,
