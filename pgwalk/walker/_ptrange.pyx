@@ -324,6 +324,36 @@ cdef inline int pte_entry_type(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *
     return ret
 
 
+cdef inline int huge_softleaf_type(pgwalk_pt_range_walk_t *ptw, uint64_t v, int flags,
+                                   bint device, int64_t *page) noexcept nogil:
+    """A non-present PUD or PMD entry ``v``: its softleaf recorded in
+    ``ptw``; its type (PTE_SKIP: not wanted; PTW_DONE: a swap-file entry, or
+    a device entry where ``device`` is false (the PUD level), which ends
+    the walk) and, for a PFN entry, the PFN it names in ``page``."""
+    cdef uint64_t t = swp_pte_type(v)
+    cdef int ret = PTW_DONE
+    ptw.softleaf_entry = softleaf(v)
+    if t == PGW_SWP_PTE_MARKER:
+        return PTW_MARKER if flags & PT_TYPE_MARKER else PTE_SKIP
+    if not has_pfn(t):
+        return PTW_DONE
+    if is_migration(t):
+        if not flags & PT_TYPE_MIGRATION:
+            return PTE_SKIP
+        ret = PTW_MIGRATION
+    elif t == PGW_SWP_HWPOISON:
+        if not flags & PT_TYPE_HWPOISON:
+            return PTE_SKIP
+        ret = PTW_HWPOISON
+    elif device:                                # device private / exclusive
+        if not flags & PT_TYPE_DEVICE:
+            return PTE_SKIP
+        ptw.present = True
+        ret = PTW_DEVICE
+    page[0] = <int64_t>swp_pte_offset(v)
+    return ret
+
+
 cdef inline int skip(uint64_t *next_addr_out, uint64_t next_addr) noexcept nogil:
     next_addr_out[0] = next_addr
     return DESCENT_SKIP
@@ -336,7 +366,7 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
     (keep walking from ``*next_addr_out``) or DESCENT_PTE (``*pte_table`` is
     the PTE table, ``pte_offset_map_lock`` succeeded; the path is cached)."""
     cdef pgwalk_pool_t *pool = ptw.pool
-    cdef uint64_t next_addr, entry_size, v, pud, pmd, e, t
+    cdef uint64_t next_addr, entry_size, v, pud, pmd
     cdef uint64_t *slot
     cdef uint64_t *tbl
     cdef uint64_t *pudp
@@ -397,23 +427,10 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
                 young = (pud & PGW_ACCESSED) != 0
                 writable = (pud & PGW_RW) != 0
             else:
-                e = softleaf(pud)
-                t = swp_pte_type(pud)
-                ptw.softleaf_entry = e
-                if t == PGW_SWP_PTE_MARKER:
-                    if not flags & PT_TYPE_MARKER:
-                        return skip(next_addr_out, next_addr)
-                    ret = PTW_MARKER
-                elif has_pfn(t):
-                    if is_migration(t):
-                        if not flags & PT_TYPE_MIGRATION:
-                            return skip(next_addr_out, next_addr)
-                        ret = PTW_MIGRATION
-                    elif t == PGW_SWP_HWPOISON:
-                        if not flags & PT_TYPE_HWPOISON:
-                            return skip(next_addr_out, next_addr)
-                        ret = PTW_HWPOISON
-                    page = <int64_t>swp_pte_offset(pud)
+                ret = huge_softleaf_type(ptw, pud, flags, False, &page)
+                if ret == PTE_SKIP:
+                    return skip(next_addr_out, next_addr)
+                if page >= 0:
                     folio = folio_head(ptw, <uint64_t>page, curr & ~(PUD_SZ - 1))
             return found(ptw, ret, curr, next_addr, entry_size, 1, writable, young, dirty,
                          page, folio)
@@ -461,28 +478,10 @@ cdef int descend(pgwalk_pt_range_walk_t *ptw, const pgwalk_vma_t *vma, uint64_t 
                 ptw.present = True
                 next_addr += <uint64_t>nr * entry_size - entry_size
             else:
-                e = softleaf(pmd)
-                t = swp_pte_type(pmd)
-                ptw.softleaf_entry = e
-                if t == PGW_SWP_PTE_MARKER:
-                    if not flags & PT_TYPE_MARKER:
-                        return skip(next_addr_out, next_addr)
-                    ret = PTW_MARKER
-                elif has_pfn(t):
-                    if is_migration(t):
-                        if not flags & PT_TYPE_MIGRATION:
-                            return skip(next_addr_out, next_addr)
-                        ret = PTW_MIGRATION
-                    elif t == PGW_SWP_HWPOISON:
-                        if not flags & PT_TYPE_HWPOISON:
-                            return skip(next_addr_out, next_addr)
-                        ret = PTW_HWPOISON
-                    else:
-                        if not flags & PT_TYPE_DEVICE:
-                            return skip(next_addr_out, next_addr)
-                        ptw.present = True
-                        ret = PTW_DEVICE
-                    page = <int64_t>swp_pte_offset(pmd)
+                ret = huge_softleaf_type(ptw, pmd, flags, True, &page)
+                if ret == PTE_SKIP:
+                    return skip(next_addr_out, next_addr)
+                if page >= 0:
                     folio = folio_head(ptw, <uint64_t>page, curr & ~(PMD_SZ - 1))
             # hugetlb_pmd_shared: never (a pool table has one owner slot)
             return found(ptw, ret, curr, next_addr, entry_size, nr, writable, young, dirty,

@@ -183,6 +183,36 @@ def swap_pte_batch(ptes, idx, max_nr, first):
 
 # --- the walk -----------------------------------------------------------------------
 
+def _huge_softleaf_type(ptw, v, flags, device):
+    """A non-present PUD or PMD entry ``v``: its softleaf recorded in
+    ``ptw``; returns (type, page).  type None: not wanted (keep walking);
+    PTW_DONE: a swap-file entry, or a device entry where ``device`` is
+    false (the PUD level), which ends the walk.  page: the PFN a PFN entry
+    names, else None."""
+    e = _softleaf(v)
+    ptw.softleaf_entry = e
+    if E.swp_type(e) == E.SWP_PTE_MARKER:
+        return (PTW_MARKER if flags & PT_TYPE_MARKER else None), None
+    if not E.is_pfn_swap_entry(e):
+        return PTW_DONE, None
+    if E.is_migration_entry(e):
+        if not flags & PT_TYPE_MIGRATION:
+            return None, None
+        ret = PTW_MIGRATION
+    elif E.is_hwpoison_entry(e):
+        if not flags & PT_TYPE_HWPOISON:
+            return None, None
+        ret = PTW_HWPOISON
+    elif device:                                # device private / exclusive
+        if not flags & PT_TYPE_DEVICE:
+            return None, None
+        ptw.present = True
+        ret = PTW_DEVICE
+    else:
+        ret = PTW_DONE
+    return ret, E.swp_offset(e)
+
+
 def _pt_range_walk(ptw, vma, addr, end, flags):
     """``pt_range_walk``: one step.  Returns the PTW_* type and fills ``ptw``."""
     mm = ptw.mm
@@ -260,25 +290,11 @@ def _pt_range_walk(ptw, vma, addr, end, flags):
                     ptw.present = True
                     dirty, young, writable = _pte_dirty(pud), _pte_young(pud), _pte_write(pud)
                 else:
-                    e = _softleaf(pud)
-                    ptw.softleaf_entry = e
-                    if E.swp_type(e) == E.SWP_PTE_MARKER:
-                        if not flags & PT_TYPE_MARKER:
-                            ptw.ptl = False
-                            break
-                        ret = PTW_MARKER
-                    elif E.is_pfn_swap_entry(e):
-                        if E.is_migration_entry(e):
-                            if not flags & PT_TYPE_MIGRATION:
-                                ptw.ptl = False
-                                break
-                            ret = PTW_MIGRATION
-                        elif E.is_hwpoison_entry(e):
-                            if not flags & PT_TYPE_HWPOISON:
-                                ptw.ptl = False
-                                break
-                            ret = PTW_HWPOISON
-                        page = E.swp_offset(e)
+                    ret, page = _huge_softleaf_type(ptw, pud, flags, device=False)
+                    if ret is None:
+                        ptw.ptl = False
+                        break
+                    if page is not None:
                         folio = mm.pt_folio(vma, curr & ~(PUD_SIZE - 1), page)[0]
                 found = True
             else:
@@ -327,31 +343,11 @@ def _pt_range_walk(ptw, vma, addr, end, flags):
                         ptw.present = True
                         next_addr += nr * entry_size - entry_size
                     else:
-                        e = _softleaf(pmd)
-                        ptw.softleaf_entry = e
-                        if E.swp_type(e) == E.SWP_PTE_MARKER:
-                            if not flags & PT_TYPE_MARKER:
-                                ptw.ptl = False
-                                break
-                            ret = PTW_MARKER
-                        elif E.is_pfn_swap_entry(e):
-                            if E.is_migration_entry(e):
-                                if not flags & PT_TYPE_MIGRATION:
-                                    ptw.ptl = False
-                                    break
-                                ret = PTW_MIGRATION
-                            elif E.is_hwpoison_entry(e):
-                                if not flags & PT_TYPE_HWPOISON:
-                                    ptw.ptl = False
-                                    break
-                                ret = PTW_HWPOISON
-                            else:                # device private / exclusive
-                                if not flags & PT_TYPE_DEVICE:
-                                    ptw.ptl = False
-                                    break
-                                ptw.present = True
-                                ret = PTW_DEVICE
-                            page = E.swp_offset(e)
+                        ret, page = _huge_softleaf_type(ptw, pmd, flags, device=True)
+                        if ret is None:
+                            ptw.ptl = False
+                            break
+                        if page is not None:
                             folio = mm.pt_folio(vma, curr & ~(PMD_SIZE - 1), page)[0]
                     # hugetlb_pmd_shared() never holds in the pool (module docstring)
                     found = True

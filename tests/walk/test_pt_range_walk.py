@@ -407,6 +407,41 @@ def test_pmd_swap_entry_ends_the_walk_and_pmd_migration_is_reported():
     assert both(vma, flags=PT_TYPE_ALL) == []
 
 
+@pytest.mark.parametrize("level", [PUD, PMD], ids=["pud", "pmd"])
+def test_non_present_huge_entries_by_type(level):
+    """The RFC's PUD and PMD levels classify a non-present entry alike, but
+    for device entries: a marker is PTW_MARKER, migration and hwpoison carry
+    their page; a device entry is PTW_DEVICE (present) at PMD level and ends
+    the walk (type PTW_DONE) at PUD level, as a swap-file entry does at
+    both; an unwanted type is skipped and the walk goes on."""
+    size = PUD_SIZE if level == PUD else PMD_SIZE
+    lvl = PTW_PUD_LEVEL if level == PUD else PTW_PMD_LEVEL
+    cases = [
+        (E.make_pte_marker(C.PTE_MARKER_GUARD), C.PT_TYPE_MARKER, (PTW_MARKER, -1, False)),
+        (E.swp_entry_to_pte(E.swp_entry(C.SWP_MIGRATION_READ, 0x4000)), C.PT_TYPE_MIGRATION,
+         (PTW_MIGRATION, 0x4000, False)),
+        (E.swp_entry_to_pte(E.swp_entry(C.SWP_HWPOISON, 0x4000)), C.PT_TYPE_HWPOISON,
+         (PTW_HWPOISON, 0x4000, False)),
+        (E.swp_entry_to_pte(E.swp_entry(C.SWP_DEVICE_EXCLUSIVE, 0x4000)), C.PT_TYPE_DEVICE,
+         None if level == PUD else (PTW_DEVICE, 0x4000, True)),
+        (E.swp_entry_to_pte(E.swp_entry(3, 0x4000)), C.PT_TYPE_SWAP, None),
+    ]
+    for value, wanted, want in cases:
+        mm = pgwalk.MM()
+        a = anon(mm, PUD_SIZE, 2 * size)
+        mm.set_entry(a, level, value)
+        vma = mm.find_vma(a)
+        recs = both(vma, flags=PT_TYPE_ALL & ~PT_TYPE_NONE)
+        assert [(r.type, r.level, r.pfn, r.present) for r in recs] == (
+            [] if want is None else [(want[0], lvl, want[1], want[2])]), hex(value)
+        if want is not None:
+            assert recs[0].softleaf_entry == E.pte_to_swp_entry(value)
+            # not wanted: skipped, and the walk goes on to the next entry
+            mm.set_entry(a + size, level, value)
+            assert [(r.curr_addr, r.type) for r in both(vma, flags=PT_TYPE_ALL & ~wanted)] == []
+            assert len(both(vma, flags=wanted)) == 2
+
+
 def test_markers_and_pfn_swap_entries():
     """Guard markers are PTW_MARKER; migration/hwpoison/device entries carry
     their page (softleaf_to_page) and folio; device entries count as present."""
