@@ -30,6 +30,7 @@ user (PTI) and kernel page tables:
   does; find_roots() finds the recorded roots (raw and ELF), the same in
   the LiME and kdump dumps."""
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -136,6 +137,12 @@ class Guest:
 
     def mm(self, which):
         return self.image.mm(self.kernel_pgd if which == "kernel" else self.user_pgd, self.levels)
+
+    @functools.cached_property
+    def elf_roots(self):
+        """find_roots() of the ELF dump, scanned once (several tests compare
+        with it, and a scan reads the whole 3 GiB)."""
+        return self.image.find_roots()
 
 
 def guest(levels):
@@ -406,17 +413,23 @@ def test_ptdump_follows_the_kernels_rules(g):
         "no read-only executable 2M kernel text line"
 
 
-def test_find_roots_finds_the_recorded_cr3_and_the_kernel_root(g):
-    """Without the CR3: the helper's PGD pair (the page below the recorded
-    user CR3, and that CR3) is a process root in the right paging mode, and
-    exactly one kernel root is found, whose tables map the same kernel half."""
-    roots = g.image.find_roots()
+def _check_recorded_roots(g, roots):
+    """The helper's PGD pair is a process root in the right paging mode and
+    exactly one kernel root is found; returns the kernel roots."""
     by = {r.pgd: r for r in roots}
     assert g.kernel_pgd in by, [r.summary() for r in roots][:20]
     mine = by[g.kernel_pgd]
     assert (mine.kind, mine.levels, mine.user_pgd) == ("process", g.levels, g.user_pgd)
     kernels = [r for r in roots if r.kind == "kernel"]
     assert len(kernels) == 1 and kernels[0].levels == g.levels
+    return kernels
+
+
+def test_find_roots_finds_the_recorded_cr3_and_the_kernel_root(g):
+    """Without the CR3: the helper's PGD pair (the page below the recorded
+    user CR3, and that CR3) is a process root in the right paging mode, and
+    exactly one kernel root is found, whose tables map the same kernel half."""
+    kernels = _check_recorded_roots(g, g.elf_roots)
     kvas = np.array([0xFFFFFFFF81000000], dtype=np.uint64)
     assert (g.image.mm(kernels[0]).translate(kvas) == g.mm("kernel").translate(kvas)).all()
 
@@ -476,14 +489,8 @@ def test_the_recorded_swapper_pg_dir_is_the_kernels_root(g):
 def test_find_roots_on_raw_and_elf(g, name):
     """find_roots() of the raw and ELF dumps: the helper's PTI pair as a
     process root, and swapper_pg_dir as the one kernel root."""
-    img = g.dump(name)
-    roots = img.find_roots()
-    by = {r.pgd: r for r in roots}
-    assert g.kernel_pgd in by, [r.summary() for r in roots][:20]
-    mine = by[g.kernel_pgd]
-    assert (mine.kind, mine.levels, mine.user_pgd) == ("process", g.levels, g.user_pgd)
-    kernels = [r for r in roots if r.kind == "kernel"]
-    assert len(kernels) == 1 and kernels[0].levels == g.levels
+    roots = g.elf_roots if name == "guest.elf" else g.dump(name).find_roots()
+    kernels = _check_recorded_roots(g, roots)
     if g.swapper_pgd() is not None:
         assert kernels[0].pgd == g.swapper_pgd()
 
@@ -495,7 +502,7 @@ def test_find_roots_on_frame_at_a_time_formats(g, name):
     PTI pairs, so the helper's pair and swapper_pg_dir among them."""
     img = g.dump(name)
     roots = img.find_roots()
-    want = g.image.find_roots()
+    want = g.elf_roots
     assert [(r.pgd, r.levels, r.kind, r.user_pgd) for r in roots] == \
         [(r.pgd, r.levels, r.kind, r.user_pgd) for r in want]
     by = {r.pgd: r for r in roots}
