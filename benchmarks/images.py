@@ -103,9 +103,11 @@ def numpy_walk(img, root):
     return va, pte[c, d] & PFN_MASK
 
 
-def measure(fn, n, samples):
-    """ns per unit (n units per call): median, min, max."""
-    fn()
+def measure(fn, n, samples, warm=True):
+    """ns per unit (n units per call): median, min, max (``warm``: one call
+    first, untimed; False when the caller has just made it)."""
+    if warm:
+        fn()
     out = []
     for _ in range(samples):
         t0 = time.perf_counter()
@@ -274,9 +276,11 @@ def roots(a, d, res):
             nbytes = rows[name.rsplit(" ", 1)[0] + " guest.raw"][0]
             res[f"roots {name}: np.count_nonzero"] = res[f"roots {name.rsplit(' ', 1)[0]} guest.raw: "
                                                          f"np.count_nonzero"]
+        found = img.find_roots()            # the warm-up, and the answer reported
         res[f"roots {name}: find_roots"] = measure(lambda: img.find_roots(), 1,
-                                                   a.samples if img.frames is not None else 1)
-        rows[name] = (nbytes, len(img.find_roots()))
+                                                   a.samples if img.frames is not None else 1,
+                                                   warm=False)
+        rows[name] = (nbytes, len(found))
     return rows
 
 
