@@ -42,6 +42,7 @@ cdef extern from "Python.h":
 cdef extern from "_kernels.h":
     void pgw_any_bits_u8(const uint64_t *pte, uint8_t *out, int n, uint64_t mask) noexcept nogil
     void pgw_store_changed(uint64_t *live, const uint64_t *work, const uint64_t *snap, int n) noexcept nogil
+    int pgw_first_not_none(const uint64_t *pte, int n, uint64_t ignore) noexcept nogil
 
 cdef extern from *:
     """

@@ -127,7 +127,7 @@ cdef int walk_pmd_range(WalkCtx *c, PteLoop *ptes, uint64_t *pud, uint64_t addr,
     cdef bint has_handler = ops.pte_entry != NULL or ops.pte_batch != NULL
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t *pmd = table_of(c.pool, pud)
-    cdef uint64_t next = addr
+    cdef uint64_t next = addr, skip
     cdef bint again = True
     cdef int err = 0
     cdef BatchRun run
@@ -170,6 +170,11 @@ cdef int walk_pmd_range(WalkCtx *c, PteLoop *ptes, uint64_t *pud, uint64_t addr,
                 err = pool_alloc(c.pool, pmd, L_PTE)
             elif ops.pte_hole != NULL:
                 err = hole_at(c, addr, next, 3)
+            else:
+                skip = skip_none_run(c, pmd, addr, end, 21)
+                if skip:
+                    pmd += skip
+                    next = addr_end(((addr >> 21) + skip) << 21, end, PMD_SIZE_)
             if err:
                 break
             if not has_install:
@@ -214,7 +219,7 @@ cdef int walk_pud_range(WalkCtx *c, PteLoop *ptes, uint64_t *p4d, uint64_t addr,
                              ops.pte_entry != NULL or ops.pte_batch != NULL)
     cdef bint has_install = ops.install_pte != NULL
     cdef uint64_t *pud = table_of(c.pool, p4d)
-    cdef uint64_t next = addr
+    cdef uint64_t next = addr, skip
     cdef bint again = True
     cdef int err = 0
     cdef BatchRun run
@@ -240,6 +245,11 @@ cdef int walk_pud_range(WalkCtx *c, PteLoop *ptes, uint64_t *p4d, uint64_t addr,
                 err = pool_alloc(c.pool, pud, L_PMD)
             elif ops.pte_hole != NULL:
                 err = hole_at(c, addr, next, 2)
+            else:
+                skip = skip_none_run(c, pud, addr, end, 30)
+                if skip:
+                    pud += skip
+                    next = addr_end(((addr >> 30) + skip) << 30, end, PUD_SIZE_)
             if err:
                 break
             if not has_install:
