@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _image
-from ..walker import AddressSpace, MMWalkOps, check_range, walk_page_range_novma
+from ..walker import AddressSpace, MMWalkOps, check_range
+from ..walker.api import walk_page_range_novma_each
 from ..constants import PAGE_SHIFT, PAGE_SIZE, PTE_PFN_MASK, U64_MASK
 from ..walker.ptdump import guard_hole_end, kernel_ptdump, x86_64_markers
 from ..entries import p4d_bad, pgd_bad
@@ -317,10 +318,9 @@ class ImageMM(AddressSpace):
         op.reset()
         try:
             with self.mmap_read_lock():
-                for lo, hi in halves:
-                    rc = walk_page_range_novma(self, lo, hi, ops)
-                    if rc:
-                        raise OSError(-rc, f"walk of [{lo:#x}, {hi:#x}) failed")
+                rc = walk_page_range_novma_each(self, halves, ops)     # one walk set-up for both
+                if rc:
+                    raise OSError(-rc, f"walk of {[(hex(lo), hex(hi)) for lo, hi in halves]} failed")
             maps, other = op.result()
         finally:
             if len(_FREE_OPS) < FREE_OPS and op.buffer_bytes <= FREE_OPS_BYTES:

@@ -353,6 +353,25 @@ def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageT
         tree.active_walks -= 1
 
 
+def _walk_novma_each(PageTables mm not None, ranges, ops, int newer=0):
+    """walk_page_range_novma() of each ``(start, end)`` of ``ranges`` in turn,
+    after its checks, on one walk set-up: the kernel makes a walk per call,
+    and a caller walking a few ranges with the same ops (``ImageMM.mappings``:
+    the two canonical halves) saves the rest.  Stops at the first non-zero
+    return, which it returns."""
+    cdef MMWalk walk = _new_walk(mm, ops, None, True, None, newer)
+    cdef int err = 0
+    mm.active_walks += 1
+    try:
+        for start, end in ranges:
+            err = _finish(walk, _run_tables(walk, start, end, False, 0))
+            if err:
+                break
+        return err
+    finally:
+        mm.active_walks -= 1
+
+
 def _c_predicates(uint64_t v):
     """The walker's inline C predicates on one raw value, for the tests that
     check them against the Python definitions in ``pgwalk.entries``."""

@@ -98,6 +98,26 @@ def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, stats=
     return _core._walk_novma(mm, start, end, ops, pgd, private, stats, newer)
 
 
+def walk_page_range_novma_each(mm, ranges, ops, *, kernel=None):
+    """pgwalk's own: ``walk_page_range_novma(mm, start, end, ops)`` of each
+    ``(start, end)`` of ``ranges`` in turn, on one walk set-up (a call per
+    range sets up a walk each: ``ImageMM.mappings`` walks the two canonical
+    halves this way).  The checks of every range come first; the first
+    non-zero return ends it and is returned."""
+    check_mm(mm)
+    check_ops(ops)
+    newer = check_kernel(kernel)
+    ranges = [(start, end) for start, end in ranges]
+    for start, end in ranges:
+        check_range(mm, start, end)
+        if start >= end:
+            return -EINVAL
+    if mm is None or not check_ops_safe(ops):
+        return -EINVAL
+    mm._assert_novma_lock()
+    return _core._walk_novma_each(mm, ranges, ops, newer)
+
+
 def _kernel_mm(mm, pgd):
     """The kernel mm (``&init_mm``) a kernel-table walk runs as: ``mm`` if
     given, else the tree of ``pgd``."""
