@@ -60,6 +60,18 @@ def test_memprocfs(image):
         vmm.close()
 
 
+def test_table_frames_counts_each_table_walked(image):
+    """The floor row's tables: one per table a walk visits (the root, and
+    each PUD, PMD and PTE table under a leaf: the synthetic image has no
+    empty tables), each half's copies counted apart as the walk reads them."""
+    d, mm, _, _ = image
+    va, level = mm.mappings()["va"], mm.mappings()["level"]
+    visits = 1 + sum(len(np.unique(va[level >= lv] >> np.uint64(shift)))
+                     for lv, shift in ((2, 39), (3, 30), (4, 21)))
+    frames = P.table_frames(d / "p.raw", 1 << 12, 4)
+    assert len(frames) == visits and frames[0] == 1
+
+
 def test_fixed_cost_parts(tmp_path):
     """The benchmark's fixed-cost rows: each part timed on fresh dumps of
     its tiny image (whose four leaves fixed_cost checks)."""
