@@ -10,6 +10,7 @@ groups, no branch on what an address hit); ``translate1`` resolves one.
 
 from libc.stdint cimport uint64_t, int64_t, int32_t
 from libc.stdlib cimport malloc, realloc, free
+from cpython.buffer cimport PyBUF_FORMAT
 
 import numpy as np
 cimport numpy as cnp
@@ -41,11 +42,13 @@ cdef packed struct Other:
 
 cdef enum:
     FIRST_MAPS = 2048               # records the first buffer holds (72 KiB: from the heap, not a new mapping)
+    HANDOFF_BYTES = 1 << 20         # results from this size on are handed over, not copied
 
 
 cdef struct MapState:
     Mapping *maps
     int64_t nmaps, cap_maps
+    int64_t hint                   # records of the last result handed over: the next buffer's size
     Other *other
     int64_t nother, cap_other
     int failed                     # out of memory
@@ -53,14 +56,8 @@ cdef struct MapState:
 
 cdef inline int _push_map(MapState *s, uint64_t va, uint64_t pa, uint64_t size, int level,
                           uint64_t entry) noexcept nogil:
-    cdef Mapping *m
-    if s.nmaps == s.cap_maps:
-        m = <Mapping *>realloc(s.maps, (s.cap_maps * 2 + FIRST_MAPS) * sizeof(Mapping))
-        if m == NULL:
-            s.failed = 1
-            return -12
-        s.maps = m
-        s.cap_maps = s.cap_maps * 2 + FIRST_MAPS
+    if s.nmaps == s.cap_maps and _grow_maps(s, 1) < 0:
+        return -12
     s.maps[s.nmaps].va = va
     s.maps[s.nmaps].pa = pa
     s.maps[s.nmaps].size = size
@@ -150,7 +147,7 @@ cdef int _map_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t
 
 
 cdef int _grow_maps(MapState *s, int64_t room) noexcept nogil:
-    cdef int64_t cap = s.cap_maps * 2 + FIRST_MAPS
+    cdef int64_t cap = max(s.cap_maps * 2 + FIRST_MAPS, s.hint)
     cdef Mapping *m
     while cap - s.nmaps < room:
         cap *= 2
@@ -172,6 +169,45 @@ cdef int _map_pte(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t *walk
     return 0
 
 
+cdef class _OwnedBuffer:
+    """A malloc'd block exported as a writable buffer (for numpy), freed
+    when the last view of it goes."""
+    cdef char *ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    @staticmethod
+    cdef _OwnedBuffer take(char *ptr, size_t size):
+        cdef _OwnedBuffer b = _OwnedBuffer.__new__(_OwnedBuffer)
+        b.ptr = ptr
+        b.size = <Py_ssize_t>size
+        return b
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        self.shape[0] = self.size
+        self.strides[0] = 1
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.size
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = b"B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+
 cdef class MappingsOp:
     """Walk ops recording every present leaf (``mappings``) and every
     non-present, non-none entry (``others``) of a no-VMA walk: pud_entry,
@@ -187,6 +223,7 @@ cdef class MappingsOp:
         self.state.maps = NULL
         self.state.other = NULL
         self.state.nmaps = self.state.cap_maps = 0
+        self.state.hint = 0
         self.state.nother = self.state.cap_other = 0
         self.state.failed = 0
         self.pud_entry = make_cfunc(<void *>_map_pud, &self.state, "entry", self)
@@ -210,15 +247,30 @@ cdef class MappingsOp:
         self.state.failed = 0
 
     def result(self):
-        """(mappings, others) as numpy structured arrays, in walk order."""
+        """(mappings, others) as numpy structured arrays, in walk order.  A
+        large mappings array is the record buffer itself, handed over (a
+        copy of it cost as much as the walk that wrote it); the next walk
+        starts a buffer of the same size.  Smaller ones are copied, and the
+        buffer, already faulted in, kept."""
         if self.state.failed:
             raise MemoryError("out of memory while recording mappings")
-        maps = np.empty(self.state.nmaps, dtype=MAPPING_DTYPE)
-        other = np.empty(self.state.nother, dtype=OTHER_DTYPE)
         cdef char *dst
-        if self.state.nmaps:
+        cdef size_t nbytes = self.state.nmaps * sizeof(Mapping)
+        cdef Mapping *kept
+        if nbytes >= HANDOFF_BYTES:
+            kept = <Mapping *>realloc(self.state.maps, nbytes)     # shrinking: in place
+            if kept == NULL:
+                kept = self.state.maps
+            maps = np.frombuffer(_OwnedBuffer.take(<char *>kept, nbytes), dtype=MAPPING_DTYPE)
+            self.state.hint = self.state.nmaps
+            self.state.maps = NULL
+            self.state.cap_maps = 0
+        else:
+            maps = np.empty(self.state.nmaps, dtype=MAPPING_DTYPE)
+        other = np.empty(self.state.nother, dtype=OTHER_DTYPE)
+        if self.state.nmaps and nbytes < HANDOFF_BYTES:
             dst = <char *>cnp.PyArray_DATA(maps)
-            memcpy(dst, self.state.maps, self.state.nmaps * sizeof(Mapping))
+            memcpy(dst, self.state.maps, nbytes)
         if self.state.nother:
             dst = <char *>cnp.PyArray_DATA(other)
             memcpy(dst, self.state.other, self.state.nother * sizeof(Other))
