@@ -50,6 +50,8 @@ class MMapLock:
                 # a thread that already reads goes on at once (the kernel
                 # would deadlock here if a writer were queued)
                 self._readers[me] += 1
+            elif self._writer is None and not self._queue:
+                self._readers[me] = 1       # no writer holds it and nobody waits: no queueing
             else:
                 ticket = object()
                 self._queue.append((False, ticket))
@@ -69,7 +71,8 @@ class MMapLock:
                 else:
                     del self._readers[me]
                 self.counts.changes += 1
-                self._cond.notify_all()
+                if self._queue:             # the waiters (readers and writers) are all queued
+                    self._cond.notify_all()
 
     def _may_read(self, ticket):
         """No writer holds the lock and only readers queued before us: like
