@@ -75,6 +75,26 @@ cdef inline int index_at(int levels, int level, uint64_t addr) noexcept nogil:
     return (addr >> (12 + 9 * (4 - level))) & 511
 
 
+cdef object _FIRST_LAZY_SLAB = None
+
+
+cdef object _lazy_slab():
+    return np.frombuffer(mmap.mmap(-1, SLAB_TABLES * PTRS * sizeof(uint64_t)),
+                         dtype=np.uint64).reshape(SLAB_TABLES, PTRS)
+
+
+cdef object _first_lazy_slab():
+    """The first slab of every ``_LAZY_SLABS`` pool (an image's), shared: such
+    a pool takes its top-level table from it (zeroed, never used: its walks
+    start at the image's root) and then no other (an image pool is read
+    only: edits are refused, and so are installing walks), so one mapping
+    serves all, and an mm costs no mmap/munmap of its own (10 us)."""
+    global _FIRST_LAZY_SLAB
+    if _FIRST_LAZY_SLAB is None:
+        _FIRST_LAZY_SLAB = _lazy_slab()
+    return _FIRST_LAZY_SLAB
+
+
 cdef class PageTables:
     """The page tables of one address space, in a pool of fixed slabs.
 
@@ -136,8 +156,7 @@ cdef class PageTables:
         cdef int64_t *fids = NULL
         cdef cnp.ndarray slab
         if self._lazy_slabs:             # the kernel's zero pages, faulted in as tables are used
-            slab = np.frombuffer(mmap.mmap(-1, SLAB_TABLES * PTRS * sizeof(uint64_t)),
-                                 dtype=np.uint64).reshape(SLAB_TABLES, PTRS)
+            slab = _first_lazy_slab() if self.pool.nslabs == 0 else _lazy_slab()
         else:
             slab = np.zeros((SLAB_TABLES, PTRS), dtype=np.uint64)
         cdef size_t r0, r1, r2, r3
