@@ -29,23 +29,24 @@ cdef extern from *:
     #if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(__clang__)
     __attribute__((target_clones("avx2", "default")))
     #endif
-    static int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) {
-        /* arithmetic only (no compares), which SSE2 and AVX2 vectorise;
-           each test in the sign bit */
-        uint64_t ok = ~(uint64_t)0;
+    static int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok, uint64_t pfn) {
+        /* two accumulators, eight operations an entry: ``bad`` collects a
+           flag outside link_ok and the frame number, or any bit of an entry
+           without P (so a zero entry adds nothing); ``below`` keeps the sign
+           bit of (address - limit's address), set while every address is
+           below it (both under 2**52: the difference cannot wrap) */
+        const uint64_t notok = ~(link_ok | pfn), top = limit << 12;
+        uint64_t bad = 0, below = ~(uint64_t)0;
         for (int i = 0; i < 512; i++) {
             uint64_t v = f[i];
-            uint64_t k = v & ~link_ok;
-            k = (k >> 12) | (k << 52);              /* a bad flag lands above any frame number */
-            uint64_t below = (k - limit) & ~k;      /* k < limit (limit < 2**63) */
-            uint64_t zero = (v - 1) & ~v;           /* v == 0 */
-            ok &= zero | ((v << 63) & below);       /* zero, or P and a frame in the image */
+            bad |= v & (notok | ((v & 1) - 1));
+            below &= (v & pfn) - top;
         }
-        return (int)(~ok >> 63);
+        return (bad != 0) | (int)(~below >> 63);
     }
     """
     void prefetch "pgw_prefetch" (const void *p) noexcept nogil
-    int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok) noexcept nogil
+    int pgw_flat_frame(const uint64_t *f, uint64_t limit, uint64_t link_ok, uint64_t pfn) noexcept nogil
 
 cnp.import_array()
 
@@ -146,13 +147,13 @@ cdef inline uint8_t leaves_of(Img *im, const uint64_t *t) noexcept nogil:
     return m
 
 
-cdef int detect_levels(Img *im, const uint64_t *pgd, uint64_t *kimg_pmd) noexcept nogil:
+cdef int detect_levels(Img *im, uint64_t pgd511, uint64_t *kimg_pmd) noexcept nogil:
     """4 or 5 from where the kernel image's PMD table (2M leaves at
     0xffffffff80000000, PUD slot 510) is found under pgd[511]; 0 if neither
     or both.  ``kimg_pmd``: that PMD table's entry (link).  Reads one cache
     line of each table on the way (slots 510-511) and each table's leaves
     from the per-frame memo."""
-    cdef const uint64_t *a = child(im, pgd[511])
+    cdef const uint64_t *a = child(im, pgd511)
     cdef const uint64_t *b
     cdef const uint64_t *c
     cdef int l4 = 0, l5 = 0
@@ -180,10 +181,10 @@ cdef int detect_levels(Img *im, const uint64_t *pgd, uint64_t *kimg_pmd) noexcep
     return 0
 
 
-cdef inline void ahead(Img *im, const uint64_t *f, int stage) noexcept nogil:
+cdef inline void ahead(Img *im, uint64_t pgd511, int stage) noexcept nogil:
     """Prefetch what detect_levels(f) reads at ``stage`` 1 (slots 510-511
     of pgd[511]'s table) or 2 (slot 510 of the table under its slot 511)."""
-    cdef const uint64_t *a = child(im, f[511])
+    cdef const uint64_t *a = child(im, pgd511)
     if a == NULL:
         return
     if stage == 1:
@@ -210,7 +211,7 @@ cdef inline bint candidate(Img *im, const uint64_t *f) noexcept nogil:
     if im.segs == NULL and im.present == NULL:
         # a flat image: one branch-free loop (a link's frame is in the image
         # when below max_pfn)
-        if pgw_flat_frame(f, limit, LINK_OK):
+        if pgw_flat_frame(f, limit, LINK_OK, PFN):
             return False
         if im.memo != NULL:             # every entry a link (no PSE): no large leaf, known for free
             im.memo[(f - im.base) >> 9] = SEEN
@@ -233,6 +234,11 @@ cdef inline uint64_t khash(const uint64_t *f) noexcept nogil:
     return h
 
 
+cdef struct Row:
+    int64_t k                          # a candidate's frame in the file
+    uint64_t pgd511                    # its entry 511 (read in the pass: not read again)
+
+
 cdef struct Cand:
     uint64_t pfn, khash, kimg
     int32_t user, kernel, levels
@@ -248,8 +254,11 @@ cdef class Scanner:
     cdef object keep                     # the arrays ``im`` points into
     cdef Cand *cands
     cdef int64_t ncands, cap
-    cdef int64_t *rows                   # candidate frames of the pass, kept at its end
+    cdef Row *rows                       # candidate frames of the pass, kept at its end
     cdef int64_t nrows, rows_cap
+    cdef uint64_t last511                # detect_levels' last argument and answer: the
+    cdef int last_levels                 # candidates of a real image share their entry 511
+    cdef uint64_t last_kimg              # (init_mm's kernel half)
     cdef readonly int64_t done, total
 
     def __cinit__(self, const uint64_t[::1] words not None, segs, uint64_t max_pfn, present=None):
@@ -271,6 +280,7 @@ cdef class Scanner:
         self.im.memo = <uint8_t *>cnp.PyArray_DATA(memo)
         self.cands, self.ncands, self.cap = NULL, 0, 0
         self.rows, self.nrows, self.rows_cap = NULL, 0, 0
+        self.last511, self.last_levels, self.last_kimg = 0, 0, 0
         self.done = 0
         self.total = self.im.nfile
 
@@ -284,32 +294,31 @@ cdef class Scanner:
         frame, when the leaves of every frame read whole are known."""
         cdef int64_t start = self.done, end = min(self.done + nframes, self.im.nfile)
         cdef int64_t k
-        cdef int64_t *r
+        cdef Row *r
         cdef int failed = 0
         with nogil:
             for k in range(start, end):
                 if candidate(&self.im, self.im.base + (k << 9)):
                     if self.nrows == self.rows_cap:
-                        r = <int64_t *>realloc(self.rows, (2 * self.rows_cap + 256) * sizeof(int64_t))
+                        r = <Row *>realloc(self.rows, (2 * self.rows_cap + 256) * sizeof(Row))
                         if r == NULL:
                             failed = 1
                             break
                         self.rows, self.rows_cap = r, 2 * self.rows_cap + 256
-                    self.rows[self.nrows] = k
+                    self.rows[self.nrows].k = k
+                    self.rows[self.nrows].pgd511 = self.im.base[(k << 9) + 511]
                     self.nrows += 1
             if not failed and end == self.im.nfile:
                 for k in range(self.nrows):
                     # the lines detect_levels reads, fetched ahead (they are
-                    # random: one miss each otherwise): the candidate's entry
-                    # 511, then slots 510-511 of the table it links, then
-                    # slot 510 of the one under that table's slot 511
-                    if k + 32 < self.nrows:
-                        prefetch(self.im.base + (self.rows[k + 32] << 9) + 511)
+                    # random: one miss each otherwise): slots 510-511 of the
+                    # table the candidate's entry 511 links, then slot 510
+                    # of the one under that table's slot 511
                     if k + 16 < self.nrows:
-                        ahead(&self.im, self.im.base + (self.rows[k + 16] << 9), 1)
+                        ahead(&self.im, self.rows[k + 16].pgd511, 1)
                     if k + 8 < self.nrows:
-                        ahead(&self.im, self.im.base + (self.rows[k + 8] << 9), 2)
-                    if self._keep(self.rows[k]) < 0:
+                        ahead(&self.im, self.rows[k + 8].pgd511, 2)
+                    if self._keep(self.rows[k].k, self.rows[k].pgd511) < 0:
                         failed = 1
                         break
                 self.nrows = 0
@@ -328,10 +337,10 @@ cdef class Scanner:
             f = frame(&self.im, pfn)
             if f == NULL:
                 raise ValueError(f"frame {pfn:#x} is not among the scanner's frames")
-            if self._keep_pfn(pfn, f) < 0:
+            if self._keep_pfn(pfn, f, f[511]) < 0:
                 raise MemoryError()
 
-    cdef int _keep(self, int64_t k) noexcept nogil:
+    cdef int _keep(self, int64_t k, uint64_t pgd511) noexcept nogil:
         cdef uint64_t pfn = <uint64_t>k
         cdef int i
         if self.im.segs != NULL:               # file frame -> pfn
@@ -342,13 +351,17 @@ cdef class Scanner:
                     break
             if pfn == <uint64_t>-1:
                 return 0
-        return self._keep_pfn(pfn, self.im.base + (k << 9))
+        return self._keep_pfn(pfn, self.im.base + (k << 9), pgd511)
 
-    cdef int _keep_pfn(self, uint64_t pfn, const uint64_t *f) noexcept nogil:
+    cdef int _keep_pfn(self, uint64_t pfn, const uint64_t *f, uint64_t pgd511) noexcept nogil:
         cdef uint64_t e = 0
         cdef int i, u = 0, kk = 0, levels
         cdef Cand *c
-        levels = detect_levels(&self.im, f, &e)
+        if pgd511 == self.last511 and self.last511 != 0:
+            levels, e = self.last_levels, self.last_kimg   # the image does not change under a scan
+        else:
+            levels = detect_levels(&self.im, pgd511, &e)
+            self.last511, self.last_levels, self.last_kimg = pgd511, levels, e
         if levels == 0 and not (pfn & 1 and self._after_root(pfn, f)):
             return 0            # no paging mode and no PTI user copy (an odd frame): not a root
         if self.ncands == self.cap:
@@ -379,7 +392,7 @@ cdef class Scanner:
         g = frame(&self.im, pfn - 1)
         if g == NULL or g == f - 512:
             return False            # not held, or held just before: it was no such candidate
-        return candidate(&self.im, g) and detect_levels(&self.im, g, &e) != 0
+        return candidate(&self.im, g) and detect_levels(&self.im, g[511], &e) != 0
 
     def result(self):
         """The candidates with a paging mode and the odd frames right after
