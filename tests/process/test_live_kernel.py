@@ -42,7 +42,7 @@ SEEDS = {
     "wide": ("PGWALK_LIVE_WIDE_SEEDS", 40),
     "lazy": ("PGWALK_LIVE_LAZY_SEEDS", 20),
     "remap": ("PGWALK_LIVE_REMAP_SEEDS", 20),
-    "shmem-huge": ("PGWALK_LIVE_SHMEM_HUGE_SEEDS", 20),
+    "shmem-huge": ("PGWALK_LIVE_SHMEM_HUGE_SEEDS", 12),     # the slowest kind: 0.6 s a seed
 }
 KINDS = {kind: (GENERATORS[kind], env, n) for kind, (env, n) in SEEDS.items()}
 CHUNK = 20
