@@ -164,13 +164,14 @@ cdef MMWalk _new_walk(object mm, object ops, object private, bint no_vma, object
     walk.c.budget = CHECK_EVERY
     walk.c.newer = newer
     walk.c.main_thread = threading.current_thread() is threading.main_thread()
-    walk._refs = []
-    for i in range(6):
-        ref = EntryRef.__new__(EntryRef)
-        ref.level = i if i < 5 else L_PMD
-        ref.pt = tree
-        walk._refs.append(ref)
-    walk._scratch = Scratch.__new__(Scratch)
+    if walk._py_slots:                # the entry references and install scratch of Python slots
+        walk._refs = []
+        for i in range(6):
+            ref = EntryRef.__new__(EntryRef)
+            ref.level = i if i < 5 else L_PMD
+            ref.pt = tree
+            walk._refs.append(ref)
+        walk._scratch = Scratch.__new__(Scratch)
     return walk
 
 
