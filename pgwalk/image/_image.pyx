@@ -147,14 +147,23 @@ cdef int _map_pte_range(uint64_t *e, uint64_t addr, uint64_t next, pgwalk_walk_t
 
 
 cdef int _grow_maps(MapState *s, int64_t room) noexcept nogil:
-    cdef int64_t cap = max(s.cap_maps * 2 + FIRST_MAPS, s.hint)
+    """Room for ``room`` more records: the buffer doubles, or starts at the
+    size of the last result handed over (``hint``), which is dropped when
+    that much cannot be had (a huge image's size for the walk of a small
+    one); out of memory otherwise."""
+    cdef int64_t cap
     cdef Mapping *m
-    while cap - s.nmaps < room:
-        cap *= 2
-    m = <Mapping *>realloc(s.maps, cap * sizeof(Mapping))
-    if m == NULL:
-        s.failed = 1
-        return -12
+    while True:
+        cap = max(s.cap_maps * 2 + FIRST_MAPS, s.hint)
+        while cap - s.nmaps < room:
+            cap *= 2
+        m = <Mapping *>realloc(s.maps, cap * sizeof(Mapping))
+        if m != NULL:
+            break
+        if s.hint == 0:
+            s.failed = 1
+            return -12
+        s.hint = 0
     s.maps = m
     s.cap_maps = cap
     return 0
