@@ -46,15 +46,18 @@ def test_plot_is_written(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
 
 
-def test_image_benchmark_runs_and_agrees_with_numpy():
+def test_image_benchmark_runs_and_agrees_with_numpy(tmp_path):
     """benchmarks/images.py on a 1 GiB image: it checks pgwalk's mappings
     against its numpy walker and Volatility's mapping() itself (assertions
-    inside the script)."""
+    inside the script).  Without the QEMU guest's dumps (``--qemu`` names an
+    empty folder): tests/image/test_image_qemu.py checks those, and their
+    find_roots rows alone took 9 of this test's 15 s."""
     sys.path.insert(0, str(BENCH))
     try:
         import images
         res = images.main(["--gib", "1", "--samples", "1", "--vol-mib", "2", "--fixture-seeds", "0",
-                           "--roots-mib", "64", "--no-peers"])   # the peers: test_image_peers.py
+                           "--roots-mib", "64", "--no-peers",       # the peers: test_image_peers.py
+                           "--qemu", str(tmp_path)])
     finally:
         sys.path.remove(str(BENCH))
     assert set(res) >= {"mappings()", "numpy vectorised walker", "translate() (1M random VAs, per VA)",
