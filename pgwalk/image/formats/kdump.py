@@ -260,8 +260,15 @@ class KdumpStore:
             buf = np.frombuffer(self.source.pread(lo, hi - lo, f"page data of frames {pfn:#x}+{n}"),
                                 dtype=np.uint8)
             group = ks[a:b]
-            # raw pages: one copy per run of frames whose data follow each other
+            # raw pages: one copy per run of frames whose data follow each other;
+            # pages that share all-zero data (QEMU and the writers point every
+            # zero page at one) stay as ``out`` has them
             rk = np.sort(group[raw[group]])
+            if rk.size:
+                uo, inv, cnt = np.unique(off[rk], return_inverse=True, return_counts=True)
+                zero = np.array([c > 1 and not buf[u - lo:u - lo + PAGE].any()
+                                 for u, c in zip(uo.tolist(), cnt.tolist())], dtype=bool)
+                rk = rk[~zero[inv]]
             if rk.size:
                 brk = np.flatnonzero((np.diff(rk) != 1) | (np.diff(off[rk]) != PAGE)) + 1
                 for x, y in zip(np.concatenate(([0], brk)).tolist(), np.concatenate((brk, [rk.size])).tolist()):
