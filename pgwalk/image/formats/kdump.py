@@ -266,8 +266,9 @@ class KdumpStore:
             rk = np.sort(group[raw[group]])
             if rk.size:
                 uo, inv, cnt = np.unique(off[rk], return_inverse=True, return_counts=True)
-                zero = np.array([c > 1 and not buf[u - lo:u - lo + PAGE].any()
-                                 for u, c in zip(uo.tolist(), cnt.tolist())], dtype=bool)
+                zero = np.zeros(uo.size, dtype=bool)
+                for j in np.flatnonzero(cnt > 1).tolist():
+                    zero[j] = not buf[int(uo[j]) - lo:int(uo[j]) - lo + PAGE].any()
                 rk = rk[~zero[inv]]
             if rk.size:
                 brk = np.flatnonzero((np.diff(rk) != 1) | (np.diff(off[rk]) != PAGE)) + 1
