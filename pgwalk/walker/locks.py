@@ -55,8 +55,13 @@ class MMapLock:
             else:
                 ticket = object()
                 self._queue.append((False, ticket))
-                while not self._may_read(ticket):
-                    self._cond.wait()
+                try:
+                    while not self._may_read(ticket):
+                        self._cond.wait()
+                except BaseException:           # Ctrl-C while waiting: leave the queue
+                    self._queue.remove((False, ticket))
+                    self._cond.notify_all()
+                    raise
                 self._queue.remove((False, ticket))
                 self._readers[me] = 1
                 self._cond.notify_all()

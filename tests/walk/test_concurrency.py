@@ -464,3 +464,50 @@ def test_concurrent_walks_splitting_the_same_thps():
         assert mm.stats["split_pmd"] == nb
         assert (mm.pagemap(a, a + nb * M2) & ~np.uint64(1 << 56) == before_pm & ~np.uint64(1 << 56)).all()
         check_map_counts(mm)
+
+
+def test_a_reader_interrupted_while_waiting_leaves_the_queue():
+    """A reader that gets KeyboardInterrupt while it waits behind a writer
+    takes its place in the queue with it: a writer arriving later is not
+    held off for ever by the abandoned place (as a waiting writer's own
+    interrupt already did)."""
+    mm = P.MM()
+    lock = mm._lock
+    real_wait = lock._cond.wait
+    calls = []
+
+    def interrupted_wait(*args):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    holder_in, release = threading.Event(), threading.Event()
+
+    def holder():
+        with mm.mmap_write_lock():
+            holder_in.set()
+            assert release.wait(10)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    assert holder_in.wait(10)
+    lock._cond.wait = interrupted_wait
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with mm.mmap_read_lock():
+                pass
+    finally:
+        lock._cond.wait = real_wait
+    release.set()
+    t.join(10)
+    assert calls and not lock._queue
+    got = []
+
+    def writer():
+        with mm.mmap_write_lock():
+            got.append("writer")
+
+    w = threading.Thread(target=writer, daemon=True)
+    with watchdog(30):
+        w.start()
+        w.join(10)
+    assert got == ["writer"]
