@@ -16,13 +16,12 @@ import time
 import numpy as np
 
 import pgwalk
+from pgwalk.entries import p4d_bad, pgd_bad
 from pgwalk.image.physimage import map_frames
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 _C = pgwalk.constants
 PFN = np.uint64(_C.PTE_PFN_MASK)
-TOP_LINK_BITS = np.uint64(_C.PTE_PFN_MASK | _C._PAGE_PRESENT | _C._PAGE_RW | _C._PAGE_USER
-                          | _C._PAGE_ACCESSED | _C._PAGE_DIRTY | _C._PAGE_NX)   # all pgd_bad accepts
 DIRECT_MAP = 0xFFFF888000000000
 
 
@@ -263,16 +262,19 @@ def check(notes, tag, what, got, want):
 
 def table_frames(raw, root, levels):
     """The frame of every table a whole-space walk of ``root`` reads, once per
-    visit: the root, then each present entry that links a table (PS clear
-    below the top level; a top-level entry with flags pgd_bad rejects is
-    not followed), inside the file.  For the floor row: copying these is
-    the least any walker that reads every table can cost."""
+    visit: the root, then each present entry that links a table (the upper
+    levels' links as the walker checks them, ``pgd_bad``/``p4d_bad``; PS
+    clear in a PUD or PMD table), inside the file.  For the floor row:
+    copying these is the least any walker that reads every table can cost."""
     tables = np.memmap(raw, dtype="<u8", mode="r", shape=(os.path.getsize(raw) // 4096, 512))
     frames, level = [root >> 12], [root >> 12]
     for depth in range(levels - 1):
         e = tables[np.asarray(level, dtype=np.int64)].ravel()
-        link = (e & 1) != 0
-        link &= (e & np.uint64(_C._PAGE_PSE)) == 0 if depth else (e & ~TOP_LINK_BITS) == 0
+        if depth < levels - 3:                      # a PGD, or a 5-level P4D table
+            bad = pgd_bad if depth == 0 and levels == 5 else p4d_bad
+            link = np.fromiter((bool(v & 1) and not bad(v) for v in e.tolist()), dtype=bool, count=e.size)
+        else:
+            link = ((e & 1) != 0) & ((e & np.uint64(_C._PAGE_PSE)) == 0)
         level = ((e[link] & PFN) >> 12).astype(np.int64)
         level = level[level < tables.shape[0]].tolist()
         frames += level

@@ -276,10 +276,9 @@ cdef class MappingsOp:
             self.state.cap_maps = 0
         else:
             maps = np.empty(self.state.nmaps, dtype=MAPPING_DTYPE)
+            if nbytes:
+                memcpy(cnp.PyArray_DATA(maps), self.state.maps, nbytes)
         other = np.empty(self.state.nother, dtype=OTHER_DTYPE)
-        if self.state.nmaps and nbytes < HANDOFF_BYTES:
-            dst = <char *>cnp.PyArray_DATA(maps)
-            memcpy(dst, self.state.maps, nbytes)
         if self.state.nother:
             dst = <char *>cnp.PyArray_DATA(other)
             memcpy(dst, self.state.other, self.state.nother * sizeof(Other))

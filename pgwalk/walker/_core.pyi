@@ -231,13 +231,9 @@ def _walk_vma(
     newer: int = 0,
 ) -> int: ...
 def _walk_novma(
-    mm: PageTables, start: int, end: int, ops: MMWalkOps, pgd: PageTable | None, private: Any,
-    stats: WalkStats | None = None, newer: int = 0,
+    mm: PageTables, ranges: Iterable[tuple[int, int]], ops: MMWalkOps, pgd: PageTable | None,
+    private: Any, stats: WalkStats | None = None, newer: int = 0,
 ) -> int: ...
-def _walk_novma_each(
-    mm: PageTables, ranges: Iterable[tuple[int, int]], ops: MMWalkOps, newer: int = 0
-) -> int:
-    """walk_page_range_novma of each range (after its checks), one walk set-up."""
 def _walk_inline_mincore(
     mm: PageTables, start: int, end: int, ops: MMWalkOps, out: NDArray[np.uint8]
 ) -> int:

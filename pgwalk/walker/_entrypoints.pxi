@@ -340,37 +340,26 @@ def _walk_vma(vma, uint64_t start, uint64_t end, ops, private, stats=None, int n
         tree.active_walks -= 1
 
 
-def _walk_novma(PageTables mm not None, uint64_t start, uint64_t end, ops, PageTable pgd, private,
-                stats=None, int newer=0):
+def _walk_novma(PageTables mm not None, ranges, ops, PageTable pgd, private, stats=None,
+                int newer=0):
     """walk_page_range_novma() (today: walk_page_range_debug and
-    walk_kernel_page_table_range*) after its checks."""
+    walk_kernel_page_table_range*) after its checks, of each ``(start, end)``
+    of ``ranges`` in turn on one walk set-up (``walk_page_range_novma_each``;
+    the kernel's calls walk one range each).  The first non-zero return ends
+    it and is returned."""
     cdef MMWalk walk = _new_walk(mm, ops, private, True, pgd, newer)
     cdef dict before = (<PageTables>walk.c.pt).stats if stats is not None else None
     cdef PageTables tree = <PageTables>walk.c.pt
+    cdef int err = 0
     tree.active_walks += 1
     try:
-        return _finish(walk, _run_tables(walk, start, end, False, 0), stats, before)
+        for start, end in ranges:
+            err = _run_tables(walk, start, end, False, 0)
+            if err or walk._exc is not None:
+                break
+        return _finish(walk, err, stats, before)
     finally:
         tree.active_walks -= 1
-
-
-def _walk_novma_each(PageTables mm not None, ranges, ops, int newer=0):
-    """walk_page_range_novma() of each ``(start, end)`` of ``ranges`` in turn,
-    after its checks, on one walk set-up: the kernel makes a walk per call,
-    and a caller walking a few ranges with the same ops (``ImageMM.mappings``:
-    the two canonical halves) saves the rest.  Stops at the first non-zero
-    return, which it returns."""
-    cdef MMWalk walk = _new_walk(mm, ops, None, True, None, newer)
-    cdef int err = 0
-    mm.active_walks += 1
-    try:
-        for start, end in ranges:
-            err = _finish(walk, _run_tables(walk, start, end, False, 0))
-            if err:
-                break
-        return err
-    finally:
-        mm.active_walks -= 1
 
 
 def _c_predicates(uint64_t v):

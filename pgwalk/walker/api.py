@@ -84,38 +84,30 @@ def walk_page_range_novma(mm, start, end, ops, pgd=None, private=None, *, stats=
     tree's top-level table ``pgd``.  Huge leaves are never split.  Today's
     kernel splits it into ``walk_kernel_page_table_range`` and
     ``walk_page_range_debug``."""
+    return walk_page_range_novma_each(mm, ((start, end),), ops, pgd, private, stats=stats,
+                                      kernel=kernel)
+
+
+def walk_page_range_novma_each(mm, ranges, ops, pgd=None, private=None, *, stats=None, kernel=None):
+    """pgwalk's own: ``walk_page_range_novma`` of each ``(start, end)`` of
+    ``ranges`` in turn, on one walk set-up (a call per range sets up a walk
+    each: ``ImageMM.mappings`` walks the two canonical halves this way).
+    The checks, in ``walk_page_range_novma``'s order, cover every range
+    first; the first non-zero return ends it and is returned."""
     check_mm(mm)
     check_ops(ops)
     check_stats(stats)
     check_pgd(mm, pgd)
-    check_range(mm, start, end)
+    ranges = [(start, end) for start, end in ranges]
+    for start, end in ranges:
+        check_range(mm, start, end)
     newer = check_kernel(kernel)
-    if start >= end or mm is None:
+    if mm is None or any(start >= end for start, end in ranges):
         return -EINVAL
     if not check_ops_safe(ops):
         return -EINVAL
     mm._assert_novma_lock()
-    return _core._walk_novma(mm, start, end, ops, pgd, private, stats, newer)
-
-
-def walk_page_range_novma_each(mm, ranges, ops, *, kernel=None):
-    """pgwalk's own: ``walk_page_range_novma(mm, start, end, ops)`` of each
-    ``(start, end)`` of ``ranges`` in turn, on one walk set-up (a call per
-    range sets up a walk each: ``ImageMM.mappings`` walks the two canonical
-    halves this way).  The checks of every range come first; the first
-    non-zero return ends it and is returned."""
-    check_mm(mm)
-    check_ops(ops)
-    newer = check_kernel(kernel)
-    ranges = [(start, end) for start, end in ranges]
-    for start, end in ranges:
-        check_range(mm, start, end)
-        if start >= end:
-            return -EINVAL
-    if mm is None or not check_ops_safe(ops):
-        return -EINVAL
-    mm._assert_novma_lock()
-    return _core._walk_novma_each(mm, ranges, ops, newer)
+    return _core._walk_novma(mm, ranges, ops, pgd, private, stats, newer)
 
 
 def _kernel_mm(mm, pgd):
@@ -166,7 +158,7 @@ def _kernel_walk(mm, start, end, ops, pgd, private, stats, kernel):
         return -EINVAL
     if not check_ops_safe(ops):
         return -EINVAL
-    return _core._walk_novma(mm, start, end, ops, pgd, private, stats, newer)
+    return _core._walk_novma(mm, ((start, end),), ops, pgd, private, stats, newer)
 
 
 def walk_page_range_debug(mm, start, end, ops, pgd=None, private=None, *, init_mm=None,
@@ -192,4 +184,4 @@ def walk_page_range_debug(mm, start, end, ops, pgd=None, private=None, *, init_m
         return -EINVAL
     if not check_ops_safe(ops):
         return -EINVAL
-    return _core._walk_novma(mm, start, end, ops, pgd, private, stats, newer)
+    return _core._walk_novma(mm, ((start, end),), ops, pgd, private, stats, newer)
