@@ -471,7 +471,8 @@ def print_peers(res, notes):
             print(f"  {tag}: batched translate {calls[best] / r['pgwalk translate() batched']:.0f}x {best} "
                   f"(target 100x); translate1 {r['pgwalk translate1() per call'] / calls[best]:.3f}x of it "
                   f"(target <= 0.5x)")
-        first = {k: v for k, v in r.items() if ("fresh" in k) and not k.startswith(("pgwalk", "floor"))}
+        first = {k: v for k, v in r.items()
+                 if "fresh" in k and "kept" not in k and not k.startswith(("pgwalk", "floor"))}
         if first:
             best = min(first, key=first.get)
             mine = r["pgwalk first mappings() of a fresh dump"]
@@ -482,6 +483,10 @@ def print_peers(res, notes):
                   f"{mine * 1e9:.1f}; copying the tables walked costs {floor * 1e9:.1f} ns/leaf, "
                   f"{mapped * 1e9:.1f} from a fresh mapping of the file); "
                   f"with the open {first[best] / r['pgwalk open + mm() + first mappings()']:.1f}x")
+            kept = {k: v for k, v in r.items() if "kept" in k and not k.startswith("pgwalk")}
+            for k, v in kept.items():
+                print(f"  {tag}: mappings() on a fresh dump, results kept "
+                      f"{v / r['pgwalk first mappings() of a fresh dump, results kept']:.1f}x {k}")
             started = {k: v for k, v in r.items() if "start +" in k}
             for k, v in started.items():
                 print(f"  {tag}: open + mm() + first mappings() {v / r['pgwalk open + mm() + first mappings()']:.1f}x {k}")
