@@ -36,6 +36,7 @@ from ..entries import p4d_bad, pgd_bad
 from .formats import FORMATS, detect
 from .formats import vmcoreinfo as vmci
 from .formats.errors import AbsentError, ImageError
+from .formats.avml import AvmlStore
 from .formats.kdump import KdumpStore
 from .formats.lime import LimeStore
 from .formats.source import FileSource, FlatSource
@@ -44,7 +45,7 @@ MAPPING_DTYPE = _image.MAPPING_DTYPE
 NONPRESENT_DTYPE = _image.OTHER_DTYPE
 PT_LOAD = 1
 PT_NOTE = 4
-MAX_TABLES = 1 << 18            # frames an mm over a LiME/kdump dump gathers at most (1 GiB)
+MAX_TABLES = 1 << 18            # frames an mm over a LiME/AVML/kdump dump gathers at most (1 GiB)
 FREE_OPS = 2                    # MappingsOps kept for the next mappings() of any mm (threads: one each)
 FREE_OPS_BYTES = 64 << 20       # ... when their buffers hold at most this
 _FREE_OPS = []
@@ -67,12 +68,12 @@ class PhysImage:
         self.frames = frames            # uint64 view of the mapped file, 512 per frame (raw, ELF)
         self.segments = segments        # [(first pfn, frames, first file frame)], sorted
         self.kind = kind                # the format: one of formats.FORMATS
-        self.store = store              # LiME / kdump: frames one at a time (frame(pfn))
+        self.store = store              # LiME / AVML / kdump: frames one at a time (frame(pfn))
         self.vmcoreinfo = vmcoreinfo    # the kernel's VMCOREINFO lines (dict), or None
 
     @property
     def format(self):
-        """The dump's format: "raw", "elf", "lime", "kdump" or "kdump-flat"."""
+        """The dump's format: "raw", "elf", "lime", "avml", "kdump" or "kdump-flat"."""
         return self.kind
 
     @classmethod
@@ -102,6 +103,8 @@ class PhysImage:
             return cls._open_elf(path, size)
         if found == "lime":
             return cls(path, None, [], "lime", LimeStore(FileSource(path)))
+        if found == "avml":
+            return cls(path, None, [], "avml", AvmlStore(FileSource(path)))
         src = FileSource(path) if found == "kdump" else FlatSource(path)
         if found == "kdump-flat" and src.pread(0, 8, "kdump header") != b"KDUMP   ":
             raise ImageError(f"{path}: the flattened stream does not hold a kdump-compressed dump "
@@ -188,7 +191,7 @@ class PhysImage:
 
     def _gather_tables(self, root, levels, limit=MAX_TABLES):
         """The frames a walk from ``root`` may read as tables, copied out of a
-        LiME/kdump dump into one array: every frame a non-zero entry of a
+        LiME/AVML/kdump dump into one array: every frame a non-zero entry of a
         table above the PTE level names (a superset of what the walker
         follows), level by level.  (frames, segments) for attach_image."""
         got = {}

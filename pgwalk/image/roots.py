@@ -27,9 +27,10 @@ include/asm/pgtable.h), from one pass over the frames (``_roots.Scanner``):
 VMCOREINFO (ELF notes, the kdump sub-header), when present, is used as a
 cross-check and as the kernel root when the scan finds none.
 
-A raw image or an ELF core is scanned in place.  A LiME or kdump dump (read
-a frame at a time) is read in chunks of its held frames (LiME: straight
-from its ranges; kdump: descriptors a chunk at a time, pages decompressed)
+A raw image or an ELF core is scanned in place.  A LiME, AVML or kdump dump
+(read a frame at a time) is read in chunks of its held frames (LiME:
+straight from its ranges; AVML: a chunk's snappy chunks decompressed in one
+call; kdump: descriptors a chunk at a time, pages decompressed)
 for the candidates, their links checked against the bitmap of held frames;
 their paging modes are found in batches over the few frames each reads;
 then the frames the classification reads for those with one (theirs, the
@@ -46,7 +47,7 @@ import numpy as np
 from . import _roots
 from .formats.errors import ImageError
 
-STORE_CHUNK = 1 << 13             # frames of a LiME/kdump dump read (and decompressed) at a time: 32 MiB
+STORE_CHUNK = 1 << 13             # frames of a LiME/AVML/kdump dump read (and decompressed) at a time: 32 MiB
 MAX_GATHER = 1 << 18              # frames gathered for the classification at most (1 GiB)
 MODE_BATCH = 1 << 11              # candidates whose paging mode is found at a time (a few frames each)
 
@@ -161,7 +162,7 @@ def _present_bits(store, runs, max_pfn):
 
 
 def _scan_store(img, progress, chunk):
-    """``scan`` of a dump read a frame at a time (LiME, kdump): its held
+    """``scan`` of a dump read a frame at a time (LiME, AVML, kdump): its held
     frames in chunks of ``chunk`` for the candidates (their frame numbers
     kept, not their frames); their paging modes in batches of MODE_BATCH,
     each over the few frames it reads, gathered; then, for the candidates
@@ -252,7 +253,7 @@ def _scan_store(img, progress, chunk):
 def find_roots(img, progress=None):
     """Every page-table root of ``img`` (a ``PhysImage`` of any format),
     kernel first, then by kind and address: a list of ``Root``.  Raw images
-    and ELF cores are scanned in place; LiME and kdump dumps in chunks of
+    and ELF cores are scanned in place; LiME, AVML and kdump dumps in chunks of
     their held frames (see the module's docstring)."""
     sc, c = scan(img, progress)
     pfns = [int(p) for p in c["pfn"]]

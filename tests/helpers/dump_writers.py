@@ -1,6 +1,7 @@
 """Writers of small synthetic dumps in every format pgwalk reads (raw, ELF
-core with VMCOREINFO, LiME, kdump-compressed with each compression,
-makedumpfile's flattened stream), all from one synthetic physical memory:
+core with VMCOREINFO, LiME, AVML's compressed ranges, kdump-compressed with
+each compression, makedumpfile's flattened stream), all from one synthetic
+physical memory:
 the tables of ``image_gen.make_vol_image`` (4-level; for 5 levels a PGD in
 frame 0 over them) and patterned data frames that its leaves point at.
 Written from the layouts alone; tests/image/test_formats.py reads them."""
@@ -136,6 +137,55 @@ def lime_bytes(mem, ranges=None):
 def write_lime(path, mem, ranges=None):
     with open(path, "wb") as f:
         f.write(lime_bytes(mem, ranges))
+
+
+AVML_BLOCK = 16 << 20                # AVML cuts ranges into blocks of this size
+SNAPPY_ID = b"\xff\x06\x00\x00sNaPpY"  # the framing format's stream identifier chunk
+
+
+def snappy_chunks(data, piece=1 << 16, stored=False):
+    """``data`` as snappy framing-format chunks (no stream identifier), one
+    per ``piece`` bytes: compressed ones made by cramjam (the Rust snap
+    crate's frame encoder, the one AVML writes with), or stored ones
+    (type 1) carrying the checksum cramjam computed for the same bytes."""
+    import cramjam
+    out = bytearray()
+    for i in range(0, len(data), piece):
+        chunk = bytes(cramjam.snappy.compress(data[i:i + piece]))[len(SNAPPY_ID):]
+        if stored:
+            crc = chunk[4:8]
+            chunk = bytes([1]) + (4 + len(data[i:i + piece])).to_bytes(3, "little") + crc + data[i:i + piece]
+        out += chunk
+    return bytes(out)
+
+
+def avml_block(start, data, stream=None):
+    """One AVML range: header (magic AVML, version 2, first and last byte,
+    zero), a framed stream of ``data`` (default: cramjam's), its length."""
+    if stream is None:
+        import cramjam
+        stream = bytes(cramjam.snappy.compress(data))
+    return (struct.pack("<IIQQQ", 0x4C4D5641, 2, start, start + len(data) - 1, 0) + stream
+            + struct.pack("<Q", len(stream)))
+
+
+def avml_bytes(mem, ranges=None, block=AVML_BLOCK, skip_zero=True):
+    """An AVML compressed dump of mem's ``ranges`` [(first byte, last byte)]
+    (default: the runs of held frames) as AVML writes one: each range cut
+    into ``block``-byte blocks, an all-zero block left out when
+    ``skip_zero``."""
+    if ranges is None:
+        ranges = [(a * PAGE, (a + n) * PAGE - 1) for a, n in mem.runs()]
+    out = bytearray()
+    for start, last in ranges:
+        for lo in range(start, last + 1, block):
+            hi = min(last + 1, lo + block)
+            data = b"".join(mem.pages.get(p, bytes(PAGE)) for p in range(lo // PAGE, (hi + PAGE - 1) // PAGE))
+            data = data[lo % PAGE:lo % PAGE + hi - lo]
+            if skip_zero and not any(data):
+                continue
+            out += avml_block(lo, data)
+    return bytes(out)
 
 
 def compressor(name):
@@ -296,7 +346,7 @@ def broken_links_memory(levels=4, size=64 << 20):
 
 
 def write_dump(kind, path, mem, vmcoreinfo=None, excluded=()):
-    """Write mem as ``kind``: raw, elf, lime, kdump-<compression> or
+    """Write mem as ``kind``: raw, elf, lime, avml, kdump-<compression> or
     flat-<compression> (compression ``none`` for raw pages); kdump's
     ``excluded`` frames are in its 1st bitmap only.  Raises RuntimeError
     when the compression's library is not installed."""
@@ -306,6 +356,9 @@ def write_dump(kind, path, mem, vmcoreinfo=None, excluded=()):
         write_elf(path, mem, vmcoreinfo)
     elif kind == "lime":
         write_lime(path, mem)
+    elif kind == "avml":                       # every held frame kept, zero ones too: the raw image's
+        with open(path, "wb") as f:
+            f.write(avml_bytes(mem, skip_zero=False))
     else:
         comp = kind.split("-", 1)[1]
         dump = kdump_bytes(mem, None if comp == "none" else comp, vmcoreinfo=vmcoreinfo, excluded=excluded)

@@ -27,11 +27,13 @@ def write(kind, path, mem, vmcoreinfo=None):
     if kind.startswith(("kdump-", "flat-")):
         comp = kind.split("-", 1)[1]
         need(None if comp == "none" else comp)
+    if kind == "avml":
+        need("snappy")
     return W.write_dump(kind, path, mem, vmcoreinfo)
 
 
-KINDS = ["elf", "lime"] + [f"kdump-{c or 'none'}" for c in COMPRESSIONS] + ["flat-zlib", "flat-none"]
-FORMAT = {"elf": "elf", "lime": "lime", "kdump": "kdump", "flat": "kdump-flat"}
+KINDS = ["elf", "lime", "avml"] + [f"kdump-{c or 'none'}" for c in COMPRESSIONS] + ["flat-zlib", "flat-none"]
+FORMAT = {"elf": "elf", "lime": "lime", "avml": "avml", "kdump": "kdump", "flat": "kdump-flat"}
 
 
 @pytest.fixture(scope="module", params=[4, 5])

@@ -185,6 +185,8 @@ def _elf_sample(tmp_path_factory=None):
 
 
 SAMPLES["elf"] = _elf_sample()
+if W.compressor("snappy") is not None:                   # cramjam: AVML's snappy streams
+    SAMPLES["avml"] = W.avml_bytes(MEM, block=1 << 16)
 
 
 def exercise(path):

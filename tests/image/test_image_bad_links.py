@@ -19,14 +19,14 @@ from pgwalk.image import _image
 from helpers import dump_writers as W
 from helpers.cli import run_pgwalk
 
-KINDS = ["raw", "elf", "lime", "kdump-none", "kdump-zlib", "kdump-lzo", "kdump-snappy", "kdump-zstd",
+KINDS = ["raw", "elf", "lime", "avml", "kdump-none", "kdump-zlib", "kdump-lzo", "kdump-snappy", "kdump-zstd",
          "kdump-excluded", "flat-zlib"]
 
 
 def open_kind(tmp_path, kind, mem, gap):
     """mem written as ``kind`` (kdump-excluded: zlib, the hole frame in the
     1st bitmap only), opened; skips when a decompressor is missing."""
-    comp = kind.split("-", 1)[1] if "-" in kind else None
+    comp = "snappy" if kind == "avml" else kind.split("-", 1)[1] if "-" in kind else None
     if comp == "excluded":
         kind, comp, excluded = "kdump-zlib", "zlib", [gap]
     else:

@@ -51,7 +51,7 @@ PM_FRAME = (1 << 55) - 1          # swap entries: type in bits 0-4, offset above
 EINVAL = 22
 START_KERNEL_MAP = 0xFFFFFFFF80000000          # __START_KERNEL_map
 # the fixture's dumps of the same memory and the format each is detected as
-DUMPS = {"guest.raw": "raw", "guest.elf": "elf", "guest.lime": "lime",
+DUMPS = {"guest.raw": "raw", "guest.elf": "elf", "guest.lime": "lime", "guest.avml": "avml",
          "guest.kdump": "kdump", "guest.kdump-flat": "kdump-flat"}
 
 # The x86-64 swap-entry layout of a non-present PTE (arch/x86/include/asm/pgtable_64.h,
@@ -131,8 +131,8 @@ class Guest:
         """One of the fixture's dump files opened, or a skip naming it."""
         path = self.dir / name
         if not path.exists():
-            pytest.skip(f"no {name} in {self.dir}: rerun tests/fixtures/make_qemu_image.sh "
-                        f"(it writes guest.kdump only when makedumpfile is installed)")
+            pytest.skip(f"no {name} in {self.dir}: rerun tests/fixtures/make_qemu_image.sh (it writes "
+                        f"guest.kdump only when makedumpfile is installed, guest.avml only with cramjam)")
         return pgwalk.PhysImage.open(path)
 
     def mm(self, which):
@@ -495,9 +495,9 @@ def test_find_roots_on_raw_and_elf(g, name):
         assert kernels[0].pgd == g.swapper_pgd()
 
 
-@pytest.mark.parametrize("name", ["guest.lime", "guest.kdump", "guest.kdump-flat"])
+@pytest.mark.parametrize("name", ["guest.lime", "guest.avml", "guest.kdump", "guest.kdump-flat"])
 def test_find_roots_on_frame_at_a_time_formats(g, name):
-    """find_roots() of the LiME, kdump and flattened kdump dumps (read in
+    """find_roots() of the LiME, AVML, kdump and flattened kdump dumps (read in
     chunks, pages decompressed): the ELF dump's roots, kinds, levels and
     PTI pairs, so the helper's pair and swapper_pg_dir among them."""
     img = g.dump(name)
