@@ -227,7 +227,7 @@ def roots(a, d, res):
     data frames to ROOTS_MIB MiB; the worst case, ROOTS_MIB MiB of frames
     that all are candidates (every entry a link into the image, the guard
     hole empty, like full PTE tables); QEMU guests too, when present, and
-    their LiME and kdump dumps (read in chunks, against the raw dump's
+    their LiME, AVML and kdump dumps (read in chunks, against the raw dump's
     numpy read)."""
     sys.path.insert(0, str(TESTS))
     try:
@@ -262,7 +262,7 @@ def roots(a, d, res):
         p = Path(a.qemu) / f"l{lv}" / "guest.raw"
         if p.exists():
             imgs.append((f"QEMU l{lv} guest.raw", p))
-            for other in ("guest.lime", "guest.kdump"):
+            for other in ("guest.lime", "guest.avml", "guest.kdump"):
                 if (p.parent / other).exists():
                     imgs.append((f"QEMU l{lv} {other}", p.parent / other))
     rows = {}
