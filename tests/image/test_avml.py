@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+import hypothesis.strategies as st
 
 import pgwalk
 from pgwalk.image import AbsentError, ImageError
@@ -181,3 +183,59 @@ def test_frames_are_read_through_a_bounded_cache(tmp_path):
             store.frame(q)
     assert 0 < len(store._cache) <= store._cache_chunks
     assert np.all(store.chunk_bytes <= 1 << 16)
+
+
+def _python_walk(m, pos, size, start, done, want, cap=0):
+    """formats._framing.walk taking no chunk: the Python reader does all."""
+    empty = np.zeros(0, dtype=np.int64)
+    return pos, done, empty, empty, empty, empty
+
+
+def _index(path):
+    try:
+        s = pgwalk.PhysImage.open(path).store
+    except ImageError as e:
+        return str(e)
+    return [a.tolist() for a in (s.chunk_pa, s.chunk_bytes, s.chunk_at, s.chunk_stop)], s.ranges
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_c_chunk_walk_is_the_python_one(tmp_path_factory, monkeypatch, data):
+    """The index (and the error) of streams of every chunk kind, size and
+    damage: the same with the C walk of ordinary chunks as with the Python
+    reader alone."""
+    body = bytes(range(256)) * 64 + bytes(8192)
+    out = bytearray()
+    start = 0x10000
+    extra = {"pad": b"\xfe\x02\x00\x00..", "skip": b"\x99\x00\x00\x00", "id": W.SNAPPY_ID,
+             "empty": b"\x01\x04\x00\x00" + bytes(4),         # a stored chunk of no data
+             # and chunks the Python reader must judge
+             "reserved": b"\x02\x00\x00\x00", "reserved7f": b"\x7f\x01\x00\x00x",
+             "not-id": b"\xff\x06\x00\x00sNaPpZ", "short": b"\x01\x02\x00\x00ab",
+             "varint": b"\x00\x0a\x00\x00" + bytes(4) + b"\xff" * 6}
+    common = ["compressed", "stored"] * 4 + sorted(extra)
+    for _ in range(data.draw(st.integers(1, 3))):
+        n = data.draw(st.integers(1, 3 * PAGE))
+        parts = [body[p % 8192:p % 8192 + min(PAGE, n - p)] for p in range(0, n, PAGE)]
+        stream = W.SNAPPY_ID
+        for part in parts:
+            kind = data.draw(st.sampled_from(common))
+            stream += extra.get(kind, b"") + W.snappy_chunks(part, stored=kind == "stored")
+        # a range shorter than its stream now and then: the chunk that overflows it
+        short = data.draw(st.sampled_from([0] * 4 + [1, 100]))
+        out += W.avml_block(start, b"".join(parts)[:max(1, n - short)], stream)
+        start += n + data.draw(st.sampled_from([0, PAGE, 123]))
+    for _ in range(data.draw(st.integers(0, 3))):          # damage
+        at = data.draw(st.integers(0, len(out) - 1))
+        out[at:at + 1] = bytes([data.draw(st.sampled_from([0, 1, 2, 0x7F, 0x80, 0xFE, 0xFF]))])
+    if data.draw(st.booleans()):
+        out = out[:data.draw(st.integers(1, len(out)))]
+    path = tmp_path_factory.mktemp("walk") / "d"
+    path.write_bytes(bytes(out))
+    fast = _index(path)
+    from pgwalk.image.formats import avml
+    with monkeypatch.context() as mp:
+        mp.setattr(avml._framing, "walk", _python_walk)
+        assert _index(path) == fast

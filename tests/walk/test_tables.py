@@ -125,7 +125,7 @@ def test_pagetable_array_protocol():
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
                     reason="mypy is the optional 'typecheck' extra; the stub check needs it")
 def test_type_stub_matches_the_compiled_module(tmp_path):
-    """The stubs of every compiled module (_core, _builtin, _ptrange, _image, _mmops)
+    """The stubs of every compiled module (_core, _builtin, _ptrange, _image, _mmops, _roots, _framing)
     against the compiled modules (mypy stubtest),
     run from an empty folder so that the imported pgwalk is the one in use."""
     root = Path(pgwalk.__file__).parent
@@ -133,7 +133,7 @@ def test_type_stub_matches_the_compiled_module(tmp_path):
     env = dict(__import__("os").environ, PYTHONPATH=str(root.parent))
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pgwalk.walker._core", "pgwalk.walker._builtin",
                         "pgwalk.image._image", "pgwalk.process._mmops", "pgwalk.walker._ptrange",
-                        "pgwalk.image._roots",
+                        "pgwalk.image._roots", "pgwalk.image.formats._framing",
                         "--allowlist", str(allow)], capture_output=True, text=True,
                        cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout + r.stderr + str(root)

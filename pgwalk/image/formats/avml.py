@@ -8,7 +8,8 @@ each with a masked CRC-32C of its data; padding and skippable chunks may
 come between.  AVML cuts a range into blocks of 16 MiB and leaves out a
 block that is all zeros: what no range covers is absent, as in LiME.
 
-Opening reads the chunk headers once (four bytes a chunk, no data); a frame
+Opening reads the chunk headers once (four bytes a chunk, no data; the
+ordinary ones in C, ``_framing.walk``); a frame
 is read by decompressing the chunks that hold it, checksums checked (kept
 in a small LRU cache); nothing decompresses the whole file.
 """
@@ -19,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import _framing
 from .errors import ImageError
 
 HEADER = struct.Struct("<IIQQQ")
@@ -63,7 +65,8 @@ class AvmlStore:
         self.path = path = source.path
         m, size = source.map, source.size
         blocks = []                         # (start, end, first chunk, end chunk, header offset)
-        pa, nbytes, at, stop = [], [], [], []   # per data chunk: where its data goes, and its bytes
+        pa, nbytes, at, stop = [], [], [], []   # per data chunk, arrays of them: where its data goes, its bytes
+        held = 0                            # data chunks so far
         pos = 0
         while pos < size:
             magic, version, start, last, pad = HEADER.unpack(source.pread(pos, HEADER.size, "AVML header"))
@@ -77,10 +80,17 @@ class AvmlStore:
             if last < start:
                 raise ImageError(f"{where}: reversed range ({start:#x} to {last:#x})")
             want = last - start + 1
-            first = len(pa)
+            first = held
             p = pos + HEADER.size
             done, started = 0, False
             while done < want:
+                if started:                     # the ordinary chunks in C; the others below
+                    p, done, *taken = _framing.walk(m, p, size, start, done, want)
+                    for lst, arr in zip((pa, nbytes, at, stop), taken):
+                        lst.append(arr)
+                    held += taken[0].size
+                    if done == want:
+                        break
                 if p + 4 > size:
                     raise ImageError(f"{where}: its snappy stream ends at the end of the file after "
                                      f"{done:#x} of the range's {want:#x} bytes (truncated?)")
@@ -106,10 +116,9 @@ class AvmlStore:
                     if done + got > want:
                         raise ImageError(f"{bad}: the stream holds more than the range's {want:#x} bytes")
                     if got:
-                        pa.append(start + done)
-                        nbytes.append(got)
-                        at.append(p)
-                        stop.append(body + n)
+                        for lst, v in zip((pa, nbytes, at, stop), (start + done, got, p, body + n)):
+                            lst.append(np.array([v], dtype=np.int64))
+                        held += 1
                     done += got
                 elif kind in RESERVED:
                     raise ImageError(f"{bad}: a reserved chunk type")
@@ -118,7 +127,7 @@ class AvmlStore:
             if length != p - pos - HEADER.size:
                 raise ImageError(f"{path}: AVML stream length at offset {p:#x} says {length} bytes; the "
                                  f"stream of the range at offset {pos:#x} has {p - pos - HEADER.size}")
-            blocks.append((start, last + 1, first, len(pa), pos))
+            blocks.append((start, last + 1, first, held, pos))
             pos = p + 8
         if not blocks:
             raise ImageError(f"{path}: no AVML range")
@@ -128,10 +137,11 @@ class AvmlStore:
                 raise ImageError(f"{path}: AVML ranges overlap: [{a:#x}, {b:#x}) (header at offset "
                                  f"{pa_:#x}) and one from {c:#x} (header at offset {pc:#x})")
         order = np.concatenate([np.arange(c0, c1, dtype=np.int64) for _, _, c0, c1, _ in blocks])
-        self.chunk_pa = np.array(pa, dtype=np.int64)[order]     # in address order, as the ranges
-        self.chunk_bytes = np.array(nbytes, dtype=np.int64)[order]
-        self.chunk_at = np.array(at, dtype=np.int64)[order]
-        self.chunk_stop = np.array(stop, dtype=np.int64)[order]
+
+        def table(parts):                   # in address order, as the ranges
+            return np.concatenate(parts)[order] if parts else np.zeros(0, dtype=np.int64)
+        self.chunk_pa, self.chunk_bytes = table(pa), table(nbytes)
+        self.chunk_at, self.chunk_stop = table(at), table(stop)
         self.ranges = []
         k = 0
         for a, b, c0, c1, _ in blocks:
