@@ -55,7 +55,7 @@ def test_scan_on_a_local_cluster_matches_per_dump_results(dumps, tmp_path):
 
 
 def test_summarize_reads_every_format(dumps, tmp_path):
-    """A LiME and a kdump dump of the same memory as a raw one: the same rows
+    """A LiME, an AVML and a kdump dump of the same memory as a raw one: the same rows
     (roots, kinds, leaves), their own format and held frames."""
     from helpers import dump_writers as W
     import numpy as np
@@ -64,7 +64,7 @@ def test_summarize_reads_every_format(dumps, tmp_path):
     mem = W.Memory({p: w[p * 512:(p + 1) * 512].tobytes() for p in range(n)}, 0, 4, n * 4096)
     want = summarize(str(dumps[0].resolve()))
     assert len(want) > 2 and not any(r["error"] for r in want)
-    for kind, fmt in (("lime", "lime"), ("kdump-zlib", "kdump")):
+    for kind, fmt in (("lime", "lime"), ("avml", "avml"), ("kdump-zlib", "kdump")):
         p = W.write_dump(kind, tmp_path / kind, mem)
         got = summarize(str(p.resolve()))
         assert [r["format"] for r in got] == [fmt] * len(want) and got[0]["frames"] == n
