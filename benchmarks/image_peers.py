@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 import pgwalk
+from pgwalk.constants import START_KERNEL_MAP
 from pgwalk.entries import p4d_bad, pgd_bad
 from pgwalk.image.physimage import map_frames
 
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 _C = pgwalk.constants
 PFN = np.uint64(_C.PTE_PFN_MASK)
 DIRECT_MAP = 0xFFFF888000000000

@@ -44,16 +44,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import PAGE_SHIFT, PTE_PFN_MASK as PFN_MASK, START_KERNEL_MAP
 from . import _roots
 from .formats.errors import ImageError
 
 STORE_CHUNK = 1 << 13             # frames of a LiME/AVML/kdump dump read (and decompressed) at a time: 32 MiB
 MAX_GATHER = 1 << 18              # frames gathered for the classification at most (1 GiB)
 MODE_BATCH = 1 << 11              # candidates whose paging mode is found at a time (a few frames each)
+MAX_BITMAP = 1 << 30              # bytes of a LiME/AVML dump's held-frame bitmap: 32 TiB of physical addresses
 
 NX = np.uint64(1 << 63)
-PFN_MASK = ((1 << 52) - 1) & ~0xFFF
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 LDT_SLOT = {4: 512 - 240, 5: 512 - 112}       # LDT_PGD_ENTRY_L4 / _L5
 KINDS = ("kernel", "process", "stale", "boot")
 
@@ -145,19 +145,29 @@ def scan(img, progress=None, chunk=1 << 16):
     return sc, sc.result()
 
 
-def _present_bits(store, runs, max_pfn):
-    """A bit per frame below ``max_pfn`` (uint8, little-endian bit order):
-    the frames ``store`` holds."""
-    if hasattr(store, "present_bits"):
-        bits = store.present_bits()
-    else:
-        held = np.zeros(max_pfn, dtype=bool)
-        for a, n in runs:
-            held[a:a + n] = True
-        bits = np.packbits(held, bitorder="little")
-    out = np.zeros((max_pfn + 7) // 8 + 1, dtype=np.uint8)
-    n = min(out.size, bits.size)
-    out[:n] = bits[:n]
+def _present_bits(img, runs, max_pfn):
+    """A bit per frame below ``max_pfn`` (uint8, little-endian bit order,
+    a spare byte at the end): the frames ``img``'s store holds.  A dump
+    whose ranges lie higher than ``MAX_BITMAP`` bytes of bits reach is an
+    ImageError, not an unbounded allocation."""
+    out_bytes = (max_pfn + 7) // 8 + 1
+    if out_bytes > MAX_BITMAP:
+        raise ImageError(f"{img.path}: it holds frames up to physical address {max_pfn << PAGE_SHIFT:#x}; "
+                         f"find_roots reads dumps whose frames lie below "
+                         f"{(MAX_BITMAP * 8) << PAGE_SHIFT:#x}")
+    out = np.zeros(out_bytes, dtype=np.uint8)
+    if hasattr(img.store, "present_bits"):
+        bits = img.store.present_bits()
+        n = min(out.size, bits.size)
+        out[:n] = bits[:n]
+        return out
+    for a, n in runs:
+        b = a + n
+        lo, hi = (a + 7) >> 3, b >> 3                  # the whole bytes of the run
+        if lo < hi:
+            out[lo:hi] = 0xFF
+        for p in list(range(a, min(b, lo << 3))) + list(range(max(a, hi << 3, lo << 3), b)):
+            out[p >> 3] |= 1 << (p & 7)
     return out
 
 
@@ -171,7 +181,7 @@ def _scan_store(img, progress, chunk):
     store = img.store
     runs = store.present()
     max_pfn = max((a + n for a, n in runs), default=0)
-    bits = _present_bits(store, runs, max_pfn)
+    bits = _present_bits(img, runs, max_pfn)
     total = sum(n for _, n in runs)
     cands, done = [], 0
     for a, n in runs:

@@ -23,7 +23,7 @@ import numpy as np
 from ..constants import (
     LEVEL_NAMES,
     _PAGE_GLOBAL, _PAGE_NX, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW,
-    _PAGE_USER, PTE_FLAGS_MASK, U64_MASK,
+    _PAGE_USER, PTE_FLAGS_MASK, START_KERNEL_MAP, U64_MASK,
 )
 from ._core import batch
 from .ops import MMWalkOps
@@ -43,7 +43,6 @@ _UNITS = "BKMGTPE"
 # x86-64 layout (arch/x86/include/asm/page_64_types.h, pgtable_64_types.h):
 # addresses that do not depend on KASLR or on the kernel's configuration.
 KERNEL_SPACE = 1 << 63
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 CPU_ENTRY_AREA_BASE = (-4 << 39) & U64_MASK           # PGD slot -4 of 512 GiB
 ESPFIX_BASE_ADDR = (-2 << 39) & U64_MASK
 EFI_VA_END = (-68 << 30) & U64_MASK

@@ -8,6 +8,7 @@ ImageError / AbsentError, never crash or allocate without bound."""
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 import hypothesis.strategies as st
@@ -132,6 +133,57 @@ def test_lime_reversed_and_overlapping_ranges(tmp_path):
     p.write_bytes(W.lime_bytes(MEM) + b"garbage!" * 4)
     with pytest.raises(ImageError, match="bad magic"):
         opens(p)
+
+
+def test_ranges_at_impossible_or_far_physical_addresses(tmp_path):
+    """A LiME or AVML range past x86-64's 52-bit physical addresses is an
+    error on open (AVML's index holds addresses as int64); one below that
+    but so high that find_roots' bitmap of held frames (a bit per frame
+    from 0) would pass roots.MAX_BITMAP is an error naming the file, not an
+    unbounded allocation; a range at 1 TiB is scanned."""
+    from pgwalk.image import roots
+    page = bytes(range(256)) * 16
+
+    def lime(start):
+        return struct.pack("<IIQQ8s", 0x4C694D45, 1, start, start + PAGE - 1, bytes(8)) + page
+    kinds = [("lime", lime)]
+    if W.compressor("snappy") is not None:
+        kinds.append(("avml", lambda start: W.avml_block(start, page)))
+    for name, make in kinds:
+        p = tmp_path / name
+        for start in ((1 << 52) - PAGE // 2, (1 << 64) - PAGE):
+            p.write_bytes(make(start))
+            with pytest.raises(ImageError, match=f"{name}: .*past x86-64's 52-bit physical addresses"):
+                pgwalk.PhysImage.open(p)
+        p.write_bytes(make(roots.MAX_BITMAP * 8 * PAGE))
+        img = pgwalk.PhysImage.open(p)
+        assert img.frame(roots.MAX_BITMAP * 8) == page
+        with pytest.raises(ImageError, match=f"{name}: it holds frames up to physical address"):
+            img.find_roots()
+        p.write_bytes(make(1 << 40))
+        assert pgwalk.PhysImage.open(p).find_roots() == []
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(runs=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 40)), max_size=8))
+def test_the_held_frame_bitmap_sets_exactly_the_runs(runs):
+    """roots._present_bits of a store's runs (built a byte at a time where
+    it can) against a plain per-frame reference."""
+    from pgwalk.image import roots
+    spans, at = [], 0
+    for gap, n in runs:                              # sorted, disjoint runs
+        spans.append((at + gap, n))
+        at += gap + n
+    max_pfn = max((a + n for a, n in spans), default=0)
+
+    class Img:
+        path = "mem"
+        store = object()
+    bits = roots._present_bits(Img, spans, max_pfn)
+    want = np.zeros(((max_pfn + 7) // 8 + 1) * 8, dtype=bool)
+    for a, n in spans:
+        want[a:a + n] = True
+    assert bits.tobytes() == np.packbits(want, bitorder="little").tobytes()
 
 
 def test_flattened_records_that_overlap_or_never_end(tmp_path):

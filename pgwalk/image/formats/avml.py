@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ...constants import PHYSICAL_MASK_SHIFT
 from . import _framing
 from .errors import ImageError
 
@@ -79,6 +80,9 @@ class AvmlStore:
                 raise ImageError(f"{where}: reserved field {pad:#x} (must be 0)")
             if last < start:
                 raise ImageError(f"{where}: reversed range ({start:#x} to {last:#x})")
+            if last >> PHYSICAL_MASK_SHIFT:
+                raise ImageError(f"{where}: the range ends at {last:#x}, past x86-64's "
+                                 f"{PHYSICAL_MASK_SHIFT}-bit physical addresses")
             want = last - start + 1
             first = held
             p = pos + HEADER.size

@@ -5,6 +5,7 @@ reserved bytes) followed by its bytes; what no range covers is absent."""
 import struct
 from bisect import bisect_right
 
+from ...constants import PHYSICAL_MASK_SHIFT
 from .errors import ImageError
 
 HEADER = struct.Struct("<IIQQ8s")
@@ -30,6 +31,9 @@ class LimeStore:
             if last < start:
                 raise ImageError(f"{path}: LiME range at offset {pos:#x} is reversed "
                                  f"({start:#x} to {last:#x})")
+            if last >> PHYSICAL_MASK_SHIFT:
+                raise ImageError(f"{path}: LiME range at offset {pos:#x} ends at {last:#x}, past x86-64's "
+                                 f"{PHYSICAL_MASK_SHIFT}-bit physical addresses")
             n = last - start + 1
             if pos + HEADER.size + n > size:
                 raise ImageError(f"{path}: LiME range at offset {pos:#x} ({start:#x} to {last:#x}) runs "

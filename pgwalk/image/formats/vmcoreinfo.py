@@ -2,9 +2,9 @@
 settings (in an ELF note or the kdump sub-header), and what they tell about
 the kernel's page tables."""
 
+from ...constants import PTE_PFN_MASK, START_KERNEL_MAP
 from .errors import ImageError
 
-START_KERNEL_MAP = 0xFFFFFFFF80000000
 MAX_TEXT = 1 << 20                      # a real one is a few KiB
 
 
@@ -60,4 +60,4 @@ def kernel_root(info, phys_base=None):
     if pb is None:
         pb = phys_base if phys_base is not None else 0
     levels = 5 if _int(info, "NUMBER(pgtable_l5_enabled)", 10) == 1 else 4
-    return (sym - START_KERNEL_MAP + pb) & ((1 << 52) - 1) & ~0xFFF, levels
+    return (sym - START_KERNEL_MAP + pb) & PTE_PFN_MASK, levels
