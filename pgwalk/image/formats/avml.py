@@ -64,10 +64,10 @@ class AvmlStore:
     def __init__(self, source, cache_chunks=64):
         self.source = source
         self.path = path = source.path
-        m, size = source.map, source.size
+        size = source.size
         blocks = []                         # (start, end, first chunk, end chunk, header offset)
-        pa, nbytes, at, stop = [], [], [], []   # per data chunk, arrays of them: where its data goes, its bytes
-        held = 0                            # data chunks so far
+        self._parts = ([], [], [], [])      # arrays of data chunks' (pa, bytes, header offset, body end)
+        self._held = 0                      # data chunks so far
         pos = 0
         while pos < size:
             magic, version, start, last, pad = HEADER.unpack(source.pread(pos, HEADER.size, "AVML header"))
@@ -83,55 +83,13 @@ class AvmlStore:
             if last >> PHYSICAL_MASK_SHIFT:
                 raise ImageError(f"{where}: the range ends at {last:#x}, past x86-64's "
                                  f"{PHYSICAL_MASK_SHIFT}-bit physical addresses")
-            want = last - start + 1
-            first = held
-            p = pos + HEADER.size
-            done, started = 0, False
-            while done < want:
-                if started:                     # the ordinary chunks in C; the others below
-                    p, done, *taken = _framing.walk(m, p, size, start, done, want)
-                    for lst, arr in zip((pa, nbytes, at, stop), taken):
-                        lst.append(arr)
-                    held += taken[0].size
-                    if done == want:
-                        break
-                if p + 4 > size:
-                    raise ImageError(f"{where}: its snappy stream ends at the end of the file after "
-                                     f"{done:#x} of the range's {want:#x} bytes (truncated?)")
-                kind, n = m[p], int.from_bytes(m[p + 1:p + 4], "little")
-                body = p + 4
-                if body + n > size:
-                    raise ImageError(f"{path}: snappy chunk at offset {p:#x} ({n} bytes) runs past the end "
-                                     f"of the file (truncated?)")
-                bad = f"{path}: snappy chunk at offset {p:#x} (type {kind:#04x}, {n} bytes)"
-                if kind == IDENTIFIER:
-                    if m[body:body + n] != b"sNaPpY":
-                        raise ImageError(f"{bad}: not the stream identifier")
-                    started = True
-                elif not started:
-                    raise ImageError(f"{bad}: the range's stream does not start with the snappy stream "
-                                     f"identifier")
-                elif kind in (COMPRESSED, STORED):
-                    got = n - 4 if kind == STORED else (_varint(m, body + 4, body + n) if n > 4 else None)
-                    if got is None or got < 0:
-                        raise ImageError(f"{bad}: too short, or its length preamble is malformed")
-                    if got > MAX_DATA:
-                        raise ImageError(f"{bad}: holds {got} bytes (at most {MAX_DATA})")
-                    if done + got > want:
-                        raise ImageError(f"{bad}: the stream holds more than the range's {want:#x} bytes")
-                    if got:
-                        for lst, v in zip((pa, nbytes, at, stop), (start + done, got, p, body + n)):
-                            lst.append(np.array([v], dtype=np.int64))
-                        held += 1
-                    done += got
-                elif kind in RESERVED:
-                    raise ImageError(f"{bad}: a reserved chunk type")
-                p = body + n                        # padding and skippable chunks: passed over
+            first = self._held
+            p = self._stream(pos + HEADER.size, start, last - start + 1, where)
             length, = struct.unpack("<Q", source.pread(p, 8, "AVML stream length"))
             if length != p - pos - HEADER.size:
                 raise ImageError(f"{path}: AVML stream length at offset {p:#x} says {length} bytes; the "
                                  f"stream of the range at offset {pos:#x} has {p - pos - HEADER.size}")
-            blocks.append((start, last + 1, first, held, pos))
+            blocks.append((start, last + 1, first, self._held, pos))
             pos = p + 8
         if not blocks:
             raise ImageError(f"{path}: no AVML range")
@@ -144,8 +102,8 @@ class AvmlStore:
 
         def table(parts):                   # in address order, as the ranges
             return np.concatenate(parts)[order] if parts else np.zeros(0, dtype=np.int64)
-        self.chunk_pa, self.chunk_bytes = table(pa), table(nbytes)
-        self.chunk_at, self.chunk_stop = table(at), table(stop)
+        self.chunk_pa, self.chunk_bytes, self.chunk_at, self.chunk_stop = map(table, self._parts)
+        del self._parts
         self.ranges = []
         k = 0
         for a, b, c0, c1, _ in blocks:
@@ -154,6 +112,57 @@ class AvmlStore:
         self._starts = [a for a, _, _, _ in self.ranges]
         self._cache = OrderedDict()
         self._cache_chunks = cache_chunks
+
+    def _take(self, *columns):
+        """Data chunks found (arrays of pa, bytes, header offset, body end)."""
+        for part, col in zip(self._parts, columns):
+            part.append(col)
+        self._held += columns[0].size
+
+    def _stream(self, p, start, want, where):
+        """The framed stream at offset ``p`` of the range of ``want`` bytes
+        from ``start``: its data chunks taken; returns where it ends.  The
+        ordinary chunks are walked in C (``_framing.walk``), any other here,
+        where its error is raised."""
+        m, size, path = self.source.map, self.source.size, self.path
+        done, started = 0, False
+        while done < want:
+            if started:
+                p, done, *taken = _framing.walk(m, p, size, start, done, want)
+                self._take(*taken)
+                if done == want:
+                    break
+            if p + 4 > size:
+                raise ImageError(f"{where}: its snappy stream ends at the end of the file after "
+                                 f"{done:#x} of the range's {want:#x} bytes (truncated?)")
+            kind, n = m[p], int.from_bytes(m[p + 1:p + 4], "little")
+            body = p + 4
+            if body + n > size:
+                raise ImageError(f"{path}: snappy chunk at offset {p:#x} ({n} bytes) runs past the end "
+                                 f"of the file (truncated?)")
+            bad = f"{path}: snappy chunk at offset {p:#x} (type {kind:#04x}, {n} bytes)"
+            if kind == IDENTIFIER:
+                if m[body:body + n] != b"sNaPpY":
+                    raise ImageError(f"{bad}: not the stream identifier")
+                started = True
+            elif not started:
+                raise ImageError(f"{bad}: the range's stream does not start with the snappy stream "
+                                 f"identifier")
+            elif kind in (COMPRESSED, STORED):
+                got = n - 4 if kind == STORED else (_varint(m, body + 4, body + n) if n > 4 else None)
+                if got is None or got < 0:
+                    raise ImageError(f"{bad}: too short, or its length preamble is malformed")
+                if got > MAX_DATA:
+                    raise ImageError(f"{bad}: holds {got} bytes (at most {MAX_DATA})")
+                if done + got > want:
+                    raise ImageError(f"{bad}: the stream holds more than the range's {want:#x} bytes")
+                if got:
+                    self._take(*(np.array([v], dtype=np.int64) for v in (start + done, got, p, body + n)))
+                done += got
+            elif kind in RESERVED:
+                raise ImageError(f"{bad}: a reserved chunk type")
+            p = body + n                        # padding and skippable chunks: passed over
+        return p
 
     def _range(self, pa, n):
         """The range holding all of ``[pa, pa + n)``, or None."""
