@@ -9,9 +9,9 @@ come between.  AVML cuts a range into blocks of 16 MiB and leaves out a
 block that is all zeros: what no range covers is absent, as in LiME.
 
 Opening reads the chunk headers once (four bytes a chunk, no data; the
-ordinary ones in C, ``_framing.walk``); a frame
-is read by decompressing the chunks that hold it, checksums checked (kept
-in a small LRU cache); nothing decompresses the whole file.
+ordinary ones in C, ``_framing.walk``); a frame is read by decompressing
+the chunks that hold it, checksums checked (kept in a small LRU cache);
+nothing decompresses the whole file.
 """
 
 import struct
@@ -21,11 +21,11 @@ from collections import OrderedDict
 import numpy as np
 
 from ...constants import PHYSICAL_MASK_SHIFT
-from . import _framing
+from . import AVML_MAGIC, _framing
 from .errors import ImageError
 
 HEADER = struct.Struct("<IIQQQ")
-MAGIC = 0x4C4D5641
+MAGIC = int.from_bytes(AVML_MAGIC, "little")     # 0x4C4D5641
 VERSION = 2
 STREAM_ID = b"\xff\x06\x00\x00sNaPpY"      # the framing format's stream identifier chunk
 MAX_DATA = 1 << 16                          # bytes of data one chunk may hold

@@ -6,10 +6,11 @@ import struct
 from bisect import bisect_right
 
 from ...constants import PHYSICAL_MASK_SHIFT
+from . import LIME_MAGIC
 from .errors import ImageError
 
 HEADER = struct.Struct("<IIQQ8s")
-MAGIC = 0x4C694D45
+MAGIC = int.from_bytes(LIME_MAGIC, "little")     # 0x4C694D45
 
 
 class LimeStore:
