@@ -281,6 +281,30 @@ def table_frames(raw, root, levels):
     return np.asarray(frames, dtype=np.int64)
 
 
+def fresh_rows(res, names, open_, enumerate_, close, samples, units):
+    """The whole-space enumeration of a freshly opened dump, the same way
+    for every side: ``names`` are the rows of open + first enumeration,
+    first enumeration alone, and first enumeration with every result held
+    (as a user holds it: its memory is new, not the last result's, which
+    the other rows reuse).  ``close(handle)`` after each, when given."""
+    def once(kept):
+        t0 = time.perf_counter()
+        h = open_()
+        t1 = time.perf_counter()
+        got = enumerate_(h)
+        t2 = time.perf_counter()
+        if close is not None:
+            close(h)
+        if kept is not None:
+            kept.append(got)
+        return t2 - t0, t2 - t1
+    dropped = [once(None) for _ in range(samples)]
+    kept = []
+    held = [once(kept)[1] for _ in range(samples)]
+    for name, ts in zip(names, ([t for t, _ in dropped], [t for _, t in dropped], held)):
+        res[name] = (statistics.median(ts), min(ts), units)
+
+
 def per_call(fn, vas):
     out = []
     for va in vas:
@@ -377,26 +401,11 @@ def run(res, notes, tag, raw, elf, cr3, levels, vas, samples, read_va=None, read
     maps = mm.mappings()
     notes[f"{tag} pgwalk first mappings() in the process (open, mm, walk)"] = (
         f"{(time.perf_counter() - t0) * 1e3:.2f} ms")
-
-    def fresh(kept=None):
-        t0 = time.perf_counter()
-        fmm = pgwalk.PhysImage.open(raw).mm(cr3, levels)
-        t1 = time.perf_counter()
-        got = fmm.mappings()
-        t2 = time.perf_counter()
-        if kept is not None:
-            kept.append(got)
-        return t2 - t0, t2 - t1
-    ts = [fresh() for _ in range(max(samples, 5))]
-    res[f"{tag} pgwalk open + mm() + first mappings()"] = (
-        statistics.median(t for t, _ in ts), min(t for t, _ in ts), len(maps))
-    res[f"{tag} pgwalk first mappings() of a fresh dump"] = (
-        statistics.median(t for _, t in ts), min(t for _, t in ts), len(maps))
-    kept = []       # each result held, as a user holds it: its memory is new, not the last one's
-    ts = [fresh(kept)[1] for _ in range(max(samples, 5))]
-    res[f"{tag} pgwalk first mappings() of a fresh dump, results kept"] = (
-        statistics.median(ts), min(ts), len(maps))
-    del kept
+    fresh_rows(res, [f"{tag} pgwalk {row}" for row in (
+        "open + mm() + first mappings()", "first mappings() of a fresh dump",
+        "first mappings() of a fresh dump, results kept")],
+        lambda: pgwalk.PhysImage.open(raw).mm(cr3, levels), lambda m: m.mappings(), None,
+        max(samples, 5), len(maps))
     res[f"{tag} pgwalk mappings() cached"] = (*timed(mm.mappings, samples), len(maps))
     frames = table_frames(raw, cr3, levels)
     tables = np.memmap(raw, dtype="<u8", mode="r", shape=(os.path.getsize(raw) // 4096, 512))
@@ -467,30 +476,10 @@ def run(res, notes, tag, raw, elf, cr3, levels, vas, samples, read_va=None, read
         notes[f"{tag} MemProcFS maps.pte()"] = f"{mp:,} pages in {len(pte):,} ranges"
         vmm.close()
 
-        def fresh(kept=None):
-            v, _ = memprocfs_vmm(raw, cr3, levels)
-            t = time.perf_counter()
-            got = v.process(1).maps.pte()
-            t = time.perf_counter() - t
-            v.close()
-            if kept is not None:
-                kept.append(got)
-            return t
-        def started():
-            t = time.perf_counter()
-            v, _ = memprocfs_vmm(raw, cr3, levels)
-            v.process(1).maps.pte()
-            t = time.perf_counter() - t
-            v.close()
-            return t
-        ts = [fresh() for _ in range(max(samples, 5))]
-        res[f"{tag} MemProcFS maps.pte() fresh"] = (statistics.median(ts), min(ts), len(maps))
-        kept = []
-        ts = [fresh(kept) for _ in range(max(samples, 5))]
-        res[f"{tag} MemProcFS maps.pte() fresh, results kept"] = (statistics.median(ts), min(ts), len(maps))
-        del kept
-        ts = [started() for _ in range(max(samples, 5))]
-        res[f"{tag} MemProcFS Vmm start + maps.pte()"] = (statistics.median(ts), min(ts), len(maps))
+        fresh_rows(res, [f"{tag} MemProcFS {row}" for row in (
+            "Vmm start + maps.pte()", "maps.pte() fresh", "maps.pte() fresh, results kept")],
+            lambda: memprocfs_vmm(raw, cr3, levels)[0], lambda v: v.process(1).maps.pte(),
+            lambda v: v.close(), max(samples, 5), len(maps))
         v, _ = memprocfs_vmm(raw, cr3, levels)
         v.process(1).maps.pte()
         res[f"{tag} MemProcFS maps.pte() warm"] = (*timed(lambda: v.process(1).maps.pte(), samples), len(maps))

@@ -161,13 +161,16 @@ def _present_bits(img, runs, max_pfn):
         n = min(out.size, bits.size)
         out[:n] = bits[:n]
         return out
-    for a, n in runs:
-        b = a + n
-        lo, hi = (a + 7) >> 3, b >> 3                  # the whole bytes of the run
-        if lo < hi:
-            out[lo:hi] = 0xFF
-        for p in list(range(a, min(b, lo << 3))) + list(range(max(a, hi << 3, lo << 3), b)):
-            out[p >> 3] |= 1 << (p & 7)
+    for a, n in runs:                                   # bits a to b - 1
+        b = a + n - 1
+        first, last = a >> 3, b >> 3
+        head, tail = (0xFF << (a & 7)) & 0xFF, 0xFF >> (7 - (b & 7))
+        if first == last:
+            out[first] |= head & tail
+        else:
+            out[first] |= head
+            out[first + 1:last] = 0xFF
+            out[last] |= tail
     return out
 
 

@@ -130,8 +130,8 @@ cdef inline uint64_t skip_none_run(WalkCtx *c, uint64_t *slot, uint64_t addr, ui
     """How many none entries follow ``slot`` (itself none, at ``addr``) inside
     ``[addr, end)``: a PMD or PUD loop with neither pte_hole nor install_pte
     does nothing for a none entry, so it steps over the whole run at once.
-    A saving in cost only: no call, stat or result changes (decision 26's
-    rule); the entries still count towards the next signal check.  The scan is
+    A saving in cost only: no call, stat or result changes (decision 27);
+    the entries still count towards the next signal check.  The scan is
     ``pgw_first_not_none``, the batched walker's (``_kernels.h``)."""
     cdef int n = <int>(((end - 1) >> shift) - (addr >> shift))   # entries after this one
     cdef uint64_t k = pgw_first_not_none(slot + 1, n, PGW_KNL_ERRATUM)
@@ -140,10 +140,9 @@ cdef inline uint64_t skip_none_run(WalkCtx *c, uint64_t *slot, uint64_t addr, ui
 
 
 cdef inline int _none_run(uint64_t *pte, int i, int n) noexcept nogil:
-    """The end of the run of none slots from ``i`` (exclusive, at most n)."""
-    while i < n and pte_none(pte[i]):
-        i += 1
-    return i
+    """The end of the run of none slots from ``i`` (exclusive, at most n):
+    ``pte_none``'s test, vectorised (``pgw_first_not_none``)."""
+    return i + pgw_first_not_none(pte + i, n - i, PGW_KNL_ERRATUM)
 
 
 cdef int install_run(WalkCtx *c, uint64_t *pte, uint64_t addr, int n) noexcept nogil:

@@ -15,7 +15,6 @@ nothing decompresses the whole file.
 """
 
 import struct
-from bisect import bisect_right
 from collections import OrderedDict
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from ...constants import PHYSICAL_MASK_SHIFT
 from . import AVML_MAGIC, _framing
 from .errors import ImageError
+from .ranges import RangeStore
 
 HEADER = struct.Struct("<IIQQQ")
 MAGIC = int.from_bytes(AVML_MAGIC, "little")     # 0x4C4D5641
@@ -55,7 +55,7 @@ def _decompress(framed):
     return cramjam.snappy.decompress(framed)
 
 
-class AvmlStore:
+class AvmlStore(RangeStore):
     """The ranges of an AVML file, served frame by frame through the chunk
     index built on open."""
 
@@ -65,7 +65,7 @@ class AvmlStore:
         self.source = source
         self.path = path = source.path
         size = source.size
-        blocks = []                         # (start, end, first chunk, end chunk, header offset)
+        blocks = []                         # (start, end, header offset, first chunk, end chunk)
         self._parts = ([], [], [], [])      # arrays of data chunks' (pa, bytes, header offset, body end)
         self._held = 0                      # data chunks so far
         pos = 0
@@ -89,27 +89,20 @@ class AvmlStore:
             if length != p - pos - HEADER.size:
                 raise ImageError(f"{path}: AVML stream length at offset {p:#x} says {length} bytes; the "
                                  f"stream of the range at offset {pos:#x} has {p - pos - HEADER.size}")
-            blocks.append((start, last + 1, first, self._held, pos))
+            blocks.append((start, last + 1, pos, first, self._held))
             pos = p + 8
-        if not blocks:
-            raise ImageError(f"{path}: no AVML range")
-        blocks.sort()
-        for (a, b, _, _, pa_), (c, _, _, _, pc) in zip(blocks, blocks[1:]):
-            if c < b:
-                raise ImageError(f"{path}: AVML ranges overlap: [{a:#x}, {b:#x}) (header at offset "
-                                 f"{pa_:#x}) and one from {c:#x} (header at offset {pc:#x})")
-        order = np.concatenate([np.arange(c0, c1, dtype=np.int64) for _, _, c0, c1, _ in blocks])
+        self._set_ranges("AVML", blocks)        # (start, end, first chunk, end chunk) in file order
+        order = np.concatenate([np.arange(c0, c1, dtype=np.int64) for _, _, c0, c1 in self.ranges])
 
         def table(parts):                   # in address order, as the ranges
             return np.concatenate(parts)[order] if parts else np.zeros(0, dtype=np.int64)
         self.chunk_pa, self.chunk_bytes, self.chunk_at, self.chunk_stop = map(table, self._parts)
         del self._parts
-        self.ranges = []
-        k = 0
-        for a, b, c0, c1, _ in blocks:
-            self.ranges.append((a, b, k, k + c1 - c0))
+        ranges, k = [], 0
+        for a, b, c0, c1 in self.ranges:        # chunks renumbered in address order
+            ranges.append((a, b, k, k + c1 - c0))
             k += c1 - c0
-        self._starts = [a for a, _, _, _ in self.ranges]
+        self.ranges = ranges
         self._cache = OrderedDict()
         self._cache_chunks = cache_chunks
 
@@ -164,13 +157,6 @@ class AvmlStore:
             p = body + n                        # padding and skippable chunks: passed over
         return p
 
-    def _range(self, pa, n):
-        """The range holding all of ``[pa, pa + n)``, or None."""
-        i = bisect_right(self._starts, pa) - 1
-        if i >= 0 and pa + n <= self.ranges[i][1]:
-            return self.ranges[i]
-        return None
-
     def _data(self, c0, c1):
         """The data of chunks ``c0`` to ``c1 - 1`` (one range's, in a row in
         the file), in one call; the failing chunk named on an error."""
@@ -218,15 +204,6 @@ class AvmlStore:
             skip = pa + len(out) - int(self.chunk_pa[c])
             out += data[skip:skip + 4096 - len(out)]
             c += 1
-        return out
-
-    def present(self):
-        """Sorted (first pfn, frames) runs of whole frames held: one a range."""
-        out = []
-        for a, b, _, _ in self.ranges:
-            lo, hi = (a + 4095) >> 12, b >> 12
-            if hi > lo:
-                out.append((lo, hi - lo))
         return out
 
     def read_frames(self, pfn, n):

@@ -3,24 +3,25 @@
 reserved bytes) followed by its bytes; what no range covers is absent."""
 
 import struct
-from bisect import bisect_right
 
 from ...constants import PHYSICAL_MASK_SHIFT
 from . import LIME_MAGIC
 from .errors import ImageError
+from .ranges import RangeStore
 
 HEADER = struct.Struct("<IIQQ8s")
 MAGIC = int.from_bytes(LIME_MAGIC, "little")     # 0x4C694D45
 
 
-class LimeStore:
+class LimeStore(RangeStore):
     """The ranges of a LiME file, served frame by frame from the mapped file."""
 
     format = "lime"
 
     def __init__(self, source):
         self.source = source
-        path, size = source.path, source.size
+        self.path = path = source.path
+        size = source.size
         ranges = []
         pos = 0
         while pos < size:
@@ -39,39 +40,19 @@ class LimeStore:
             if pos + HEADER.size + n > size:
                 raise ImageError(f"{path}: LiME range at offset {pos:#x} ({start:#x} to {last:#x}) runs "
                                  f"past the end of the file (truncated?)")
-            ranges.append((start, last + 1, pos + HEADER.size, pos))
+            ranges.append((start, last + 1, pos, pos + HEADER.size))
             pos += HEADER.size + n
-        if not ranges:
-            raise ImageError(f"{path}: no LiME range")
-        ranges.sort()
-        for (a, b, _, pa), (c, _, _, pc) in zip(ranges, ranges[1:]):
-            if c < b:
-                raise ImageError(f"{path}: LiME ranges overlap: [{a:#x}, {b:#x}) (header at offset "
-                                 f"{pa:#x}) and one from {c:#x} (header at offset {pc:#x})")
-        self.ranges = [(a, b, off) for a, b, off, _ in ranges]
-        self._starts = [a for a, _, _ in self.ranges]
+        self._set_ranges("LiME", ranges)          # (start, end, data offset)
 
     def _covering(self, pa, n):
-        i = bisect_right(self._starts, pa) - 1
-        if i >= 0:
-            a, b, off = self.ranges[i]
-            if pa + n <= b:
-                return off + pa - a
-        return None
+        """The file offset of ``[pa, pa + n)`` when one range holds it all."""
+        r = self._range(pa, n)
+        return None if r is None else r[2] + pa - r[0]
 
     def frame(self, pfn):
         """Frame ``pfn``'s 4 KiB, or None unless a range holds all of it."""
         off = self._covering(pfn << 12, 4096)
         return None if off is None else bytes(self.source.map[off:off + 4096])
-
-    def present(self):
-        """Sorted (first pfn, frames) runs of whole frames held."""
-        out = []
-        for a, b, _ in self.ranges:
-            lo, hi = (a + 4095) >> 12, b >> 12
-            if hi > lo:
-                out.append((lo, hi - lo))
-        return out
 
     def read_frames(self, pfn, n):
         """Frames ``pfn`` to ``pfn + n - 1`` (they must lie in one range:
